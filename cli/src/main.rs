@@ -1,1 +1,52 @@
-fn main() {}
+//! `lab`: the one binary. `lab run <service>` runs one service as its own process; the other
+//! verbs belong to the apphost.
+
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "lab",
+    version,
+    about = "Lab: a Rust microservice cluster under live fault injection"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one service in this process (settings from LAB_<SERVICE>__… variables).
+    Run(run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lab: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Run(args) => run::run(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, the whole chain: what failed and, from the inner error, how to fix it.
+            eprintln!("lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

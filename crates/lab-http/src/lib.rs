@@ -5,6 +5,7 @@
 //! (unknown route, wrong method, panic, bad body), and [`serve`] runs it with a bounded graceful
 //! shutdown.
 
+mod app;
 mod extract;
 mod observe;
 mod probe;
@@ -24,6 +25,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
+pub use app::{Application, HttpSettings};
 pub use extract::{Json, Path, Query};
 pub use observe::{RequestId, X_INSTANCE_ID, X_REQUEST_ID, new_instance_id};
 pub use probe::{CheckReport, PROBE_TIMEOUT, Probe, Readiness, ReadinessReport};
@@ -129,7 +131,10 @@ async fn metrics(State(state): State<PlatformState>) -> Response {
 
 async fn openapi_json(State(state): State<PlatformState>) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         state.openapi.as_str().to_owned(),
     )
         .into_response()

@@ -85,10 +85,7 @@ async fn run_probe(probe: &dyn Probe) -> CheckReport {
     let started = Instant::now();
     let outcome = match tokio::time::timeout(PROBE_TIMEOUT, probe.check()).await {
         Ok(result) => result,
-        Err(_) => Err(format!(
-            "no answer within {} ms",
-            PROBE_TIMEOUT.as_millis()
-        )),
+        Err(_) => Err(format!("no answer within {} ms", PROBE_TIMEOUT.as_millis())),
     };
     let latency_ms = (started.elapsed().as_secs_f64() * 1000.0 * 100.0).round() / 100.0;
     CheckReport {

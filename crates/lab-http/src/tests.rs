@@ -19,12 +19,10 @@ impl Probe for Fixed {
 }
 
 fn app(readiness: Readiness) -> Router {
-    let routes = Router::new()
-        .route("/boom", get(boom))
-        .route(
-            "/echo",
-            axum::routing::post(|Json(v): Json<serde_json::Value>| async move { Json(v) }),
-        );
+    let routes = Router::new().route("/boom", get(boom)).route(
+        "/echo",
+        axum::routing::post(|Json(v): Json<serde_json::Value>| async move { Json(v) }),
+    );
     ServiceApp {
         name: "test",
         instance_id: "test-1-abcd".into(),
@@ -35,7 +33,10 @@ fn app(readiness: Readiness) -> Router {
     .router(routes)
 }
 
-async fn call(app: Router, req: http::Request<axum::body::Body>) -> (StatusCode, http::HeaderMap, serde_json::Value) {
+async fn call(
+    app: Router,
+    req: http::Request<axum::body::Body>,
+) -> (StatusCode, http::HeaderMap, serde_json::Value) {
     let resp = app.oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
@@ -45,7 +46,9 @@ async fn call(app: Router, req: http::Request<axum::body::Body>) -> (StatusCode,
 }
 
 fn get_req(path: &str) -> http::Request<axum::body::Body> {
-    http::Request::get(path).body(axum::body::Body::empty()).unwrap()
+    http::Request::get(path)
+        .body(axum::body::Body::empty())
+        .unwrap()
 }
 
 #[tokio::test]
@@ -60,10 +63,16 @@ async fn an_unknown_route_is_a_404_problem_with_both_ids() {
 
 #[tokio::test]
 async fn the_callers_request_id_is_kept_and_a_forged_one_replaced() {
-    let req = http::Request::get("/livez").header("x-request-id", "abc-123").body(axum::body::Body::empty()).unwrap();
+    let req = http::Request::get("/livez")
+        .header("x-request-id", "abc-123")
+        .body(axum::body::Body::empty())
+        .unwrap();
     let (_, headers, _) = call(app(Readiness::new()), req).await;
     assert_eq!(headers[&X_REQUEST_ID], "abc-123");
-    let req = http::Request::get("/livez").header("x-request-id", "a b\tc").body(axum::body::Body::empty()).unwrap();
+    let req = http::Request::get("/livez")
+        .header("x-request-id", "a b\tc")
+        .body(axum::body::Body::empty())
+        .unwrap();
     let (_, headers, _) = call(app(Readiness::new()), req).await;
     assert_ne!(headers[&X_REQUEST_ID], "a b\tc");
 }
@@ -78,7 +87,10 @@ async fn a_panicking_handler_answers_a_500_problem() {
 
 #[tokio::test]
 async fn a_malformed_body_is_a_400_problem_and_a_wrong_method_a_405() {
-    let req = http::Request::post("/echo").header("content-type", "application/json").body(axum::body::Body::from("{nope")).unwrap();
+    let req = http::Request::post("/echo")
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from("{nope"))
+        .unwrap();
     let (status, headers, _) = call(app(Readiness::new()), req).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(headers[header::CONTENT_TYPE], PROBLEM_JSON);
@@ -110,8 +122,19 @@ async fn metrics_count_requests_by_route_and_openapi_lists_platform_routes() {
     let app = app(Readiness::new());
     let _ = call(app.clone(), get_req("/livez")).await;
     let resp = app.clone().oneshot(get_req("/metrics")).await.unwrap();
-    let text = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
-    assert!(text.contains("http_requests_total{method=\"GET\",route=\"/livez\",status=\"200\"} 1"), "{text}");
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains("http_requests_total{method=\"GET\",route=\"/livez\",status=\"200\"} 1"),
+        "{text}"
+    );
     let (_, _, doc) = call(app, get_req("/openapi.json")).await;
     assert!(doc["paths"]["/readyz"].is_object());
 }

@@ -1,0 +1,1 @@
+//! The apphost: `lab up`, `lab down`, `lab status`.

@@ -1,0 +1,168 @@
+//! PostgreSQL for Lab services.
+//!
+//! Every service owns one schema and a NOLOGIN owner role that owns every object in it
+//! (ARCHITECTURE.md §3). A service logs in as a member of that role whose sessions run `SET ROLE`
+//! to the owner (set on the login role itself), with `search_path` set to its schema, so its
+//! migrations and tables land in its own schema, owned by the stable role. [`bootstrap`] creates
+//! those roles and schemas with an administrator's connection; [`connect`] opens a service's pool.
+
+pub mod bootstrap;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use lab_config::SecretString;
+use serde::{Deserialize, Serialize};
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgConnection, PgPool};
+
+pub use sqlx;
+
+/// How a service reaches its database.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DbSettings {
+    /// `postgres://user:password@host:port/database`; the user is the service's login role.
+    pub url: SecretString,
+    /// Pool size; a service process rarely needs more than a few concurrent queries per core.
+    pub max_connections: u32,
+    /// How long a request may wait for a pooled connection before it fails with 503.
+    pub acquire_timeout_ms: u64,
+}
+
+impl DbSettings {
+    /// Local defaults for `service`: its static login on the machine's PostgreSQL.
+    pub fn local(service: &str) -> Self {
+        Self {
+            url: SecretString::new(format!(
+                "postgres://{}:{}@127.0.0.1:5432/lab",
+                bootstrap::login_role(service),
+                bootstrap::STATIC_PASSWORD
+            )),
+            max_connections: 10,
+            // Long enough to ride out a pool swap, short enough that a stuck database surfaces
+            // as a 503 before the caller's own timeout.
+            acquire_timeout_ms: 3_000,
+        }
+    }
+}
+
+impl Default for DbSettings {
+    fn default() -> Self {
+        Self::local("lab")
+    }
+}
+
+/// Why a database could not be used, phrased for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("the database URL is not valid: {0}")]
+    BadUrl(String),
+    #[error(
+        "PostgreSQL at {addr} is unreachable ({reason}): start it, or point {hint} at a running server"
+    )]
+    Unreachable {
+        addr: String,
+        reason: String,
+        hint: String,
+    },
+    #[error("migrations of schema {schema} failed: {reason}")]
+    Migration { schema: String, reason: String },
+    #[error(transparent)]
+    Sql(#[from] sqlx::Error),
+}
+
+/// Connection options for `url` with every session scoped to `schema`.
+pub fn connect_options(
+    url: &SecretString,
+    schema: &str,
+    app_name: &str,
+) -> Result<PgConnectOptions, DbError> {
+    let options = PgConnectOptions::from_str(url.expose())
+        .map_err(|e| DbError::BadUrl(e.to_string()))?
+        .application_name(app_name)
+        .options([("search_path", schema)]);
+    Ok(options)
+}
+
+/// Opens a pool for `schema` and checks that one connection really works, so a wrong address or
+/// password stops start-up with a clear message instead of failing the first request.
+pub async fn connect(
+    settings: &DbSettings,
+    schema: &str,
+    app_name: &str,
+    env_hint: &str,
+) -> Result<PgPool, DbError> {
+    let options = connect_options(&settings.url, schema, app_name)?;
+    let addr = format!("{}:{}", options.get_host(), options.get_port());
+    // One direct connection first: its error says why (refused, bad password, no database),
+    // where a pool would only say that it timed out.
+    let probe = tokio::time::timeout(
+        Duration::from_millis(settings.acquire_timeout_ms),
+        PgConnection::connect_with(&options),
+    )
+    .await;
+    let reason = match probe {
+        Ok(Ok(conn)) => {
+            let _ = conn.close().await;
+            None
+        }
+        Ok(Err(e)) => Some(short_reason(&e)),
+        Err(_) => Some(format!(
+            "no answer within {} ms",
+            settings.acquire_timeout_ms
+        )),
+    };
+    if let Some(reason) = reason {
+        return Err(DbError::Unreachable {
+            addr,
+            reason,
+            hint: env_hint.to_owned(),
+        });
+    }
+    Ok(PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .connect_lazy_with(options))
+}
+
+/// Applies `migrator` to the pool's schema. Concurrent replicas serialise on sqlx's advisory lock.
+pub async fn migrate(pool: &PgPool, migrator: &Migrator, schema: &str) -> Result<(), DbError> {
+    migrator.run(pool).await.map_err(|e| DbError::Migration {
+        schema: schema.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// The first line of an error, without the nesting sqlx adds.
+pub fn short_reason(e: &sqlx::Error) -> String {
+    match e {
+        sqlx::Error::Io(io) => io.to_string(),
+        sqlx::Error::PoolTimedOut => "no connection available in time".into(),
+        sqlx::Error::Database(db) => {
+            format!("{} ({})", db.message(), db.code().unwrap_or_default())
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Readiness probe: a real query on the service's pool.
+pub struct PgProbe(pub PgPool);
+
+impl lab_http::Probe for PgProbe {
+    fn name(&self) -> &str {
+        "postgres"
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            sqlx::query("SELECT 1")
+                .execute(&self.0)
+                .await
+                .map(|_| ())
+                .map_err(|e| short_reason(&e))
+        })
+    }
+}

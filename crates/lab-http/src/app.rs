@@ -1,0 +1,81 @@
+//! A service ready to serve: its listener bound, its router built.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::Router;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// The HTTP part of every service's settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpSettings {
+    /// Where to listen; the apphost passes a port of its choosing, tests pass port 0.
+    pub listen: SocketAddr,
+    /// Which replica of the service this is (1-based), part of the instance id.
+    pub replica: u16,
+    /// How long in-flight requests may run after shutdown starts; Kubernetes' default
+    /// termination grace is 30 s, a local run wants to stop faster.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            replica: 1,
+            shutdown_grace_ms: 5_000,
+        }
+    }
+}
+
+/// A bound, built service; [`Application::run`] serves until the shutdown token fires.
+pub struct Application {
+    /// The address actually bound (the port is real even when 0 was asked for).
+    pub addr: SocketAddr,
+    /// This process's `X-Instance-Id`.
+    pub instance_id: String,
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+    grace: Duration,
+}
+
+impl Application {
+    /// Binds `settings.listen` and keeps `router` for [`Application::run`].
+    pub async fn bind(
+        settings: &HttpSettings,
+        instance_id: String,
+        router: Router,
+        shutdown: CancellationToken,
+    ) -> Result<Self, crate::BindError> {
+        let listener = crate::bind(settings.listen).await?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| crate::BindError::Other {
+                addr: settings.listen,
+                source,
+            })?;
+        Ok(Self {
+            addr,
+            instance_id,
+            listener,
+            router,
+            shutdown,
+            grace: Duration::from_millis(settings.shutdown_grace_ms),
+        })
+    }
+
+    /// `http://127.0.0.1:<port>`
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Serves until the shutdown token is cancelled, then drains within the grace period.
+    pub async fn run(self) -> std::io::Result<()> {
+        tracing::info!(addr = %self.addr, instance = %self.instance_id, "listening");
+        crate::serve(self.listener, self.router, self.shutdown, self.grace).await
+    }
+}
