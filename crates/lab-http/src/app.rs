@@ -68,6 +68,13 @@ impl Application {
         })
     }
 
+    /// Adds routes to a built service, e.g. a test's own slow handler for watching graceful
+    /// shutdown. They are served by the same server but bypass the platform middleware.
+    pub fn merge_routes(mut self, routes: Router) -> Self {
+        self.router = self.router.merge(routes);
+        self
+    }
+
     /// `http://127.0.0.1:<port>`
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)

@@ -15,8 +15,9 @@ use utoipa::OpenApi;
 /// The service's name: its schema, its env prefix (`LAB_CATALOG__`), its instance ids.
 pub const NAME: &str = "catalog";
 
-/// This service's migrations, applied to its own schema at start.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+/// This service's migrations, applied to its own schema at start; public so the test harness
+/// can build its template database from them.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Everything the catalog service reads at start-up.
 #[derive(Debug, Clone, Serialize, Deserialize)]

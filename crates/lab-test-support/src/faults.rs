@@ -1,0 +1,92 @@
+//! Dependencies that are down, checked the same way for every service that has them: start-up
+//! refuses an unreachable PostgreSQL with a message naming the variable to fix, `/readyz` says
+//! which dependency is down and why, and a service recovers on its own when it returns.
+
+use std::future::Future;
+
+use lab_http::Application;
+use reqwest::StatusCode;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::TestApp;
+
+/// `build` with `settings` pointing at an unreachable PostgreSQL fails (no panic) with a message
+/// that says so and names `LAB_<SERVICE>__DATABASE__URL`.
+pub async fn build_refuses_an_unreachable_postgres<S, F, Fut>(build: F, settings: S, service: &str)
+where
+    F: FnOnce(S, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<Application>>,
+{
+    let shutdown = CancellationToken::new();
+
+    let result = build(settings, shutdown.clone()).await;
+
+    shutdown.cancel();
+    let message = match result {
+        Ok(app) => panic!(
+            "{service} built against an unreachable database at {}",
+            app.addr
+        ),
+        Err(e) => format!("{e:#}"),
+    };
+    let variable = format!("{}DATABASE__URL", lab_config::env_prefix(service));
+    assert!(message.contains("unreachable"), "{message}");
+    assert!(message.contains(&variable), "{message}");
+    assert!(!message.contains('\n'), "not one line: {message}");
+}
+
+/// The named check in a `/readyz` body.
+pub fn check<'a>(body: &'a Value, name: &str) -> &'a Value {
+    body["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["name"] == name))
+        .unwrap_or(&Value::Null)
+}
+
+/// With RabbitMQ unreachable, `/readyz` is 503 `not_ready` with `rabbitmq` down and the reason
+/// the connection failed.
+pub async fn readyz_is_503_with_rabbitmq_down(app: &TestApp) {
+    // The first report may still say "not connected yet"; wait for the real reason.
+    let body = app
+        .wait_readyz(|b| {
+            let amqp = check(b, "rabbitmq");
+            amqp["status"] == "down" && amqp["reason"] != "not connected yet"
+        })
+        .await;
+    let (status, _) = app.get_json("/readyz").await;
+
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body:#}");
+    assert_eq!(body["status"], "not_ready");
+    let reason = check(&body, "rabbitmq")["reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!reason.is_empty(), "{body:#}");
+}
+
+/// Stops the env's private Redis under a running `app` and starts it again: `/readyz` goes
+/// `degraded` (still 200: Redis is not critical) with Redis down and why, then `ready` again
+/// without a restart.
+pub async fn readyz_follows_redis_down_and_back(app: &TestApp) {
+    app.wait_ready().await;
+
+    app.env.stop_redis().await;
+
+    let body = app
+        .wait_readyz(|b| check(b, "redis")["status"] == "down")
+        .await;
+    let (status, _) = app.get_json("/readyz").await;
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    assert_eq!(body["status"], "degraded");
+    let redis = check(&body, "redis");
+    assert_eq!(redis["critical"], false);
+    assert!(
+        redis["reason"].as_str().is_some_and(|r| !r.is_empty()),
+        "{body:#}"
+    );
+
+    app.env.start_redis().await;
+
+    let body = app.wait_readyz(|b| b["status"] == "ready").await;
+    assert_eq!(check(&body, "redis")["status"], "up");
+}

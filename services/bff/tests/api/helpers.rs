@@ -1,0 +1,55 @@
+//! `spawn_app()` and friends: the BFF, and the catalog instances it fronts in tests.
+
+use std::collections::BTreeMap;
+
+use lab_bff::Settings;
+use lab_test_support::{ServiceMigrator, TestApp, TestEnv};
+
+/// The migrations the test template holds: the catalog's, for the instances behind the BFF.
+pub const MIGRATIONS: &[ServiceMigrator] = &[(lab_catalog::NAME, &lab_catalog::MIGRATOR)];
+
+/// Settings wiring the BFF to `env` with exactly these upstreams (`service` → comma-separated
+/// base URLs); none by default, so no test depends on ports it did not open.
+pub fn settings(env: &TestEnv, upstreams: &[(&str, String)]) -> Settings {
+    Settings {
+        http: env.http(1),
+        redis: env.redis(),
+        upstreams: upstreams
+            .iter()
+            .map(|(service, urls)| ((*service).to_owned(), urls.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        vault_addr: None,
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with_routes(axum::Router::new()).await
+}
+
+/// The BFF with test-only `routes` added.
+pub async fn spawn_app_with_routes(routes: axum::Router) -> TestApp {
+    let env = TestEnv::builder().start().await;
+    env.spawn_with_routes(lab_bff::build, settings(&env, &[]), routes)
+        .await
+}
+
+/// The BFF in front of `upstreams`, on `env`.
+pub async fn spawn_bff(env: &TestEnv, upstreams: &[(&str, String)]) -> TestApp {
+    env.spawn(lab_bff::build, settings(env, upstreams)).await
+}
+
+/// Catalog replica `replica` on `env`'s database, Redis and RabbitMQ.
+#[allow(
+    clippy::needless_update,
+    reason = "settings the catalog adds (admin token, peers, …) keep their defaults"
+)]
+pub async fn spawn_catalog(env: &TestEnv, replica: u16) -> TestApp {
+    let settings = lab_catalog::Settings {
+        http: env.http(replica),
+        database: env.database(lab_catalog::NAME),
+        redis: env.redis(),
+        amqp: env.amqp(),
+        ..lab_catalog::Settings::default()
+    };
+    env.spawn(lab_catalog::build, settings).await
+}

@@ -1,0 +1,6 @@
+//! Integration tests of the BFF: the real gateway in-process on port 0, in front of real catalog
+//! instances, against real PostgreSQL, Redis and RabbitMQ.
+
+mod cluster_health;
+mod health;
+mod helpers;

@@ -1,0 +1,7 @@
+//! Integration tests of the payments service: the real service in-process on port 0, against real
+//! PostgreSQL and RabbitMQ, each test with its own database.
+
+mod faults;
+mod health;
+mod helpers;
+mod schema;

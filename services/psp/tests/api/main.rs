@@ -1,0 +1,4 @@
+//! Integration tests of the sandbox PSP: the real service in-process on port 0.
+
+mod health;
+mod helpers;
