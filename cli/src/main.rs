@@ -22,6 +22,12 @@ struct Cli {
 enum Command {
     /// Run one service in this process (settings from LAB_<SERVICE>__… variables).
     Run(run::RunArgs),
+    /// Run the whole cluster: private infrastructure (or existing servers) and every service.
+    Up(lab_apphost::UpArgs),
+    /// Stop the running apphost and the private infrastructure it started (data is kept).
+    Down(lab_apphost::DownArgs),
+    /// Show every process of the running apphost: pid, port, health, restarts.
+    Status(lab_apphost::StatusArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +45,9 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Run(args) => run::run(args).await,
+            Command::Up(args) => lab_apphost::up(args).await,
+            Command::Down(args) => lab_apphost::down(args).await,
+            Command::Status(args) => lab_apphost::status(args).await,
         }
     });
     match result {

@@ -34,6 +34,7 @@ fn settings<T: DeserializeOwned + Serialize + Default>(name: &str) -> anyhow::Re
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     lab_telemetry::init_logging();
+    die_with_apphost()?;
     let shutdown = CancellationToken::new();
     let app = build(args.service, args.listen, shutdown.clone()).await?;
     let signal = shutdown.clone();
@@ -72,4 +73,20 @@ async fn build(
         Service::Checkout => build_service!(lab_checkout, listen, shutdown),
         Service::Psp => build_service!(lab_psp, listen, shutdown),
     }
+}
+
+/// Under `lab up`, asks the kernel to SIGTERM this process when the apphost dies, even by
+/// SIGKILL, so no service outlives it. Done here, in the child itself, because setting it between
+/// fork and exec (`pre_exec`) would need `unsafe`, which the workspace forbids.
+fn die_with_apphost() -> anyhow::Result<()> {
+    let Ok(parent) = std::env::var(lab_apphost::PARENT_ENV) else {
+        return Ok(());
+    };
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+        .context("cannot tie this process to the apphost's lifetime")?;
+    // The apphost may have died before the line above ran: then our parent is already another.
+    if parent != nix::unistd::getppid().to_string() {
+        anyhow::bail!("the apphost (pid {parent}) is gone; not starting");
+    }
+    Ok(())
 }

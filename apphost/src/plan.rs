@@ -1,0 +1,208 @@
+//! What runs: every service process (catalog twice), what it needs, when it may start, and the
+//! `LAB_<SERVICE>__…` variables that wire it. This is the only place that knows the topology.
+
+use std::net::SocketAddr;
+
+/// One service of the cluster and what its `Settings` contain.
+struct ServiceDef {
+    /// Its `lab run` name and env prefix.
+    name: &'static str,
+    /// How many processes run it.
+    replicas: u16,
+    /// Whether its settings have `database`, `redis`, `amqp`.
+    database: bool,
+    redis: bool,
+    amqp: bool,
+}
+
+/// Start order. The BFF comes last and waits for every other process; the rest need only the
+/// infrastructure (they talk to each other through RabbitMQ, not at start-up).
+const SERVICES: [ServiceDef; 7] = [
+    svc("identity", 1, true, true, false),
+    svc("catalog", 2, true, true, true),
+    svc("orders", 1, true, false, true),
+    svc("payments", 1, true, false, true),
+    svc("checkout", 1, true, false, true),
+    svc("psp", 1, false, false, false),
+    svc("bff", 1, false, true, false),
+];
+
+const fn svc(
+    name: &'static str,
+    replicas: u16,
+    database: bool,
+    redis: bool,
+    amqp: bool,
+) -> ServiceDef {
+    ServiceDef {
+        name,
+        replicas,
+        database,
+        redis,
+        amqp,
+    }
+}
+
+/// How the infrastructure is reached, as the services see it.
+#[derive(Debug, Clone)]
+pub struct Wiring {
+    /// Database URL of each service's login, by service.
+    pub database_urls: std::collections::BTreeMap<String, String>,
+    /// `redis://…`
+    pub redis_url: String,
+    /// `amqp://…`
+    pub amqp_url: String,
+    /// OpenBao's address, when it is in play.
+    pub vault_addr: Option<String>,
+}
+
+/// One process to run.
+#[derive(Debug, Clone)]
+pub struct ProcSpec {
+    /// `catalog-2`, or just `identity` when the service has one replica.
+    pub name: String,
+    /// The service (`lab run <service>`).
+    pub service: &'static str,
+    /// 1-based replica number.
+    pub replica: u16,
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// Names of the processes that must be ready before it starts.
+    pub after: Vec<String>,
+    /// Its `LAB_…` variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl ProcSpec {
+    /// `http://127.0.0.1:<port>`
+    pub fn url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+}
+
+/// The process names in start order, with the port key each is remembered under.
+pub fn process_names() -> Vec<(&'static str, u16, String)> {
+    SERVICES
+        .iter()
+        .flat_map(|s| (1..=s.replicas).map(move |r| (s.name, r, name(s, r))))
+        .collect()
+}
+
+fn name(s: &ServiceDef, replica: u16) -> String {
+    if s.replicas > 1 {
+        format!("{}-{replica}", s.name)
+    } else {
+        s.name.to_owned()
+    }
+}
+
+/// Every process with its wiring; `listen(name)` gives each one's address.
+pub fn plan(wiring: &Wiring, mut listen: impl FnMut(&str) -> SocketAddr) -> Vec<ProcSpec> {
+    let mut procs: Vec<ProcSpec> = Vec::new();
+    for s in &SERVICES {
+        for replica in 1..=s.replicas {
+            let name = name(s, replica);
+            let addr = listen(&name);
+            let prefix = lab_config::env_prefix(s.name);
+            let mut env = vec![
+                (format!("{prefix}HTTP__LISTEN"), addr.to_string()),
+                (format!("{prefix}HTTP__REPLICA"), replica.to_string()),
+            ];
+            if s.database
+                && let Some(url) = wiring.database_urls.get(s.name)
+            {
+                env.push((format!("{prefix}DATABASE__URL"), url.clone()));
+            }
+            if s.redis {
+                env.push((format!("{prefix}REDIS__URL"), wiring.redis_url.clone()));
+            }
+            if s.amqp {
+                env.push((format!("{prefix}AMQP__URL"), wiring.amqp_url.clone()));
+            }
+            procs.push(ProcSpec {
+                name,
+                service: s.name,
+                replica,
+                listen: addr,
+                after: Vec::new(),
+                env,
+            });
+        }
+    }
+    wire_bff(&mut procs, wiring);
+    procs
+}
+
+/// The BFF learns every other instance's URL and starts after all of them.
+fn wire_bff(procs: &mut [ProcSpec], wiring: &Wiring) {
+    let mut upstreams: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for p in procs.iter().filter(|p| p.service != "bff") {
+        upstreams.entry(p.service).or_default().push(p.url());
+    }
+    let others: Vec<String> = procs
+        .iter()
+        .filter(|p| p.service != "bff")
+        .map(|p| p.name.clone())
+        .collect();
+    let prefix = lab_config::env_prefix("bff");
+    for bff in procs.iter_mut().filter(|p| p.service == "bff") {
+        for (service, urls) in &upstreams {
+            bff.env.push((
+                format!("{prefix}UPSTREAMS__{}", service.to_ascii_uppercase()),
+                urls.join(","),
+            ));
+        }
+        if let Some(addr) = &wiring.vault_addr {
+            bff.env.push((format!("{prefix}VAULT_ADDR"), addr.clone()));
+        }
+        bff.after = others.clone();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_runs_twice_and_the_bff_knows_every_instance() {
+        let wiring = Wiring {
+            database_urls: [("catalog".to_owned(), "postgres://c".to_owned())].into(),
+            redis_url: "redis://r".into(),
+            amqp_url: "amqp://a".into(),
+            vault_addr: Some("http://v".into()),
+        };
+        let mut port = 9000;
+        let procs = plan(&wiring, |_| {
+            port += 1;
+            crate::ports::loopback(port)
+        });
+        let names: Vec<&str> = procs.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "identity",
+                "catalog-1",
+                "catalog-2",
+                "orders",
+                "payments",
+                "checkout",
+                "psp",
+                "bff"
+            ]
+        );
+        let bff = procs.last().unwrap();
+        let env: std::collections::BTreeMap<_, _> = bff.env.iter().cloned().collect();
+        assert_eq!(
+            env["LAB_BFF__UPSTREAMS__CATALOG"],
+            "http://127.0.0.1:9002,http://127.0.0.1:9003"
+        );
+        assert_eq!(env["LAB_BFF__VAULT_ADDR"], "http://v");
+        assert_eq!(bff.after.len(), 7);
+        let psp = &procs[6];
+        assert!(
+            psp.env
+                .iter()
+                .all(|(k, _)| k.starts_with("LAB_PSP__HTTP__"))
+        );
+    }
+}

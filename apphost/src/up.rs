@@ -1,0 +1,259 @@
+//! `lab up`: infrastructure, then every service in health-gated order, a live status table while
+//! starting, the URLs once ready, supervision until Ctrl-C/SIGTERM, then an ordered stop.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cluster::{self, InfraArgs};
+use crate::console::Console;
+use crate::control::{self, ControlState};
+use crate::datadir::{ApphostInfo, DataDir, Secrets, State};
+use crate::supervisor::{self, Ctx, Supervised};
+use crate::table::{Health, ProcessInfo, ProcessTable};
+use crate::{plan, ports, proc, status};
+
+/// Arguments of `lab up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// Where private instances keep their data, ports and pids.
+    #[arg(long, default_value = ".lab", env = "LAB_DATA_DIR")]
+    pub data_dir: PathBuf,
+    /// The BFF's public address (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub infra: InfraArgs,
+}
+
+/// Runs the cluster until Ctrl-C or SIGTERM.
+pub async fn up(args: UpArgs) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let dir = DataDir::open(&args.data_dir)?;
+    if let Some(info) = running_apphost(&dir) {
+        anyhow::bail!(
+            "an apphost is already running for {} (pid {}): use it (`lab status`), or stop it with `lab down`",
+            dir.root().display(),
+            info.pid
+        );
+    }
+    let shutdown = CancellationToken::new();
+    tokio::spawn(watch_signals(shutdown.clone()));
+
+    let mut state = State::load(&dir)?;
+    let secrets = Secrets::load_or_create(&dir)?;
+    let infra = tokio::select! {
+        r = cluster::bring_up(&dir, &args.infra, &mut state, &secrets) => r?,
+        () = shutdown.cancelled() => anyhow::bail!(
+            "interrupted while starting the infrastructure; what started keeps running (`lab down` stops it)"
+        ),
+    };
+    let infra_time = t0.elapsed();
+
+    let names = plan::process_names();
+    let mut addrs: BTreeMap<String, SocketAddr> = BTreeMap::new();
+    for (service, _, name) in &names {
+        let addr = if *service == "bff" {
+            let mut a = args.listen;
+            if a.port() == 0 {
+                a.set_port(ports::free_port()?);
+            }
+            a
+        } else {
+            ports::loopback(ports::assign(&mut state, name, false)?)
+        };
+        addrs.insert(name.clone(), addr);
+    }
+    state.save(&dir)?;
+    let specs = plan::plan(&infra.wiring, |n| {
+        addrs.get(n).copied().unwrap_or(ports::loopback(0))
+    });
+
+    let table = ProcessTable::default();
+    for row in infra.rows.iter().cloned() {
+        table.add(row);
+    }
+    for s in &specs {
+        table.add(ProcessInfo {
+            name: s.name.clone(),
+            kind: "service".into(),
+            replica: s.replica,
+            pid: None,
+            port: s.listen.port(),
+            url: s.url(),
+            health: Health::Waiting,
+            restarts: 0,
+            uptime_s: None,
+            ready_ms: None,
+            last_error: None,
+        });
+    }
+    let width = specs.iter().map(|s| s.name.len()).max().unwrap_or(3);
+    let console = Console::new(width);
+    for line in &infra.summary {
+        console.note(line);
+    }
+    let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
+    let tracker = TaskTracker::new();
+    let ctx = Arc::new(Ctx {
+        exe: std::env::current_exe().context("cannot find the lab binary itself")?,
+        data_dir: dir.root().to_path_buf(),
+        table: table.clone(),
+        console: console.clone(),
+        http: reqwest::Client::builder()
+            // Loopback: a connect that takes longer means the process is not listening yet.
+            .connect_timeout(Duration::from_millis(300))
+            .build()?,
+        tracker: tracker.clone(),
+        fatal: fatal_tx,
+    });
+    let procs = supervisor::start(&ctx, &specs);
+    let control_stop = CancellationToken::new();
+    let commands = procs
+        .iter()
+        .map(|p| (p.name.clone(), p.control.clone()))
+        .collect();
+    let control_state = ControlState {
+        table: table.clone(),
+        commands: Arc::new(commands),
+    };
+    let bff_url = format!(
+        "http://{}",
+        addrs.get("bff").copied().unwrap_or(args.listen)
+    );
+    let control_addr = match control::serve(control_state, control_stop.clone(), &tracker).await {
+        Ok(a) => a,
+        Err(e) => {
+            supervisor::stop_all(procs).await;
+            return Err(e).context("cannot open the control API");
+        }
+    };
+    let info = ApphostInfo {
+        pid: std::process::id(),
+        control_url: format!("http://{control_addr}"),
+        bff_url: bff_url.clone(),
+    };
+    dir.write_json(ApphostInfo::FILE, &info, 0o644)?;
+
+    let started = wait_ready(&procs, &table, &console, &mut fatal_rx, &shutdown, t0).await;
+    let result = match started {
+        Started::Ready => {
+            print_ready(&console, &table, &info, t0.elapsed(), infra_time);
+            shutdown.cancelled().await;
+            Ok(())
+        }
+        Started::Interrupted => Ok(()),
+        Started::Failed(name, line) => Err(anyhow::anyhow!(
+            "{name} could not start: {}",
+            line.trim_start_matches("lab: ")
+        )),
+    };
+    console.note("stopping services (infrastructure keeps running; `lab down` stops it)");
+    supervisor::stop_all(procs).await;
+    control_stop.cancel();
+    tracker.close();
+    // Log pumps end when their pipes close; the control server when its token fires.
+    let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+    dir.remove(ApphostInfo::FILE);
+    result
+}
+
+enum Started {
+    Ready,
+    Interrupted,
+    Failed(String, String),
+}
+
+/// Waits for every service to be ready, drawing the live table meanwhile.
+async fn wait_ready(
+    procs: &[Supervised],
+    table: &ProcessTable,
+    console: &Console,
+    fatal: &mut mpsc::UnboundedReceiver<(String, String)>,
+    shutdown: &CancellationToken,
+    t0: Instant,
+) -> Started {
+    loop {
+        if procs.iter().all(|p| *p.ready.borrow()) {
+            console.end_live();
+            return Started::Ready;
+        }
+        console.live(status::live(&table.snapshot(), t0.elapsed()));
+        tokio::select! {
+            Some((name, line)) = fatal.recv() => {
+                console.end_live();
+                return Started::Failed(name, line);
+            }
+            () = shutdown.cancelled() => {
+                console.end_live();
+                return Started::Interrupted;
+            }
+            // The live table redraws ten times a second; readiness is checked as often.
+            () = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+fn print_ready(
+    console: &Console,
+    table: &ProcessTable,
+    info: &ApphostInfo,
+    total: Duration,
+    infra: Duration,
+) {
+    let rows = table.snapshot();
+    for line in status::render(&rows) {
+        console.note(&line);
+    }
+    let slowest = rows
+        .iter()
+        .filter(|r| r.kind == "service")
+        .filter_map(|r| r.ready_ms.map(|ms| (ms, r.name.as_str())))
+        .max();
+    console.note(&format!(
+        "all {} service processes ready in {:.2} s (infrastructure {:.2} s{})",
+        rows.iter().filter(|r| r.kind == "service").count(),
+        total.as_secs_f64(),
+        infra.as_secs_f64(),
+        slowest
+            .map(|(ms, n)| format!(", slowest service {n} {ms} ms"))
+            .unwrap_or_default()
+    ));
+    console.note(&format!("BFF          {}", info.bff_url));
+    console.note(&format!("health       {}/api/health", info.bff_url));
+    console.note(&format!(
+        "control API  {}/processes  (`lab status`)",
+        info.control_url
+    ));
+    console.note("Ctrl-C stops the services; `lab down` also stops the infrastructure");
+}
+
+/// The apphost recorded in `dir`, if its process is alive.
+pub fn running_apphost(dir: &DataDir) -> Option<ApphostInfo> {
+    let info: ApphostInfo = dir.read_json(ApphostInfo::FILE).ok().flatten()?;
+    (proc::alive(info.pid) && info.pid != std::process::id()).then_some(info)
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+async fn watch_signals(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+    token.cancel();
+}
