@@ -5,6 +5,8 @@
 //! service writes goes through [`Redis::key`], which applies the owner prefix (`catalog:`) and, in
 //! tests, the test's own prefix.
 
+mod two_level;
+
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -12,6 +14,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 
 pub use redis;
+pub use two_level::{CacheConfig, CacheStats, Source, TwoLevel, Versioned};
 
 /// How a service reaches Redis.
 #[derive(Debug, Clone, Serialize, Deserialize)]

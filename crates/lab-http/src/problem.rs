@@ -25,8 +25,9 @@ pub struct Problem {
     #[serde(flatten)]
     #[schema(value_type = Object)]
     pub extensions: Map<String, Value>,
+    /// Boxed: most problems carry none, and a small `Problem` keeps every `Result` small.
     #[serde(skip)]
-    headers: HeaderMap,
+    headers: Option<Box<HeaderMap>>,
 }
 
 impl Problem {
@@ -38,7 +39,7 @@ impl Problem {
             status: status.as_u16(),
             detail: None,
             extensions: Map::new(),
-            headers: HeaderMap::new(),
+            headers: None,
         }
     }
 
@@ -65,7 +66,7 @@ impl Problem {
     }
 
     pub fn header(mut self, name: HeaderName, value: HeaderValue) -> Self {
-        self.headers.insert(name, value);
+        self.headers.get_or_insert_default().insert(name, value);
         self
     }
 
@@ -118,7 +119,9 @@ impl IntoResponse for Problem {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
-        response.headers_mut().extend(self.headers);
+        if let Some(headers) = self.headers {
+            response.headers_mut().extend(*headers);
+        }
         response
     }
 }

@@ -1,9 +1,26 @@
 //! The catalog service. Products and stock: optimistic concurrency on xmin, oversell-safe reservations, a two-level cache.
 //!
+//! Where each pattern lives: `occ.rs` (ETag from `xmin`, `If-Match`, one-statement conditional
+//! writes), `stock.rs` (reservations that cannot oversell, idempotent per order),
+//! `lab_cache::TwoLevel` (L1 + L2 + pub/sub invalidation, wired here), `demo.rs` (the demos).
+//!
 //! A library with a thin entry point: [`build`] wires settings to a bound [`Application`]; the
 //! `lab` binary runs it as `lab run catalog`, the tests run it in-process on port 0.
 
-use lab_cache::{Redis, RedisProbe, RedisSettings};
+mod auth;
+pub mod demo;
+pub mod domain;
+pub mod occ;
+pub mod products;
+pub mod routes;
+pub mod seed;
+pub mod stock;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use lab_cache::{CacheConfig, Redis, RedisProbe, RedisSettings, TwoLevel};
+use lab_config::SecretString;
 use lab_db::{DbSettings, PgProbe};
 use lab_http::{Application, HttpSettings, Readiness, ServiceApp, new_instance_id};
 use lab_messaging::{AmqpProbe, AmqpSettings, Broker};
@@ -31,6 +48,14 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// Its RabbitMQ broker.
     pub amqp: AmqpSettings,
+    /// Bearer token of the administrator (create and delete products, edit non-demo ones);
+    /// unset means nobody is an administrator.
+    pub admin_token: Option<SecretString>,
+    /// Base URLs of every catalog replica, this one included, comma-separated: the race and
+    /// cache demos spread their requests over them. Empty: this replica alone.
+    pub peers: String,
+    /// Collapse concurrent cache misses of one key into one database query.
+    pub single_flight: bool,
 }
 
 impl Default for Settings {
@@ -40,15 +65,43 @@ impl Default for Settings {
             database: DbSettings::local(NAME),
             redis: RedisSettings::default(),
             amqp: AmqpSettings::default(),
+            admin_token: None,
+            peers: String::new(),
+            single_flight: true,
         }
     }
 }
 
 #[derive(OpenApi)]
-#[openapi(info(
-    description = "Products and stock: optimistic concurrency on xmin, oversell-safe reservations, a two-level cache."
-))]
+#[openapi(
+    info(
+        description = "Products and stock: optimistic concurrency on xmin, oversell-safe reservations, a two-level cache."
+    ),
+    paths(
+        routes::list_products,
+        routes::get_product,
+        routes::create_product,
+        routes::update_product,
+        routes::delete_product,
+        routes::get_inventory,
+        routes::update_inventory,
+        routes::get_cache_state,
+    ),
+    components(schemas(
+        products::Product,
+        products::Inventory,
+        routes::CacheState,
+        stock::Line,
+        stock::ReserveOutcome
+    ))
+)]
 struct ApiDoc;
+
+/// L1 holds every product a replica serves (the catalog is small); 30 s bounds how long a
+/// replica can serve a stale product when Redis, and with it invalidation, is down.
+const L1_TTL: Duration = Duration::from_secs(30);
+/// L2 entries live 5 minutes; invalidation, not expiry, keeps them fresh.
+const L2_TTL: Duration = Duration::from_secs(300);
 
 /// Connects what the service needs, applies its migrations, and binds its listener.
 pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Application> {
@@ -61,6 +114,10 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     )
     .await?;
     lab_db::migrate(&pool, &MIGRATOR, NAME).await?;
+    let seeded = seed::run(&pool).await?;
+    if seeded > 0 {
+        tracing::info!(seeded, "seed products created");
+    }
     let redis = Redis::new(&settings.redis, NAME)?;
     let broker = Broker::start(&settings.amqp, &instance_id, shutdown.clone());
     let readiness = Readiness::new()
@@ -77,6 +134,30 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         readiness,
         openapi: ApiDoc::openapi(),
     };
-    let router = app.router(axum::Router::new());
-    Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
+    let cache = TwoLevel::new(
+        CacheConfig {
+            kind: "product",
+            l1_capacity: 10_000,
+            l1_ttl: L1_TTL,
+            l2_ttl: L2_TTL,
+        },
+        redis,
+    );
+    cache.spawn_subscriber(shutdown.clone());
+    let self_url = Arc::new(OnceLock::new());
+    let state = routes::AppState {
+        pool,
+        cache,
+        instance_id: instance_id.clone().into(),
+        settings: Arc::new(settings.clone()),
+        // Demo fan-out to the replicas stays on loopback; a slow connect is a dead replica.
+        http: reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(500))
+            .build()?,
+        self_url: self_url.clone(),
+    };
+    let router = app.router(routes::router(state));
+    let application = Application::bind(&settings.http, instance_id, router, shutdown).await?;
+    let _ = self_url.set(application.base_url());
+    Ok(application)
 }

@@ -1,0 +1,444 @@
+//! The catalog's HTTP API: products and inventory with ETags on every read and `If-Match` on
+//! every write, product reads through the two-level cache (`X-Cache` says which level answered).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use lab_cache::{Source, TwoLevel, Versioned};
+use lab_http::{Json, Path, Problem, Query};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::auth::Caller;
+use crate::domain::{self, Currency, Invalid, ProductName, Sku};
+use crate::occ;
+use crate::products::{self, Inventory, NewProduct, Product, ProductChanges};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: sqlx::PgPool,
+    pub cache: Arc<TwoLevel<Product>>,
+    pub instance_id: Arc<str>,
+    pub settings: Arc<crate::Settings>,
+    pub http: reqwest::Client,
+    /// This replica's own base URL, known once the listener is bound.
+    pub self_url: Arc<std::sync::OnceLock<String>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/products", get(list_products).post(create_product))
+        .route(
+            "/products/{id}",
+            get(get_product)
+                .patch(update_product)
+                .delete(delete_product),
+        )
+        .route(
+            "/products/{id}/inventory",
+            get(get_inventory).put(update_inventory),
+        )
+        .route("/cache/products/{id}", get(get_cache_state))
+        .merge(crate::demo::router())
+        .with_state(state)
+}
+
+impl From<Invalid> for Problem {
+    fn from(e: Invalid) -> Self {
+        Problem::invalid_field(e.field, e.reason)
+    }
+}
+
+/// A database failure: logged once here, answered as 503 (the database, not the request, is at fault).
+pub fn db_problem(e: sqlx::Error) -> Problem {
+    tracing::error!(error = %e, "database error");
+    Problem::unavailable("postgres", lab_db::short_reason(&e))
+}
+
+fn product_not_found(id: Uuid) -> Problem {
+    Problem::not_found(format!("no product {id}"))
+}
+
+/// Reads a product through the cache (or straight from the database when the cache is bypassed).
+pub async fn read_product(
+    state: &AppState,
+    id: Uuid,
+    single_flight: bool,
+) -> Result<Option<(Product, Source)>, Problem> {
+    let pool = state.pool.clone();
+    let loaded = state
+        .cache
+        .get(&id.to_string(), single_flight, || async move {
+            products::get(&pool, id)
+                .await
+                .map(|p| {
+                    p.map(|p| Versioned {
+                        version: p.version,
+                        value: p,
+                    })
+                })
+                .map_err(|e| lab_db::short_reason(&e))
+        })
+        .await
+        .map_err(|reason| Problem::unavailable("postgres", reason))?;
+    Ok(loaded.map(|(entry, source)| (entry.value.clone(), source)))
+}
+
+fn with_etag(mut response: Response, xmin: &str, cache_control: &'static str) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, occ::etag_header(xmin));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(cache_control),
+    );
+    response
+}
+
+/// Product representations may be cached by the browser but must be revalidated (cheap: 304).
+const PRODUCT_CACHE_CONTROL: &str = "private, no-cache";
+/// Stock moves with every order: never served from a browser cache without asking.
+const INVENTORY_CACHE_CONTROL: &str = "no-store";
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Case-insensitive text in the name or SKU.
+    q: Option<String>,
+    /// 1-based page.
+    page: Option<i64>,
+    /// 1–100, default 20.
+    per_page: Option<i64>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ProductPage {
+    items: Vec<Product>,
+    page: i64,
+    per_page: i64,
+    total: i64,
+}
+
+/// Lists products, paged, optionally filtered by text.
+#[utoipa::path(get, path = "/products", tag = "catalog", params(ListQuery), responses(
+    (status = 200, body = ProductPage), (status = 422, body = Problem)))]
+pub async fn list_products(
+    State(state): State<AppState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Response, Problem> {
+    let page = query.page.unwrap_or(1);
+    let per_page = query.per_page.unwrap_or(20);
+    if !(1..=10_000).contains(&page) {
+        return Err(Problem::invalid_field("page", "between 1 and 10000"));
+    }
+    if !(1..=100).contains(&per_page) {
+        return Err(Problem::invalid_field("per_page", "between 1 and 100"));
+    }
+    if query.q.as_ref().is_some_and(|q| q.chars().count() > 100) {
+        return Err(Problem::invalid_field("q", "at most 100 characters"));
+    }
+    let q = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
+    let (items, total) = products::list(&state.pool, q, per_page, (page - 1) * per_page)
+        .await
+        .map_err(db_problem)?;
+    // The page's ETag covers every row on it: any write to one of them changes it.
+    let tag = items.iter().fold(total as u64, |acc, p| {
+        acc.wrapping_mul(31)
+            .wrapping_add(p.xmin.parse::<u64>().unwrap_or(0))
+            .wrapping_add(p.version as u64)
+    });
+    let response = Json(ProductPage {
+        items,
+        page,
+        per_page,
+        total,
+    })
+    .into_response();
+    Ok(with_etag(response, &tag.to_string(), PRODUCT_CACHE_CONTROL))
+}
+
+/// One product, from L1, L2 or the database (`X-Cache`), with its ETag; 304 for a matching
+/// `If-None-Match`.
+#[utoipa::path(get, path = "/products/{id}", tag = "catalog", responses(
+    (status = 200, body = Product), (status = 304), (status = 404, body = Problem)))]
+pub async fn get_product(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    let (product, source) = read_product(&state, id, state.settings.single_flight)
+        .await?
+        .ok_or_else(|| product_not_found(id))?;
+    let mut response = if occ::not_modified(&headers, &product.xmin) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        Json(&product).into_response()
+    };
+    response
+        .headers_mut()
+        .insert("x-cache", HeaderValue::from_static(source.as_str()));
+    Ok(with_etag(response, &product.xmin, PRODUCT_CACHE_CONTROL))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProduct {
+    sku: String,
+    name: String,
+    #[serde(default)]
+    description: String,
+    price_minor: i64,
+    currency: String,
+    #[serde(default)]
+    initial_stock: i64,
+    #[serde(default)]
+    demo: bool,
+}
+
+/// Creates a product and its stock (administrators only).
+#[utoipa::path(post, path = "/products", tag = "catalog", request_body = CreateProduct, responses(
+    (status = 201, body = Product), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn create_product(
+    State(state): State<AppState>,
+    caller: Caller,
+    Json(body): Json<CreateProduct>,
+) -> Result<Response, Problem> {
+    caller.require_admin("create products")?;
+    let new = NewProduct {
+        id: Uuid::now_v7(),
+        sku: Sku::parse(&body.sku)?.as_str().to_owned(),
+        name: ProductName::parse(&body.name)?.into_inner(),
+        description: domain::parse_description(&body.description)?,
+        price_minor: domain::parse_price(body.price_minor)?,
+        currency: Currency::parse(&body.currency)?.as_str(),
+        demo: body.demo,
+        initial_stock: domain::parse_stock("initial_stock", body.initial_stock)?,
+    };
+    let product = products::create(&state.pool, &new)
+        .await
+        .map_err(db_problem)?
+        .ok_or_else(|| {
+            Problem::typed(StatusCode::CONFLICT, "duplicate-sku", "SKU already exists")
+                .detail(format!("a product with SKU {} exists", new.sku))
+        })?;
+    let mut response = (StatusCode::CREATED, Json(&product)).into_response();
+    if let Ok(location) = HeaderValue::from_str(&format!("/products/{}", product.id)) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    Ok(with_etag(response, &product.xmin, PRODUCT_CACHE_CONTROL))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProduct {
+    name: Option<String>,
+    description: Option<String>,
+    price_minor: Option<i64>,
+    currency: Option<String>,
+}
+
+/// Why a conditional write matched no row: gone, not the caller's to change, or stale.
+async fn explain_miss(state: &AppState, id: Uuid, caller: &Caller) -> Problem {
+    match products::get(&state.pool, id).await {
+        Ok(None) => product_not_found(id),
+        Ok(Some(current)) if !current.demo && !caller.admin => forbidden_edit(),
+        Ok(Some(current)) => {
+            let xmin = current.xmin.clone();
+            occ::stale(current, &xmin)
+        }
+        Err(e) => db_problem(e),
+    }
+}
+
+fn forbidden_edit() -> Problem {
+    Problem::new(StatusCode::FORBIDDEN)
+        .detail("only demo products may be changed without the administrator role")
+}
+
+/// Checks the caller may change product `id` before the conditional write.
+async fn authorize_edit(state: &AppState, id: Uuid, caller: &Caller) -> Result<(), Problem> {
+    if caller.admin {
+        return Ok(());
+    }
+    match products::get(&state.pool, id).await.map_err(db_problem)? {
+        None => Err(product_not_found(id)),
+        Some(p) if !p.demo => Err(forbidden_edit()),
+        Some(_) => Ok(()),
+    }
+}
+
+/// Changes a product if `If-Match` still names its current version: 428 without it, 412 with
+/// the current row when another write got there first.
+#[utoipa::path(patch, path = "/products/{id}", tag = "catalog", request_body = UpdateProduct, responses(
+    (status = 200, body = Product), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+    (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
+pub async fn update_product(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    caller: Caller,
+    headers: HeaderMap,
+    Json(body): Json<UpdateProduct>,
+) -> Result<Response, Problem> {
+    let xmins = occ::if_match(&headers)?;
+    let changes = ProductChanges {
+        name: body
+            .name
+            .as_deref()
+            .map(ProductName::parse)
+            .transpose()?
+            .map(ProductName::into_inner),
+        description: body
+            .description
+            .as_deref()
+            .map(domain::parse_description)
+            .transpose()?,
+        price_minor: body.price_minor.map(domain::parse_price).transpose()?,
+        currency: body
+            .currency
+            .as_deref()
+            .map(Currency::parse)
+            .transpose()?
+            .map(Currency::as_str),
+    };
+    authorize_edit(&state, id, &caller).await?;
+    let Some(product) = products::update(&state.pool, id, &xmins, &changes)
+        .await
+        .map_err(db_problem)?
+    else {
+        return Err(explain_miss(&state, id, &caller).await);
+    };
+    state
+        .cache
+        .invalidate(&id.to_string(), product.version)
+        .await;
+    let response = Json(&product).into_response();
+    Ok(with_etag(response, &product.xmin, PRODUCT_CACHE_CONTROL))
+}
+
+/// Deletes a product and its stock (administrators only), if `If-Match` is current.
+#[utoipa::path(delete, path = "/products/{id}", tag = "catalog", responses(
+    (status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem), (status = 428, body = Problem)))]
+pub async fn delete_product(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    caller: Caller,
+    headers: HeaderMap,
+) -> Result<Response, Problem> {
+    caller.require_admin("delete products")?;
+    let xmins = occ::if_match(&headers)?;
+    if !products::delete(&state.pool, id, &xmins)
+        .await
+        .map_err(db_problem)?
+    {
+        return Err(explain_miss(&state, id, &caller).await);
+    }
+    // A deleted row's version is unknown here; i64::MAX keeps any in-flight load out for good.
+    state.cache.invalidate(&id.to_string(), i64::MAX).await;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A product's stock with its ETag.
+#[utoipa::path(get, path = "/products/{id}/inventory", tag = "catalog", responses(
+    (status = 200, body = Inventory), (status = 404, body = Problem)))]
+pub async fn get_inventory(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Result<Response, Problem> {
+    let inventory = products::inventory(&state.pool, id)
+        .await
+        .map_err(db_problem)?
+        .ok_or_else(|| product_not_found(id))?;
+    let xmin = inventory.xmin.clone();
+    Ok(with_etag(
+        Json(inventory).into_response(),
+        &xmin,
+        INVENTORY_CACHE_CONTROL,
+    ))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetInventory {
+    /// Units free to reserve; the difference to the current value counts as received.
+    on_hand: i64,
+}
+
+/// Sets the free stock if `If-Match` is current (the race demo's write).
+#[utoipa::path(put, path = "/products/{id}/inventory", tag = "catalog", request_body = SetInventory, responses(
+    (status = 200, body = Inventory), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+    (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
+pub async fn update_inventory(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    caller: Caller,
+    headers: HeaderMap,
+    Json(body): Json<SetInventory>,
+) -> Result<Response, Problem> {
+    let xmins = occ::if_match(&headers)?;
+    let on_hand = domain::parse_stock("on_hand", body.on_hand)?;
+    authorize_edit(&state, id, &caller).await?;
+    match products::set_on_hand(&state.pool, id, &xmins, on_hand)
+        .await
+        .map_err(db_problem)?
+    {
+        Some(inventory) => {
+            let xmin = inventory.xmin.clone();
+            Ok(with_etag(
+                Json(inventory).into_response(),
+                &xmin,
+                INVENTORY_CACHE_CONTROL,
+            ))
+        }
+        None => match products::inventory(&state.pool, id)
+            .await
+            .map_err(db_problem)?
+        {
+            None => Err(product_not_found(id)),
+            Some(current) => {
+                let xmin = current.xmin.clone();
+                Err(occ::stale(current, &xmin))
+            }
+        },
+    }
+}
+
+/// What this replica's cache holds for a product.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CacheState {
+    pub instance: String,
+    /// Version in this replica's L1, if any.
+    pub l1_version: Option<i64>,
+    /// Version in L2 (Redis), if any.
+    pub l2_version: Option<i64>,
+    /// Whether this replica hears other replicas' invalidations.
+    pub subscribed: bool,
+}
+
+/// This replica's L1 and the shared L2 for one product (the cache demo shows both replicas).
+#[utoipa::path(get, path = "/cache/products/{id}", tag = "catalog", responses((status = 200, body = CacheState)))]
+pub async fn get_cache_state(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+) -> Json<CacheState> {
+    Json(cache_state(&state, id).await)
+}
+
+pub async fn cache_state(state: &AppState, id: Uuid) -> CacheState {
+    let key = id.to_string();
+    CacheState {
+        instance: state.instance_id.to_string(),
+        l1_version: state.cache.peek_l1(&key).map(|e| e.version),
+        l2_version: state
+            .cache
+            .peek_l2(&key)
+            .await
+            .ok()
+            .flatten()
+            .map(|e| e.version),
+        subscribed: state.cache.subscribed(),
+    }
+}
