@@ -18,14 +18,15 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, Connection, Executor, PgConnection};
 
+mod template;
+
+use template::ensure_template;
+pub use template::template_name;
+
 /// The server every test uses unless `LAB_TEST_PG_ADMIN_URL` names another (a superuser).
 const DEFAULT_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
-/// Bumped when the bootstrap itself changes, so templates built by older code are not reused.
-const TEMPLATE_FORMAT: u64 = 1;
-
-/// Advisory-lock keys (cluster-wide): one for building templates, one for sweeping leftovers.
-const TEMPLATE_LOCK: i64 = 7_270_100;
+/// Advisory-lock key (cluster-wide) for sweeping leftovers; templates use the next one.
 const SWEEP_LOCK: i64 = 7_270_101;
 
 /// A test database left behind by a killed test process is dropped once it is this old; no test
@@ -53,7 +54,6 @@ impl TestDb {
     /// first if no process has yet.
     pub async fn new(migrators: &[ServiceMigrator]) -> anyhow::Result<Self> {
         let admin = admin_options()?;
-        let template = ensure_template(&admin, migrators).await?;
         let mut conn = connect_admin(&admin, "postgres").await?;
         sweep_stale(&mut conn).await;
         let name = format!(
@@ -61,7 +61,20 @@ impl TestDb {
             unix_now().as_secs(),
             rand::random::<u32>()
         );
-        clone_with_retry(&mut conn, &name, &template).await?;
+        // A second round only when the template vanished between check and clone (another
+        // process swept it as outdated): it is rebuilt.
+        let mut rounds = 0;
+        loop {
+            let template = ensure_template(&admin, migrators).await?;
+            match clone_with_retry(&mut conn, &name, &template).await {
+                Err(CloneError::TemplateGone) if rounds == 0 => rounds += 1,
+                Err(CloneError::TemplateGone) => {
+                    anyhow::bail!("the template {template} keeps disappearing")
+                }
+                Err(CloneError::Other(e)) => return Err(e),
+                Ok(()) => break,
+            }
+        }
         // Database-level grants are not copied from a template.
         for service in SCHEMA_SERVICES {
             bootstrap::grant_connect(&mut conn, &name, service).await?;
@@ -141,146 +154,16 @@ async fn connect_admin(admin: &PgConnectOptions, database: &str) -> anyhow::Resu
     })
 }
 
-/// `lab_tpl_<16 hex>`: a stable hash of everything the template holds.
-pub fn template_name(migrators: &[ServiceMigrator]) -> String {
-    let mut hash = Fnv64::default();
-    hash.u64(TEMPLATE_FORMAT);
-    for service in SCHEMA_SERVICES {
-        hash.bytes(service.as_bytes());
-    }
-    let mut sorted: Vec<&ServiceMigrator> = migrators.iter().collect();
-    sorted.sort_by_key(|(service, _)| *service);
-    for (service, migrator) in sorted {
-        hash.bytes(service.as_bytes());
-        for m in migrator.iter() {
-            hash.u64(m.version as u64);
-            hash.bytes(m.description.as_bytes());
-            hash.bytes(&m.checksum);
-        }
-    }
-    format!("lab_tpl_{:016x}", hash.0)
-}
-
-/// FNV-1a: stable across processes and toolchains, unlike `DefaultHasher`.
-struct Fnv64(u64);
-
-impl Default for Fnv64 {
-    fn default() -> Self {
-        Self(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv64 {
-    fn bytes(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 ^= u64::from(*b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-        // A separator, so ("ab", "c") and ("a", "bc") differ.
-        self.0 ^= 0xff;
-        self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-    }
-
-    fn u64(&mut self, v: u64) {
-        self.bytes(&v.to_le_bytes());
-    }
-}
-
-/// `Some(true)` when the template exists and is complete, `Some(false)` when a build was left
-/// half-done, `None` when there is none.
-async fn template_state(conn: &mut PgConnection, name: &str) -> anyhow::Result<Option<bool>> {
-    let row: Option<bool> =
-        sqlx::query_scalar("SELECT datistemplate FROM pg_database WHERE datname = $1")
-            .bind(name)
-            .fetch_optional(&mut *conn)
-            .await?;
-    Ok(row)
-}
-
-async fn ensure_template(
-    admin: &PgConnectOptions,
-    migrators: &[ServiceMigrator],
-) -> anyhow::Result<String> {
-    let name = template_name(migrators);
-    let mut conn = connect_admin(admin, "postgres").await?;
-    if template_state(&mut conn, &name).await? == Some(true) {
-        let _ = conn.close().await;
-        return Ok(name);
-    }
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(TEMPLATE_LOCK)
-        .execute(&mut conn)
-        .await?;
-    let built = async {
-        // Another process may have built it while this one waited for the lock.
-        match template_state(&mut conn, &name).await? {
-            Some(true) => return Ok(()),
-            Some(false) => {
-                ddl(
-                    &mut conn,
-                    format!("DROP DATABASE {} WITH (FORCE)", ident(&name)),
-                )
-                .await?
-            }
-            None => {}
-        }
-        build_template(admin, &mut conn, &name, migrators).await
-    }
-    .await;
-    let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
-        .bind(TEMPLATE_LOCK)
-        .execute(&mut conn)
-        .await;
-    let _ = conn.close().await;
-    built.with_context(|| format!("building the test template database {name}"))?;
-    Ok(name)
-}
-
-async fn build_template(
-    admin: &PgConnectOptions,
-    conn: &mut PgConnection,
-    name: &str,
-    migrators: &[ServiceMigrator],
-) -> anyhow::Result<()> {
-    ddl(conn, format!("CREATE DATABASE {}", ident(name))).await?;
-    let mut tpl = connect_admin(admin, name).await?;
-    for service in SCHEMA_SERVICES {
-        bootstrap::ensure_service_schema(&mut tpl, service).await?;
-        bootstrap::ensure_static_login(&mut tpl, service, STATIC_PASSWORD).await?;
-        bootstrap::grant_connect(&mut tpl, name, service).await?;
-    }
-    let _ = tpl.close().await;
-    // Each service migrates as its own login, exactly as it does at start-up, so every object is
-    // owned by its owner role.
-    for (service, migrator) in migrators {
-        let settings = login_settings(admin, name, service);
-        let pool = lab_db::connect(
-            &settings,
-            service,
-            "lab-test-template",
-            "LAB_TEST_PG_ADMIN_URL",
-        )
-        .await?;
-        lab_db::migrate(&pool, migrator, service).await?;
-        pool.close().await;
-    }
-    // Marked complete last; no connections allowed, so cloning never meets a straggler.
-    ddl(
-        conn,
-        format!(
-            "ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false",
-            ident(name)
-        ),
-    )
-    .await?;
-    Ok(())
+enum CloneError {
+    TemplateGone,
+    Other(anyhow::Error),
 }
 
 async fn clone_with_retry(
     conn: &mut PgConnection,
     name: &str,
     template: &str,
-) -> anyhow::Result<()> {
+) -> Result<(), CloneError> {
     let deadline = tokio::time::Instant::now() + CLONE_RETRY_FOR;
     loop {
         let result = ddl(
@@ -300,8 +183,14 @@ async fn clone_with_retry(
             {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
+            // 3D000 invalid_catalog_name: the template no longer exists.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("3D000") => {
+                return Err(CloneError::TemplateGone);
+            }
             Err(e) => {
-                return Err(e).with_context(|| format!("cloning {template} into {name}"));
+                return Err(CloneError::Other(
+                    anyhow::Error::new(e).context(format!("cloning {template} into {name}")),
+                ));
             }
         }
     }
@@ -347,6 +236,10 @@ fn unix_now() -> Duration {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
+}
+
+fn literal(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
 }
 
 fn ident(name: &str) -> String {
