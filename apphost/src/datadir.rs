@@ -15,10 +15,11 @@ use serde::{Deserialize, Serialize};
 /// Why a file of the data directory could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
-    #[error("cannot use {path}: {source}")]
+    // `reason`, not `source`: the message already carries it, and a source would print twice.
+    #[error("cannot use {path}: {reason}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        reason: std::io::Error,
     },
     #[error("{path} is corrupt ({reason}): delete it and run `lab up` again")]
     Corrupt { path: PathBuf, reason: String },
@@ -86,7 +87,11 @@ impl DataDir {
         mode: u32,
     ) -> Result<(), DataDirError> {
         let path = self.file(name);
-        let tmp = self.file(&format!(".{name}.tmp"));
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(format!(".{file_name}.tmp"));
         let bytes = serde_json::to_vec_pretty(value).map_err(|e| DataDirError::Corrupt {
             path: path.clone(),
             reason: e.to_string(),
@@ -110,10 +115,10 @@ impl DataDir {
     }
 }
 
-fn io(path: &Path, source: std::io::Error) -> DataDirError {
+fn io(path: &Path, reason: std::io::Error) -> DataDirError {
     DataDirError::Io {
         path: path.to_path_buf(),
-        source,
+        reason,
     }
 }
 

@@ -24,9 +24,20 @@ pub fn own_group(cmd: &mut Command, data_dir: &Path) {
         .stdin(std::process::Stdio::null());
 }
 
-/// Whether a process with `pid` exists (a zombie counts until it is reaped).
+/// Whether a process with `pid` exists and has not exited (a zombie, exited but not yet reaped
+/// by whoever inherited it, counts as gone).
 pub fn alive(pid: u32) -> bool {
-    to_pid(pid).is_some_and(|p| kill(p, None).is_ok())
+    to_pid(pid).is_some_and(|p| kill(p, None).is_ok()) && !zombie(pid)
+}
+
+fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let rest = &stat[stat.rfind(')')? + 1..];
+            rest.split_whitespace().next().map(|state| state == "Z")
+        })
+        .unwrap_or(false)
 }
 
 /// Sends `signal` to the process group `pgid`; a group that is already gone is not an error.
@@ -72,20 +83,20 @@ pub async fn stop_child(child: &mut tokio::process::Child, first: Signal, grace:
     signal_group(pid, Signal::SIGKILL);
 }
 
-/// Whether process `pid` carries our marker for `data_dir` (so a pid recorded before a reboot
-/// and since reused by an unrelated process is never signalled). Where `/proc` cannot be read,
-/// being alive has to do.
-pub fn ours(pid: u32, data_dir: &Path) -> bool {
-    if !alive(pid) {
-        return false;
-    }
-    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
-        return true;
-    };
-    let wanted = format!("{MARKER_ENV}={}", data_dir.display());
-    environ
-        .split(|b| *b == 0)
-        .any(|var| var == wanted.as_bytes())
+/// When process `pid` started, in clock ticks since boot (`/proc/<pid>/stat`, field 22). With
+/// the pid it identifies a process for good: a pid recorded before a reboot and since reused by
+/// an unrelated process has another start time, so it is never signalled. (The marker variable
+/// cannot serve here: Redis overwrites its environment with its process title.)
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields after it are plain.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether `pid` is alive and still the process that started at `started` (when known).
+pub fn same_process(pid: u32, started: Option<u64>) -> bool {
+    alive(pid) && (started.is_none() || start_time(pid) == started)
 }
 
 fn to_pid(pid: u32) -> Option<Pid> {

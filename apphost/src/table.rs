@@ -93,7 +93,11 @@ impl ProcessTable {
 
     /// Adds a row (its uptime starts now when it has a pid).
     pub fn add(&self, info: ProcessInfo) {
-        let started = info.pid.map(|_| Instant::now());
+        // Infrastructure may have been started by an earlier apphost: its uptime is unknown here.
+        let started = info
+            .pid
+            .filter(|_| info.kind == "service")
+            .map(|_| Instant::now());
         self.lock().push(Row {
             info,
             started,

@@ -65,6 +65,9 @@ pub struct PidFile {
     pub port: u16,
     /// How to stop it gracefully: `TERM` or `INT` (PostgreSQL's fast shutdown).
     pub stop_signal: String,
+    /// Its start time (see [`proc::start_time`]), so a reused pid is not taken for it.
+    #[serde(default)]
+    pub started: Option<u64>,
 }
 
 impl PidFile {
@@ -76,7 +79,7 @@ impl PidFile {
     pub fn running(dir: &DataDir, name: &str) -> Option<Self> {
         let text = std::fs::read_to_string(Self::path(dir, name)).ok()?;
         let pf: Self = serde_json::from_str(&text).ok()?;
-        proc::ours(pf.pid, dir.root()).then_some(pf)
+        proc::same_process(pf.pid, pf.started).then_some(pf)
     }
 
     fn save(&self, dir: &DataDir, name: &str) -> Result<(), DataDirError> {
@@ -163,6 +166,7 @@ where
             "TERM"
         }
         .into(),
+        started: proc::start_time(pid),
     };
     let outcome = async {
         pid_file.save(dir, name)?;
