@@ -22,7 +22,11 @@ pub fn init_logging() {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
+        .with_ansi(std::io::stderr().is_terminal())
+        // When stderr is gone (a pipe whose reader died, e.g. a killed `lab up`), the default
+        // reports the failed write with `eprintln!`, which panics: the task that logged dies,
+        // and if that was the signal handler, SIGTERM no longer stops the process.
+        .log_internal_errors(false);
     // `try_init` fails only when a subscriber is already installed, which is what we want.
     let _ = if json {
         builder.json().try_init()
