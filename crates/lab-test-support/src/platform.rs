@@ -158,6 +158,8 @@ pub async fn a_wrong_method_is_a_405_problem(app: &TestApp) {
 
     assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(header(&response, CONTENT_TYPE.as_str()), PROBLEM_JSON);
+    assert_eq!(header(&response, X_INSTANCE_ID.as_str()), app.instance_id);
+    assert!(!header(&response, X_REQUEST_ID.as_str()).is_empty());
     let body: Value = response.json().await.unwrap_or(Value::Null);
     assert_eq!(body["status"], 405);
 }

@@ -60,6 +60,17 @@ async fn each_catalog_instance_shows_separately_and_one_not_listening_shows_down
     );
     assert_eq!(health["status"], "degraded");
     assert_eq!(health["bff"], bff.instance_id.as_str());
+    for name in ["postgres", "redis", "rabbitmq"] {
+        let seen = dependency(&health, name);
+        assert_eq!(seen["status"], "up", "{health:#}");
+        let observers = seen["observers"].as_array().cloned().unwrap_or_default();
+        for app in [&first, &second] {
+            assert!(
+                observers.contains(&app.instance_id.as_str().into()),
+                "{health:#}"
+            );
+        }
+    }
 }
 
 #[tokio::test]
