@@ -16,6 +16,11 @@ pub fn is_free(port: u16) -> bool {
     TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok()
 }
 
+/// Whether nothing listens on `addr`.
+pub fn is_free_addr(addr: SocketAddr) -> bool {
+    TcpListener::bind(addr).is_ok()
+}
+
 /// The port remembered for `key`, if it is still free (or `in_use_by_us`), else a new free one,
 /// remembered from now on.
 pub fn assign(state: &mut State, key: &str, in_use_by_us: bool) -> std::io::Result<u16> {

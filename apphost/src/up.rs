@@ -44,6 +44,12 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             info.pid
         );
     }
+    if args.listen.port() != 0 && !ports::is_free_addr(args.listen) {
+        anyhow::bail!(
+            "{} (the BFF's address) is already in use: stop what holds it, or pass --listen <addr>",
+            args.listen
+        );
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(watch_signals(shutdown.clone()));
 
@@ -150,10 +156,15 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
             Ok(())
         }
         Started::Interrupted => Ok(()),
-        Started::Failed(name, line) => Err(anyhow::anyhow!(
-            "{name} could not start: {}",
-            line.trim_start_matches("lab: ")
-        )),
+        Started::Failed(name, line) => {
+            // `lab run` already says "<service> did not start: why"; do not say it twice.
+            let why = line.trim_start_matches("lab: ");
+            Err(if why.contains("did not start") {
+                anyhow::anyhow!("{name}: {why}")
+            } else {
+                anyhow::anyhow!("{name} could not start: {why}")
+            })
+        }
     };
     console.note("stopping services (infrastructure keeps running; `lab down` stops it)");
     supervisor::stop_all(procs).await;

@@ -161,3 +161,29 @@ async fn private_postgres_and_redis_serve_the_cluster_and_outlive_the_apphost_un
         Vec::<u32>::new()
     );
 }
+
+#[tokio::test]
+async fn a_sigkilled_apphost_takes_its_services_with_it() {
+    let sandbox = Sandbox::new("sigkill");
+    let child = sandbox.spawn_logged(sandbox.up_shared());
+    let control = sandbox.control_url(Duration::from_secs(30)).await;
+    let rows = wait_until(
+        &control,
+        Duration::from_secs(60),
+        "all ready",
+        all_services_ready,
+    )
+    .await;
+    let services = service_pids(&rows);
+    let (apphost, _) = sandbox.apphost();
+
+    // No chance to clean up: only PR_SET_PDEATHSIG, set by each `lab run`, stops the services.
+    signal(apphost, Signal::SIGKILL);
+    let _ = finish(child, Duration::from_secs(10)).await;
+
+    assert_eq!(
+        wait_no_leftovers(&sandbox, Duration::from_secs(10)).await,
+        Vec::<u32>::new()
+    );
+    assert!(services.iter().all(|p| !is_alive(*p)));
+}
