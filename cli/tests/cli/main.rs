@@ -11,3 +11,4 @@
 mod run_errors;
 mod support;
 mod up;
+mod vault;
