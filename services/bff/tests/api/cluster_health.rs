@@ -123,3 +123,25 @@ async fn redis_stopping_shows_down_with_reasons_everywhere_and_its_return_heals_
     );
     catalog.wait_ready().await;
 }
+
+#[tokio::test]
+async fn openbao_shows_up_when_it_answers_and_down_with_a_reason_when_it_does_not() {
+    lab_test_support::require_bao!();
+    let env = TestEnv::builder().with_vault().start().await;
+    let mut settings = crate::helpers::settings(&env, &[]);
+    settings.vault_addr = Some(env.vault().addr.clone());
+    let bff = env.spawn(lab_bff::build, settings.clone()).await;
+    settings.vault_addr = Some(closed_port_url("http"));
+    let blind = env.spawn(lab_bff::build, settings).await;
+
+    let (_, health) = bff.get_json("/api/health").await;
+    let (_, blind_health) = blind.get_json("/api/health").await;
+
+    assert_eq!(dependency(&health, "openbao")["status"], "up", "{health:#}");
+    let down = dependency(&blind_health, "openbao");
+    assert_eq!(down["status"], "down", "{blind_health:#}");
+    let reason = down["reasons"][blind.instance_id.as_str()]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!reason.is_empty(), "{blind_health:#}");
+}
