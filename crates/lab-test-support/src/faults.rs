@@ -90,3 +90,32 @@ pub async fn readyz_follows_redis_down_and_back(app: &TestApp) {
     let body = app.wait_readyz(|b| b["status"] == "ready").await;
     assert_eq!(check(&body, "redis")["status"], "up");
 }
+
+/// `build` with `settings` whose listen address is already taken fails (no panic) with a
+/// one-line message saying the address is in use and how to fix it. `listen` must be the
+/// address `settings` asks for; the caller holds it (see [`occupied_port`]).
+pub async fn build_refuses_a_port_in_use<S, F, Fut>(build: F, settings: S, listen: &str)
+where
+    F: FnOnce(S, CancellationToken) -> Fut,
+    Fut: Future<Output = anyhow::Result<Application>>,
+{
+    let shutdown = CancellationToken::new();
+
+    let result = build(settings, shutdown.clone()).await;
+
+    shutdown.cancel();
+    let message = match result {
+        Ok(app) => panic!("built on {} although {listen} is taken", app.addr),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(message.contains(listen), "{message}");
+    assert!(message.contains("already in use"), "{message}");
+    assert!(!message.contains('\n'), "not one line: {message}");
+}
+
+/// A loopback listener holding a port, for "port already in use" tests; the port stays taken
+/// while the listener lives.
+pub fn occupied_port() -> std::net::TcpListener {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap_or_else(|e| panic!("binding a loopback port: {e}"))
+}

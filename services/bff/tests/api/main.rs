@@ -2,5 +2,6 @@
 //! instances, against real PostgreSQL, Redis and RabbitMQ.
 
 mod cluster_health;
+mod faults;
 mod health;
 mod helpers;

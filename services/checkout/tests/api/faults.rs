@@ -1,8 +1,9 @@
-//! Dependencies that are down: at start, and while the service runs.
+//! Bad input and dependencies that are down: at start, and while the service runs.
 
 use lab_test_support::TestEnv;
 use lab_test_support::faults::{
-    build_refuses_an_unreachable_postgres, readyz_is_503_with_rabbitmq_down,
+    build_refuses_a_port_in_use, build_refuses_an_unreachable_postgres, occupied_port,
+    readyz_is_503_with_rabbitmq_down,
 };
 
 use crate::helpers::{env, settings};
@@ -29,4 +30,19 @@ async fn an_unreachable_rabbitmq_makes_readyz_503_with_the_reason() {
     let app = env.spawn(lab_checkout::build, settings).await;
 
     readyz_is_503_with_rabbitmq_down(&app).await;
+}
+
+#[tokio::test]
+async fn a_listen_port_already_in_use_is_an_error_saying_so() {
+    let env = env().await;
+    let holder = occupied_port();
+    let mut settings = settings(&env);
+    settings.http.listen = holder.local_addr().unwrap();
+
+    build_refuses_a_port_in_use(
+        lab_checkout::build,
+        settings,
+        &holder.local_addr().unwrap().to_string(),
+    )
+    .await;
 }

@@ -1,4 +1,5 @@
 //! Integration tests of the sandbox PSP: the real service in-process on port 0.
 
+mod faults;
 mod health;
 mod helpers;
