@@ -1,133 +1,106 @@
-//! RabbitMQ for Lab services.
+//! RabbitMQ and the transactional outbox for Lab services (ARCHITECTURE.md §4).
 //!
-//! [`Broker`] keeps one AMQP connection per process alive: a supervisor task connects, watches the
-//! connection, and reconnects with backoff after the broker restarts or the network drops. Callers
-//! take the current connection (or learn why there is none); the readiness probe opens and closes
-//! a real channel on it.
+//! - [`Broker`] keeps one AMQP connection per process alive; [`AmqpProbe`] checks it.
+//! - [`Topology`] names and declares the exchange, a service's queue, its retry queues and its
+//!   dead-letter queue, all under [`AmqpSettings::prefix`].
+//! - [`Envelope`] is what travels: ids, type, time, correlation, causation, `traceparent`, payload.
+//! - [`outbox`] writes messages inside the caller's transaction; [`Relay`] publishes them with
+//!   publisher confirms (at-least-once).
+//! - [`Consumer`] applies each delivery once: inbox row, state change and outgoing outbox rows in
+//!   one transaction (effectively-once), with retries through TTL'd queues and [`dead_letters`].
+//!
+//! The tables live in the calling service's schema; [`migrate`] creates them.
 
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+mod broker;
+pub mod consumer;
+pub mod dead_letters;
+pub mod envelope;
+pub mod metrics;
+pub mod outbox;
+pub mod relay;
+pub mod topology;
 
-use arc_swap::ArcSwapOption;
+use std::sync::LazyLock;
+
 use futures::future::BoxFuture;
 use lab_config::SecretString;
-use lapin::{Connection, ConnectionProperties};
 use serde::{Deserialize, Serialize};
-use tokio_util::sync::CancellationToken;
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
 
+pub use broker::Broker;
+pub use consumer::{Consumer, Handler, HandlerError};
+pub use envelope::Envelope;
 pub use lapin;
+pub use metrics::MessagingMetrics;
+pub use relay::{Relay, RelayConfig};
+pub use topology::Topology;
 
-/// How a service reaches RabbitMQ.
+/// How a service reaches RabbitMQ and shapes its queues.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AmqpSettings {
     /// `amqp://user:password@host:port/vhost`.
     pub url: SecretString,
+    /// Prepended to every exchange and queue name; empty in production, unique per test so
+    /// parallel tests never share a queue.
+    pub prefix: String,
+    /// Delay before each retry of a failed message, one TTL'd retry queue per entry; after the
+    /// last one the message is dead-lettered.
+    pub retry_delays_ms: Vec<u64>,
+    /// Unacknowledged deliveries a consumer may hold at once.
+    pub prefetch: u16,
 }
 
 impl Default for AmqpSettings {
     fn default() -> Self {
         Self {
             url: SecretString::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            prefix: String::new(),
+            // Growing ×5 (1 s, 5 s, 25 s): a blip is retried at once, a dependency restart
+            // (~10 s for RabbitMQ here) is outlasted before the message is given up on.
+            retry_delays_ms: vec![1_000, 5_000, 25_000],
+            // Enough to keep one sequential handler busy without a consumer hoarding work
+            // another replica could take.
+            prefetch: 32,
         }
     }
 }
 
-/// Reconnect backoff: first retry soon (a broker restart takes ~10 s here), then at most every
-/// 5 s so a long outage does not spin.
-const BACKOFF_MIN: Duration = Duration::from_millis(250);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// How often the supervisor checks that the connection is still up.
-const WATCH_EVERY: Duration = Duration::from_millis(250);
-
-/// One supervised AMQP connection.
-#[derive(Clone)]
-pub struct Broker {
-    /// The live connection, or none while (re)connecting.
-    current: Arc<ArcSwapOption<Connection>>,
-    /// Why the last connection attempt failed, for readiness reports.
-    last_error: Arc<Mutex<String>>,
+/// What went wrong in the messaging layer.
+#[derive(Debug, thiserror::Error)]
+pub enum MessagingError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("RabbitMQ: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("RabbitMQ is not connected: {0}")]
+    NotConnected(String),
+    #[error("RabbitMQ refused message {0} (nack)")]
+    Nacked(uuid::Uuid),
+    #[error("RabbitMQ did not confirm the publish within {0:?}")]
+    ConfirmTimeout(std::time::Duration),
+    #[error("messaging migrations failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("envelope: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("no dead letter with id {0}")]
+    NoSuchDeadLetter(i64),
 }
 
-impl Broker {
-    /// Starts the supervisor; it runs until `shutdown` and closes the connection then.
-    pub fn start(settings: &AmqpSettings, name: &str, shutdown: CancellationToken) -> Self {
-        let broker = Self {
-            current: Arc::new(ArcSwapOption::empty()),
-            last_error: Arc::new(Mutex::new("not connected yet".into())),
-        };
-        let url = settings.url.expose().to_owned();
-        let name = name.to_owned();
-        let supervisor = broker.clone();
-        tokio::spawn(async move { supervisor.supervise(url, name, shutdown).await });
-        broker
-    }
+/// lab-messaging's own migrations, tracked in `_lab_messaging_migrations` so they never clash
+/// with the service's `_sqlx_migrations`. Public so the test harness can put them in a template.
+pub static MIGRATOR: LazyLock<Migrator> = LazyLock::new(|| {
+    let mut migrator = sqlx::migrate!("./migrations");
+    migrator.dangerous_set_table_name("_lab_messaging_migrations");
+    migrator
+});
 
-    /// The live connection, or the reason there is none.
-    pub fn connection(&self) -> Result<Arc<Connection>, String> {
-        match self.current.load_full() {
-            Some(c) if c.status().connected() => Ok(c),
-            _ => Err(self
-                .last_error
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone()),
-        }
-    }
-
-    fn set_error(&self, reason: String) {
-        *self
-            .last_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = reason;
-    }
-
-    async fn supervise(self, url: String, name: String, shutdown: CancellationToken) {
-        let mut backoff = BACKOFF_MIN;
-        loop {
-            let properties =
-                ConnectionProperties::default().with_connection_name(name.clone().into());
-            let attempt = tokio::select! {
-                () = shutdown.cancelled() => break,
-                r = Connection::connect(&url, properties) => r,
-            };
-            match attempt {
-                Ok(conn) => {
-                    tracing::info!("connected to RabbitMQ");
-                    backoff = BACKOFF_MIN;
-                    let conn = Arc::new(conn);
-                    self.current.store(Some(conn.clone()));
-                    loop {
-                        tokio::select! {
-                            () = shutdown.cancelled() => {
-                                let _ = conn.close(200, "shutting down".into()).await;
-                                return;
-                            }
-                            () = tokio::time::sleep(WATCH_EVERY) => {}
-                        }
-                        if !conn.status().connected() {
-                            break;
-                        }
-                    }
-                    self.current.store(None);
-                    self.set_error("connection lost; reconnecting".into());
-                    tracing::warn!("lost the RabbitMQ connection; reconnecting");
-                }
-                Err(e) => {
-                    self.set_error(e.to_string());
-                    tracing::debug!(error = %e, "RabbitMQ connection attempt failed");
-                }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(BACKOFF_MAX);
-        }
-        if let Some(conn) = self.current.swap(None) {
-            let _ = conn.close(200, "shutting down".into()).await;
-        }
-    }
+/// Creates the outbox, inbox, dead-letter and relay-control tables in the pool's schema (its
+/// `search_path`). Concurrent replicas serialise on sqlx's advisory lock.
+pub async fn migrate(pool: &PgPool) -> Result<(), MessagingError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
 }
 
 /// Readiness probe: opens a real channel on the live connection and closes it again.

@@ -225,11 +225,13 @@ impl TestEnv {
         })
     }
 
-    /// The shared RabbitMQ.
+    /// The shared RabbitMQ, every name under this test's [`TestEnv::amqp_prefix`].
     pub fn amqp(&self) -> AmqpSettings {
         let url = std::env::var("LAB_TEST_AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.into());
         AmqpSettings {
             url: SecretString::new(url),
+            prefix: self.amqp_prefix(),
+            ..AmqpSettings::default()
         }
     }
 
@@ -237,6 +239,8 @@ impl TestEnv {
     pub fn unreachable_amqp(&self) -> AmqpSettings {
         AmqpSettings {
             url: SecretString::new(format!("amqp://guest:guest@127.0.0.1:{}/%2f", free_port())),
+            prefix: self.amqp_prefix(),
+            ..AmqpSettings::default()
         }
     }
 

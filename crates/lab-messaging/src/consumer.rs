@@ -1,0 +1,419 @@
+//! The consumer: applies each delivery to the service's database exactly once in effect.
+//!
+//! For every delivery one transaction holds the inbox row `(consumer, message_id)` (inserted
+//! `ON CONFLICT DO NOTHING`: a redelivery finds it and is acked with no effect), the handler's
+//! state change and any outbox rows the handler enqueues; the delivery is acked only after that
+//! commits. A handler error rolls everything back and the message goes to the next retry queue
+//! (attempt count and error in its headers), then after the last one to the dead-letter queue and
+//! the `lab_dead_letters` table. A message that is not an [`Envelope`] is dead-lettered at once.
+//! When the database is unreachable the delivery is held and retried in place rather than
+//! burning its attempts; when the broker goes away the consumer reconnects, re-declares its
+//! topology and resumes, and unacked deliveries come back (the inbox absorbs the repeats).
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel};
+use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+use crate::dead_letters::{self, NewDeadLetter};
+use crate::topology::{confirm_channel, publish_confirmed};
+use crate::{Broker, Envelope, MessagingError, MessagingMetrics, Topology};
+
+/// Header counting the failed attempts a message has had so far.
+pub const ATTEMPTS_HEADER: &str = "x-lab-attempts";
+/// Header carrying the last handler error.
+pub const ERROR_HEADER: &str = "x-lab-error";
+
+/// Reconnect and database-retry backoff: quick after a blip, at most every 5 s in an outage
+/// (a PostgreSQL restart takes well under a second here, RabbitMQ ~10 s).
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Why a handler could not apply a message; rolled back and retried, then dead-lettered.
+#[derive(Debug)]
+pub struct HandlerError(String);
+
+impl HandlerError {
+    /// An error with this description (it ends up in the headers and the dead letters).
+    pub fn new(reason: impl fmt::Display) -> Self {
+        Self(reason.to_string())
+    }
+}
+
+impl fmt::Display for HandlerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HandlerError {}
+
+impl From<sqlx::Error> for HandlerError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::new(e)
+    }
+}
+
+impl From<MessagingError> for HandlerError {
+    fn from(e: MessagingError) -> Self {
+        Self::new(e)
+    }
+}
+
+/// What a service does with one message, inside the delivery's transaction.
+pub trait Handler: Send + Sync + 'static {
+    /// Applies `message` using `tx` (the state change, and any [`crate::outbox::enqueue`]).
+    fn handle(
+        &self,
+        tx: &mut PgConnection,
+        message: &Envelope,
+    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+}
+
+/// A running consumer; stops with the shutdown token it was started with, or [`Consumer::stop`].
+pub struct Consumer {
+    /// Cancels this consumer only (a child of the application's shutdown token).
+    stop: CancellationToken,
+    /// Its task, awaited on stop.
+    tracker: TaskTracker,
+}
+
+/// What the consumer's task works with.
+struct Context<H> {
+    /// The service's pool: inbox, handler state and outbox share its transactions.
+    pool: PgPool,
+    /// The process's RabbitMQ connection.
+    broker: Broker,
+    /// The queues this consumer reads and retries through.
+    topology: Topology,
+    /// Routing keys bound to the service's queue.
+    routing_keys: Vec<String>,
+    /// Unacked deliveries held at once.
+    prefetch: u16,
+    /// The service's logic.
+    handler: H,
+    /// Retries, dead letters, duplicates.
+    metrics: MessagingMetrics,
+}
+
+impl Consumer {
+    /// Declares `topology` (binding its queue to `routing_keys`) and consumes from it.
+    #[expect(clippy::too_many_arguments, reason = "each is a distinct collaborator")]
+    pub fn start<H: Handler>(
+        pool: PgPool,
+        broker: Broker,
+        topology: Topology,
+        routing_keys: Vec<String>,
+        prefetch: u16,
+        handler: H,
+        metrics: MessagingMetrics,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        let stop = shutdown.child_token();
+        let tracker = TaskTracker::new();
+        let context = Arc::new(Context {
+            pool,
+            broker,
+            topology,
+            routing_keys,
+            prefetch,
+            handler,
+            metrics,
+        });
+        tracker.spawn(run(context, stop.clone()));
+        tracker.close();
+        Self { stop, tracker }
+    }
+
+    /// Stops consuming (the delivery in hand is finished or left unacked) and waits.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tracker.wait().await;
+    }
+}
+
+async fn run<H: Handler>(context: Arc<Context<H>>, stop: CancellationToken) {
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        let opened = tokio::select! {
+            () = stop.cancelled() => return,
+            r = open(&context) => r,
+        };
+        match opened {
+            Ok((channel, mut deliveries)) => {
+                backoff = BACKOFF_MIN;
+                let reason = loop {
+                    let next = tokio::select! {
+                        () = stop.cancelled() => {
+                            let _ = channel.close(200, "consumer stopping".into()).await;
+                            return;
+                        }
+                        next = deliveries.next() => next,
+                    };
+                    let delivery = match next {
+                        Some(Ok(d)) => d,
+                        Some(Err(e)) => break e.to_string(),
+                        None => break "the delivery stream ended".to_owned(),
+                    };
+                    if let Err(e) = process(&context, &channel, delivery, &stop).await {
+                        break e.to_string();
+                    }
+                    if stop.is_cancelled() {
+                        let _ = channel.close(200, "consumer stopping".into()).await;
+                        return;
+                    }
+                };
+                tracing::warn!(%reason, "consumer lost its channel; reconnecting");
+            }
+            Err(e) => tracing::debug!(error = %e, "consumer cannot open its channel yet"),
+        }
+        if !pause(&stop, backoff).await {
+            return;
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Sleeps `d` unless stopped first; false when stopped.
+async fn pause(stop: &CancellationToken, d: Duration) -> bool {
+    tokio::select! {
+        () = stop.cancelled() => false,
+        () = tokio::time::sleep(d) => true,
+    }
+}
+
+async fn open<H: Handler>(
+    context: &Context<H>,
+) -> Result<(Channel, lapin::Consumer), MessagingError> {
+    let channel = confirm_channel(&context.broker).await?;
+    context
+        .topology
+        .declare(&channel, &context.routing_keys)
+        .await?;
+    channel
+        .basic_qos(context.prefetch, BasicQosOptions::default())
+        .await?;
+    let deliveries = channel
+        .basic_consume(
+            context.topology.queue().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok((channel, deliveries))
+}
+
+/// How applying a message ended.
+enum Applied {
+    /// Committed: inbox row and effects.
+    Done,
+    /// The inbox already had it; nothing changed.
+    Duplicate,
+}
+
+/// Why applying a message failed.
+enum ApplyError {
+    /// The handler refused it: retry later, then dead-letter.
+    Handler(HandlerError),
+    /// The database is unreachable: hold the delivery and try again.
+    Database(sqlx::Error),
+}
+
+/// Handles one delivery to the end (acked) unless the channel fails (Err) or the consumer is
+/// stopped while the database is down (left unacked, so the broker redelivers it).
+async fn process<H: Handler>(
+    context: &Context<H>,
+    channel: &Channel,
+    delivery: Delivery,
+    stop: &CancellationToken,
+) -> Result<(), MessagingError> {
+    let attempts = attempts(&delivery.properties);
+    tracing::debug!(tag = delivery.delivery_tag, attempts, "delivery received");
+    let envelope = match Envelope::from_body(&delivery.data) {
+        Ok(e) => e,
+        Err(e) => {
+            let dead = NewDeadLetter {
+                consumer: context.topology.service().to_owned(),
+                message_id: property_id(&delivery.properties).unwrap_or_else(Uuid::now_v7),
+                message_type: delivery
+                    .properties
+                    .kind()
+                    .as_ref()
+                    .map(|k| k.to_string())
+                    .unwrap_or_default(),
+                routing_key: delivery.routing_key.to_string(),
+                body: delivery.data.clone(),
+                error: format!("undecodable message: {e}"),
+                attempts,
+            };
+            if !give_up(context, channel, &delivery, dead, stop).await? {
+                return Ok(());
+            }
+            return ack(&delivery).await;
+        }
+    };
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        match apply(context, &envelope).await {
+            Ok(Applied::Done) => return ack(&delivery).await,
+            Ok(Applied::Duplicate) => {
+                context.metrics.duplicates.inc();
+                return ack(&delivery).await;
+            }
+            Err(ApplyError::Handler(e)) => {
+                let failed = attempts.saturating_add(1);
+                tracing::warn!(message_id = %envelope.message_id, kind = %envelope.kind,
+                    attempt = failed, error = %e, "handler failed");
+                if let Some(queue) = context.topology.retry_queue(failed) {
+                    let properties = with_failure(&delivery.properties, failed, &e.to_string());
+                    publish_confirmed(
+                        channel,
+                        "",
+                        &queue,
+                        &delivery.data,
+                        properties,
+                        envelope.message_id,
+                    )
+                    .await?;
+                    context.metrics.retries.inc();
+                } else {
+                    let dead = NewDeadLetter {
+                        consumer: context.topology.service().to_owned(),
+                        message_id: envelope.message_id,
+                        message_type: envelope.kind.clone(),
+                        routing_key: envelope.kind.clone(),
+                        body: delivery.data.clone(),
+                        error: e.to_string(),
+                        attempts: failed,
+                    };
+                    if !give_up(context, channel, &delivery, dead, stop).await? {
+                        return Ok(());
+                    }
+                }
+                return ack(&delivery).await;
+            }
+            Err(ApplyError::Database(e)) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "database unavailable; holding the delivery");
+                if !pause(stop, backoff).await {
+                    return Ok(());
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+/// Inbox row, handler, commit: all or nothing.
+async fn apply<H: Handler>(
+    context: &Context<H>,
+    envelope: &Envelope,
+) -> Result<Applied, ApplyError> {
+    let mut tx = context.pool.begin().await.map_err(ApplyError::Database)?;
+    let inserted = sqlx::query(
+        "INSERT INTO lab_inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    )
+    .bind(context.topology.service())
+    .bind(envelope.message_id)
+    .execute(&mut *tx)
+    .await
+    .map_err(ApplyError::Database)?
+    .rows_affected();
+    if inserted == 0 {
+        return Ok(Applied::Duplicate);
+    }
+    if let Err(e) = context.handler.handle(&mut tx, envelope).await {
+        drop(tx);
+        // A handler error caused by the database going away is an outage, not a bad message:
+        // it must not use up the message's attempts.
+        return Err(match sqlx::query("SELECT 1").execute(&context.pool).await {
+            Ok(_) => ApplyError::Handler(e),
+            Err(db) => ApplyError::Database(db),
+        });
+    }
+    tx.commit().await.map_err(ApplyError::Database)?;
+    Ok(Applied::Done)
+}
+
+/// Records the dead letter (holding on while the database is down), then parks the message in
+/// the dead-letter queue. False when stopped before it could be recorded.
+async fn give_up<H: Handler>(
+    context: &Context<H>,
+    channel: &Channel,
+    delivery: &Delivery,
+    dead: NewDeadLetter,
+    stop: &CancellationToken,
+) -> Result<bool, MessagingError> {
+    let mut backoff = BACKOFF_MIN;
+    while let Err(e) = dead_letters::record(&context.pool, &dead).await {
+        tracing::warn!(error = %e, "cannot record a dead letter yet");
+        if !pause(stop, backoff).await {
+            return Ok(false);
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+    let properties = with_failure(&delivery.properties, dead.attempts, &dead.error);
+    publish_confirmed(
+        channel,
+        "",
+        &context.topology.dead_queue(),
+        &delivery.data,
+        properties,
+        dead.message_id,
+    )
+    .await?;
+    context.metrics.dead_letters.inc();
+    tracing::error!(message_id = %dead.message_id, error = %dead.error, "message dead-lettered");
+    Ok(true)
+}
+
+async fn ack(delivery: &Delivery) -> Result<(), MessagingError> {
+    delivery.acker.ack(BasicAckOptions::default()).await?;
+    Ok(())
+}
+
+/// Failed attempts so far, from the headers (0 for a first delivery).
+fn attempts(properties: &BasicProperties) -> u32 {
+    let value = properties
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(ATTEMPTS_HEADER).cloned());
+    match value {
+        Some(AMQPValue::LongInt(n)) => u32::try_from(n).unwrap_or(0),
+        Some(AMQPValue::LongLongInt(n)) => u32::try_from(n).unwrap_or(0),
+        Some(AMQPValue::LongUInt(n)) => n,
+        _ => 0,
+    }
+}
+
+/// The AMQP `message_id` property as a UUID, if it is one.
+fn property_id(properties: &BasicProperties) -> Option<Uuid> {
+    properties
+        .message_id()
+        .as_ref()
+        .and_then(|id| Uuid::parse_str(id.as_str()).ok())
+}
+
+/// `properties` with the attempt count and error set in the headers.
+fn with_failure(properties: &BasicProperties, attempts: u32, error: &str) -> BasicProperties {
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        ATTEMPTS_HEADER.into(),
+        AMQPValue::LongInt(i32::try_from(attempts).unwrap_or(i32::MAX)),
+    );
+    headers.insert(
+        ERROR_HEADER.into(),
+        AMQPValue::LongString(LongString::from(error)),
+    );
+    properties.clone().with_headers(headers)
+}

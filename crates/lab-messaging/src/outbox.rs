@@ -1,0 +1,158 @@
+//! The transactional outbox: a message is written in the same transaction as the business change
+//! that caused it, so both commit or neither does. The [`Relay`](crate::Relay) publishes it later
+//! (at-least-once); consumers dedupe by message id.
+//!
+//! ```ignore
+//! let mut tx = pool.begin().await?;
+//! sqlx::query("UPDATE inventory SET …").execute(&mut *tx).await?;
+//! outbox::enqueue(&mut tx, &Envelope::new("catalog.stock-reserved", payload)).await?;
+//! tx.commit().await?; // the NOTIFY fires here and wakes a relay
+//! ```
+//!
+//! Also here: the admin view of the outbox and the durable pause flag every relay honours.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgConnection, PgPool};
+
+use crate::{Envelope, MessagingError};
+
+/// Prefix of the NOTIFY channel; the schema name follows, so relays of services sharing one
+/// database only wake for their own rows.
+const CHANNEL_PREFIX: &str = "lab_outbox.";
+
+/// Writes `envelope` to the outbox inside the caller's transaction (routing key = its type) and
+/// notifies the relays, which PostgreSQL delivers only when the transaction commits.
+pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> Result<(), MessagingError> {
+    sqlx::query("INSERT INTO lab_outbox (message_id, routing_key, envelope) VALUES ($1, $2, $3)")
+        .bind(envelope.message_id)
+        .bind(&envelope.kind)
+        .bind(sqlx::types::Json(envelope))
+        .execute(&mut *conn)
+        .await?;
+    notify(conn).await
+}
+
+/// Wakes the relays of this schema (delivered at commit when inside a transaction).
+async fn notify(conn: &mut PgConnection) -> Result<(), MessagingError> {
+    sqlx::query("SELECT pg_notify($1 || current_schema(), '')")
+        .bind(CHANNEL_PREFIX)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// The NOTIFY channel of the pool's schema.
+pub(crate) async fn channel(pool: &PgPool) -> Result<String, MessagingError> {
+    let schema: String = sqlx::query_scalar("SELECT current_schema()::text")
+        .fetch_one(pool)
+        .await?;
+    Ok(format!("{CHANNEL_PREFIX}{schema}"))
+}
+
+/// One claimed row on its way to the broker.
+pub(crate) struct Pending {
+    /// Row id: the publish order, and what marks it sent.
+    pub id: i64,
+    /// Exchange routing key (the message type).
+    pub routing_key: String,
+    /// The message.
+    pub envelope: Envelope,
+    /// When its transaction wrote it (commit follows within the transaction's lifetime).
+    pub created_at: DateTime<Utc>,
+}
+
+/// Whether relays may publish, read under a share lock so that [`pause`] waits for batches in
+/// flight and none starts after it returns.
+pub(crate) async fn paused_for_batch(conn: &mut PgConnection) -> Result<bool, MessagingError> {
+    let paused: bool =
+        sqlx::query_scalar("SELECT paused FROM lab_relay_control WHERE singleton FOR SHARE")
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(paused)
+}
+
+/// Claims up to `limit` unsent rows in id order; rows another relay holds are skipped, not
+/// waited for, so two relays never publish the same row at the same time.
+pub(crate) async fn claim(
+    conn: &mut PgConnection,
+    limit: i64,
+) -> Result<Vec<Pending>, MessagingError> {
+    let rows: Vec<(i64, String, sqlx::types::Json<Envelope>, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT id, routing_key, envelope, created_at FROM lab_outbox \
+         WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, routing_key, envelope, created_at)| Pending {
+            id,
+            routing_key,
+            envelope: envelope.0,
+            created_at,
+        })
+        .collect())
+}
+
+/// Marks claimed rows as published.
+pub(crate) async fn mark_sent(conn: &mut PgConnection, ids: &[i64]) -> Result<(), MessagingError> {
+    sqlx::query("UPDATE lab_outbox SET sent_at = clock_timestamp() WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// What an operator sees of the outbox.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutboxStatus {
+    /// Rows written but not yet confirmed by the broker.
+    pub pending: i64,
+    /// Age of the oldest of them; zero when none is pending.
+    pub oldest_pending_age: Duration,
+    /// Whether the relays are paused.
+    pub paused: bool,
+}
+
+/// The outbox's backlog and pause flag.
+pub async fn status(pool: &PgPool) -> Result<OutboxStatus, MessagingError> {
+    let (pending, oldest_secs, paused): (i64, Option<f64>, bool) = sqlx::query_as(
+        "SELECT count(o.id), \
+                extract(epoch FROM clock_timestamp() - min(o.created_at))::float8, \
+                (SELECT paused FROM lab_relay_control WHERE singleton) \
+         FROM lab_outbox o WHERE o.sent_at IS NULL",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(OutboxStatus {
+        pending,
+        oldest_pending_age: Duration::from_secs_f64(oldest_secs.unwrap_or(0.0).max(0.0)),
+        paused,
+    })
+}
+
+/// Stops every relay of this schema from publishing, durably (it survives restarts). Returns
+/// once batches already in flight have finished.
+pub async fn pause(pool: &PgPool) -> Result<(), MessagingError> {
+    set_paused(pool, true).await
+}
+
+/// Lets the relays publish again and wakes them to drain the backlog.
+pub async fn resume(pool: &PgPool) -> Result<(), MessagingError> {
+    set_paused(pool, false).await
+}
+
+async fn set_paused(pool: &PgPool, paused: bool) -> Result<(), MessagingError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("UPDATE lab_relay_control SET paused = $1, changed_at = now() WHERE singleton")
+        .bind(paused)
+        .execute(&mut *tx)
+        .await?;
+    notify(&mut tx).await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! The outbox relay: publishes committed outbox rows to RabbitMQ, at-least-once.
+//!
+//! One relay per service process. It wakes on the schema's `NOTIFY` (sent at commit by
+//! [`outbox::enqueue`]) and also sweeps on a timer, since notifications are lost while its
+//! listening connection is down. Each batch is one transaction: read the pause flag (share lock),
+//! claim rows with `FOR UPDATE SKIP LOCKED`, publish them in id order on a confirm-mode channel,
+//! await every confirm, mark them sent, commit. A crash anywhere before the commit leaves the rows
+//! pending, so they are published again; consumers dedupe by message id (the inbox). On a broker
+//! or database failure it backs off and starts again with a fresh channel.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::future::join_all;
+use lapin::Channel;
+use lapin::options::BasicPublishOptions;
+use sqlx::PgPool;
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::outbox::{self, Pending};
+use crate::topology::{CONFIRM_TIMEOUT, confirm_channel};
+use crate::{Broker, MessagingError, MessagingMetrics, Topology};
+
+/// After a failure the relay waits this long before trying again, doubling up to the maximum:
+/// a lost channel recovers in one short wait, a broker restart (~10 s here) is polled every 5 s.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// How a relay batches and sweeps.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Rows per batch, all in flight before the confirms are awaited.
+    pub batch_size: i64,
+    /// How often to look for rows without a notification.
+    pub sweep_every: Duration,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            // BENCH.md: lapin reaches ~10k msg/s with ~1000 confirms in flight; 500 gets most of
+            // that while keeping one batch's transaction short.
+            batch_size: 500,
+            // Only a fallback for notifications lost during a reconnect; 1 s bounds that delay.
+            sweep_every: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A running relay; stops with the shutdown token it was started with, or with [`Relay::stop`].
+pub struct Relay {
+    /// Cancels this relay only (a child of the application's shutdown token).
+    stop: CancellationToken,
+    /// Its task, awaited on stop.
+    tracker: TaskTracker,
+}
+
+/// What the relay's task works with.
+struct Context {
+    /// The service's pool (its schema holds the outbox).
+    pool: PgPool,
+    /// The process's RabbitMQ connection.
+    broker: Broker,
+    /// Names the exchange to publish to.
+    topology: Topology,
+    /// Batch size and sweep interval.
+    config: RelayConfig,
+    /// Where latencies and backlog go.
+    metrics: MessagingMetrics,
+}
+
+impl Relay {
+    /// Starts relaying the outbox of `pool`'s schema to `topology`'s exchange.
+    pub fn start(
+        pool: PgPool,
+        broker: Broker,
+        topology: Topology,
+        config: RelayConfig,
+        metrics: MessagingMetrics,
+        shutdown: &CancellationToken,
+    ) -> Self {
+        let stop = shutdown.child_token();
+        let tracker = TaskTracker::new();
+        let context = Context {
+            pool,
+            broker,
+            topology,
+            config,
+            metrics,
+        };
+        tracker.spawn(run(context, stop.clone()));
+        tracker.close();
+        Self { stop, tracker }
+    }
+
+    /// Stops the relay (abandoning a batch in flight, whose rows stay pending) and waits for it.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        self.tracker.wait().await;
+    }
+}
+
+async fn run(context: Context, stop: CancellationToken) {
+    let mut channel: Option<Channel> = None;
+    let mut listener: Option<PgListener> = None;
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if listener.is_none() {
+            listener = listen(&context.pool).await;
+        }
+        let drained = tokio::select! {
+            () = stop.cancelled() => break,
+            r = drain(&context, &mut channel) => r,
+        };
+        match drained {
+            Ok(()) => {
+                backoff = BACKOFF_MIN;
+                update_gauges(&context).await;
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = wake(&mut listener, context.config.sweep_every) => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "outbox relay failed; retrying");
+                channel = None;
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+    if let Some(channel) = channel {
+        let _ = channel.close(200, "relay stopping".into()).await;
+    }
+}
+
+/// A listener on the schema's outbox channel, or none (the timer sweeps meanwhile).
+async fn listen(pool: &PgPool) -> Option<PgListener> {
+    let attempt = async {
+        let channel = outbox::channel(pool).await?;
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(&channel).await?;
+        Ok::<_, MessagingError>(listener)
+    };
+    match attempt.await {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::debug!(error = %e, "outbox relay cannot LISTEN; sweeping on the timer");
+            None
+        }
+    }
+}
+
+/// Returns on a notification or after `sweep_every`, whichever comes first.
+async fn wake(listener: &mut Option<PgListener>, sweep_every: Duration) {
+    let Some(l) = listener.as_mut() else {
+        tokio::time::sleep(sweep_every).await;
+        return;
+    };
+    tokio::select! {
+        r = l.recv() => {
+            if r.is_err() {
+                *listener = None;
+            }
+        }
+        () = tokio::time::sleep(sweep_every) => {}
+    }
+}
+
+/// Publishes batches until fewer than a full batch is pending (or the relays are paused).
+async fn drain(context: &Context, channel: &mut Option<Channel>) -> Result<(), MessagingError> {
+    loop {
+        let live = match channel.take() {
+            Some(c) if c.status().connected() => c,
+            _ => {
+                let c = confirm_channel(&context.broker).await?;
+                context.topology.declare_exchange(&c).await?;
+                c
+            }
+        };
+        let relayed = relay_batch(context, &live).await;
+        *channel = Some(live);
+        if relayed? < context.config.batch_size {
+            return Ok(());
+        }
+    }
+}
+
+/// One batch in one transaction; returns how many rows it published.
+async fn relay_batch(context: &Context, channel: &Channel) -> Result<i64, MessagingError> {
+    let mut tx = context.pool.begin().await?;
+    if outbox::paused_for_batch(&mut tx).await? {
+        tx.commit().await?;
+        return Ok(0);
+    }
+    let rows = outbox::claim(&mut tx, context.config.batch_size).await?;
+    if rows.is_empty() {
+        tx.commit().await?;
+        return Ok(0);
+    }
+    publish_all(channel, &context.topology.exchange(), &rows).await?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    outbox::mark_sent(&mut tx, &ids).await?;
+    tx.commit().await?;
+    let now = Utc::now();
+    for row in &rows {
+        context
+            .metrics
+            .observe_latency((now - row.created_at).to_std().unwrap_or_default());
+    }
+    let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
+    context.metrics.relayed.inc_by(rows.len() as u64);
+    Ok(count)
+}
+
+/// Publishes `rows` in order with all of them in flight, then awaits every confirm.
+async fn publish_all(
+    channel: &Channel,
+    exchange: &str,
+    rows: &[Pending],
+) -> Result<(), MessagingError> {
+    let mut confirms = Vec::with_capacity(rows.len());
+    for row in rows {
+        let body = row.envelope.to_body()?;
+        let confirm = channel
+            .basic_publish(
+                exchange.into(),
+                row.routing_key.as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                row.envelope.properties(),
+            )
+            .await?;
+        confirms.push(confirm);
+    }
+    let results = tokio::time::timeout(CONFIRM_TIMEOUT, join_all(confirms))
+        .await
+        .map_err(|_| MessagingError::ConfirmTimeout(CONFIRM_TIMEOUT))?;
+    for (row, result) in rows.iter().zip(results) {
+        if result?.is_nack() {
+            return Err(MessagingError::Nacked(row.envelope.message_id));
+        }
+    }
+    Ok(())
+}
+
+async fn update_gauges(context: &Context) {
+    if let Ok(status) = outbox::status(&context.pool).await {
+        context.metrics.outbox_pending.set(status.pending);
+        context
+            .metrics
+            .outbox_oldest_pending_age
+            .set(status.oldest_pending_age.as_secs_f64());
+    }
+}

@@ -1,0 +1,173 @@
+//! The producer side: outbox, relay, pause flag.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use lab_messaging::{Envelope, outbox};
+use lab_test_support::eventually;
+
+use crate::helpers::{DEADLINE, EVENT, Recorder, connected_broker, queue_len, world};
+
+#[tokio::test]
+async fn a_committed_event_arrives_exactly_once_and_a_rolled_back_one_never() {
+    let w = world().await;
+    let (_consumer, _) = w.consumer(Recorder).await;
+    let (_relay, _) = w.relay(&w.broker);
+    let rolled_back = Envelope::new(EVENT, serde_json::json!({ "doomed": true }));
+
+    let mut tx = w.pool.begin().await.unwrap();
+    outbox::enqueue(&mut tx, &rolled_back).await.unwrap();
+    tx.rollback().await.unwrap();
+    let committed = w.commit_events(2).await;
+
+    let effects = w.wait_for_effects(&committed).await;
+    w.wait_for_drained_outbox().await;
+    assert_eq!(effects.get(&committed[0]), Some(&1));
+    assert_eq!(effects.get(&committed[1]), Some(&1));
+    assert_eq!(effects.get(&rolled_back.message_id), None);
+    assert_eq!(effects.len(), 2);
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn events_committed_while_the_relay_is_down_arrive_exactly_once_from_the_next_relay() {
+    let w = world().await;
+    let (_consumer, _) = w.consumer(Recorder).await;
+    let (first, _) = w.relay(&w.broker);
+    first.stop().await;
+
+    let ids = w.commit_events(20).await;
+    let pending = outbox::status(&w.pool).await.unwrap().pending;
+    let (_second, _) = w.relay(&w.broker);
+
+    assert_eq!(pending, 20);
+    let effects = w.wait_for_effects(&ids).await;
+    assert_eq!(effects.len(), 20);
+    assert!(effects.values().all(|n| *n == 1), "{effects:?}");
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn a_relay_killed_in_the_middle_of_publishing_loses_and_duplicates_no_effect() {
+    let w = world().await;
+    let tap = w.tap().await;
+    let (_consumer, _) = w.consumer(Recorder).await;
+    let ids = w.commit_events(600).await;
+
+    let (first, _) = w.relay(&w.broker);
+    // Kill it as soon as anything has been published: part of the outbox is sent, a batch may be
+    // published but not yet marked sent.
+    let started = eventually(DEADLINE, || async {
+        let n = queue_len(&w.channel().await, &tap).await?;
+        (n > 0).then_some(())
+    })
+    .await;
+    first.stop().await;
+    let (_second, _) = w.relay(&w.broker);
+
+    assert!(started.is_some(), "the first relay never published");
+    let effects = w.wait_for_effects(&ids).await;
+    assert_eq!(effects.len(), 600);
+    assert!(effects.values().all(|n| *n == 1), "an effect applied twice");
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn while_the_broker_is_unreachable_the_outbox_grows_then_drains() {
+    let w = world().await;
+    let (_consumer, _) = w.consumer(Recorder).await;
+    let unreachable =
+        lab_messaging::Broker::start(&w.env.unreachable_amqp(), "nowhere", w.env.shutdown_token());
+    let (stranded, stranded_metrics) = w.relay(&unreachable);
+
+    let ids = w.commit_events(10).await;
+    let status = outbox::status(&w.pool).await.unwrap();
+    let more = w.commit_events(5).await;
+    let grown = outbox::status(&w.pool).await.unwrap();
+    stranded.stop().await;
+    let (_relay, metrics) = w.relay(&connected_broker(&w.env, &w.settings).await);
+
+    assert_eq!(status.pending, 10);
+    assert_eq!(grown.pending, 15);
+    assert!(grown.oldest_pending_age >= status.oldest_pending_age);
+    assert_eq!(stranded_metrics.relayed.get(), 0);
+    let all: Vec<_> = ids.iter().chain(&more).copied().collect();
+    let effects = w.wait_for_effects(&all).await;
+    w.wait_for_drained_outbox().await;
+    assert!(effects.values().all(|n| *n == 1));
+    assert_eq!(metrics.relayed.get(), 15);
+    assert_eq!(
+        outbox::status(&w.pool).await.unwrap().oldest_pending_age,
+        Duration::ZERO
+    );
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn two_relays_on_one_outbox_never_publish_a_row_twice() {
+    let w = world().await;
+    let tap = w.tap().await;
+    let (_a, a_metrics) = w.relay(&w.broker);
+    let (_b, b_metrics) = w.relay(&connected_broker(&w.env, &w.settings).await);
+
+    let ids = w.commit_events(500).await;
+
+    w.wait_for_drained_outbox().await;
+    let delivered = w.drain_queue(&tap).await;
+    let mut seen: HashMap<String, u32> = HashMap::new();
+    for (id, _) in &delivered {
+        *seen.entry(id.clone()).or_default() += 1;
+    }
+    assert_eq!(delivered.len(), 500, "published {} times", delivered.len());
+    assert_eq!(seen.len(), 500);
+    for id in &ids {
+        assert_eq!(seen.get(&id.to_string()), Some(&1), "{id}");
+    }
+    assert_eq!(a_metrics.relayed.get() + b_metrics.relayed.get(), 500);
+    w.cleanup().await;
+}
+
+#[tokio::test]
+async fn the_pause_flag_stops_every_relay_survives_a_restart_and_resume_drains() {
+    let w = world().await;
+    let tap = w.tap().await;
+    let (a, a_metrics) = w.relay(&w.broker);
+    let (b, b_metrics) = w.relay(&w.broker);
+
+    outbox::pause(&w.pool).await.unwrap();
+    w.commit_events(20).await;
+    // Each relay sets its gauge after each pass over the outbox: 20 pending means it has looked
+    // since the commit and published nothing.
+    let both_looked = eventually(DEADLINE, || async {
+        (a_metrics.outbox_pending.get() == 20 && b_metrics.outbox_pending.get() == 20).then_some(())
+    })
+    .await;
+    let published_while_paused = w.drain_queue(&tap).await.len();
+    a.stop().await;
+    b.stop().await;
+    let (_c, c_metrics) = w.relay(&w.broker);
+    let restarted_looked = eventually(DEADLINE, || async {
+        (c_metrics.outbox_pending.get() == 20).then_some(())
+    })
+    .await;
+    let status = outbox::status(&w.pool).await.unwrap();
+    let published_after_restart = w.drain_queue(&tap).await.len();
+
+    outbox::resume(&w.pool).await.unwrap();
+
+    assert!(both_looked.is_some() && restarted_looked.is_some());
+    assert_eq!(published_while_paused, 0);
+    assert_eq!(published_after_restart, 0);
+    assert!(status.paused);
+    assert_eq!(status.pending, 20);
+    w.wait_for_drained_outbox().await;
+    assert!(!outbox::status(&w.pool).await.unwrap().paused);
+    let delivered = eventually(DEADLINE, || async {
+        let n = queue_len(&w.channel().await, &tap).await?;
+        (n == 20).then_some(n)
+    })
+    .await;
+    assert_eq!(delivered, Some(20));
+    assert_eq!(c_metrics.relayed.get(), 20);
+    w.cleanup().await;
+}
