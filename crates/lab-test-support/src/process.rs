@@ -35,6 +35,26 @@ pub fn installed(program: &str) -> bool {
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()))
 }
 
+/// A command for a server the test owns. Besides `kill_on_drop` (which needs the test to unwind),
+/// the server gets SIGKILL from the kernel when the test process dies any other way (a nextest
+/// timeout, SIGKILL), through util-linux `setpriv --pdeathsig` where it is installed, so no
+/// server outlives its test.
+fn owned_command(program: &str) -> Command {
+    let mut command = if installed("setpriv") {
+        let mut c = Command::new("setpriv");
+        c.args(["--pdeathsig", "KILL", "--", program]);
+        c
+    } else {
+        Command::new(program)
+    };
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
 /// A `redis-server` of this test's own, so it can be stopped and restarted without disturbing
 /// the shared Redis every other test uses.
 pub struct PrivateRedis {
@@ -84,16 +104,12 @@ impl PrivateRedis {
     /// Starts the server again on the same port and waits until it answers `PING`.
     pub async fn resume(&mut self) -> anyhow::Result<()> {
         self.stop().await;
-        let child = Command::new("redis-server")
+        let child = owned_command("redis-server")
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
             .arg(std::env::temp_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
             .spawn()
             .context("starting redis-server")?;
         self.child = Some(child);
@@ -153,14 +169,10 @@ impl DevVault {
     async fn try_start(port: u16) -> anyhow::Result<Self> {
         let root_token = format!("lab-test-root-{:08x}", rand::random::<u32>());
         let addr = format!("127.0.0.1:{port}");
-        let child = Command::new("bao")
+        let child = owned_command("bao")
             .args(["server", "-dev", "-dev-no-store-token"])
             .arg(format!("-dev-root-token-id={root_token}"))
             .arg(format!("-dev-listen-address={addr}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
             .spawn()
             .context("starting `bao server -dev`")?;
         let vault = Self {
