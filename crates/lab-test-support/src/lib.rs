@@ -13,7 +13,12 @@
 //! }).await;
 //! ```
 //!
-//! Nothing here reads or writes the process environment except `LAB_TEST_PG_ADMIN_URL` (which
+//! Each test binary names the migrations its template holds (`with_database(&[…])`): services
+//! have this crate only as a dev-dependency, so it cannot list them itself. A binary that runs
+//! several services (the BFF's, with catalog instances) passes each one's migrator; every
+//! distinct set gets its own template, built once for all runs until a migration changes.
+//!
+//! Nothing here writes the process environment; it reads `LAB_TEST_PG_ADMIN_URL` (which
 //! PostgreSQL to use) and `LAB_TEST_REDIS_URL` / `LAB_TEST_AMQP_URL` (shared Redis, RabbitMQ).
 
 pub mod app;
@@ -190,9 +195,11 @@ impl TestEnv {
 
     /// Redis with this test's key prefix (`test:<id>:`), on the private server if there is one.
     pub fn redis(&self) -> RedisSettings {
-        let url = self.0.private_redis_url.clone().unwrap_or_else(|| {
-            std::env::var("LAB_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.into())
-        });
+        let url = self
+            .0
+            .private_redis_url
+            .clone()
+            .unwrap_or_else(shared_redis_url);
         RedisSettings {
             url,
             prefix: self.redis_prefix(),
@@ -297,15 +304,13 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.shutdown.cancel();
         if self.private_redis.is_none() {
-            delete_keys(&self.redis_url_shared(), &format!("test:{}:", self.id));
+            delete_keys(&shared_redis_url(), &format!("test:{}:", self.id));
         }
     }
 }
 
-impl Inner {
-    fn redis_url_shared(&self) -> String {
-        std::env::var("LAB_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.into())
-    }
+fn shared_redis_url() -> String {
+    std::env::var("LAB_TEST_REDIS_URL").unwrap_or_else(|_| DEFAULT_REDIS_URL.into())
 }
 
 /// Best effort: removes this test's keys from the shared Redis so it does not fill up.
