@@ -55,7 +55,7 @@ async fn up_without_bao_and_without_pip_fails_in_one_line_and_starts_nothing() {
 async fn a_service_killed_with_sigkill_is_restarted_counted_and_healthy_again() {
     let sandbox = Sandbox::new("kill9");
     let child = sandbox.spawn_logged(sandbox.up_shared());
-    let control = sandbox.control_url(Duration::from_secs(30)).await;
+    let control = sandbox.control_url(Duration::from_secs(60)).await;
     let rows = wait_until(
         &control,
         Duration::from_secs(60),
@@ -121,7 +121,7 @@ async fn private_postgres_and_redis_serve_the_cluster_and_outlive_the_apphost_un
     let mut cmd = sandbox.lab(&["up"]);
     cmd.args(["--amqp-url", SHARED_AMQP, "--no-vault"]);
     let child = sandbox.spawn_logged(cmd);
-    let control = sandbox.control_url(Duration::from_secs(30)).await;
+    let control = sandbox.control_url(Duration::from_secs(60)).await;
     let rows = wait_until(
         &control,
         Duration::from_secs(60),
@@ -166,7 +166,7 @@ async fn private_postgres_and_redis_serve_the_cluster_and_outlive_the_apphost_un
 async fn a_sigkilled_apphost_takes_its_services_with_it() {
     let sandbox = Sandbox::new("sigkill");
     let child = sandbox.spawn_logged(sandbox.up_shared());
-    let control = sandbox.control_url(Duration::from_secs(30)).await;
+    let control = sandbox.control_url(Duration::from_secs(60)).await;
     let rows = wait_until(
         &control,
         Duration::from_secs(60),
