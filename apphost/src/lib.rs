@@ -9,6 +9,7 @@
 //! [`bootstrap`] the database set-up); [`plan`] is the topology and wiring; [`supervisor`] runs and
 //! restarts processes; [`control`] is the control API; [`console`] and [`status`] print.
 
+pub mod bench;
 pub mod bootstrap;
 pub mod cluster;
 pub mod console;

@@ -28,6 +28,8 @@ enum Command {
     Down(lab_apphost::DownArgs),
     /// Show every process of the running apphost: pid, port, health, restarts.
     Status(lab_apphost::StatusArgs),
+    /// Measure Lab against a peer run in the same session (ratios, pinned cores, median of 3).
+    Bench(lab_apphost::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
             Command::Up(args) => lab_apphost::up(args).await,
             Command::Down(args) => lab_apphost::down(args).await,
             Command::Status(args) => lab_apphost::status(args).await,
+            Command::Bench(args) => lab_apphost::bench::bench(args).await,
         }
     });
     match result {

@@ -1,0 +1,35 @@
+//! `lab bench <target>`: measurements of Lab against a peer run in the same session on the same
+//! machine, reported as ratios (absolute numbers move 10–25 % between runs here; ratios much less).
+//!
+//! Practice from `BENCH.md`: the system under test and its peer are pinned to core 1, the load
+//! generator to core 0; the machine is checked for quiet first; each figure is the median of 3.
+
+mod catalog;
+mod measure;
+mod peer;
+
+use clap::{Args, Subcommand};
+
+pub use peer::serve_peer;
+
+#[derive(Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    target: Target,
+}
+
+#[derive(Subcommand)]
+enum Target {
+    /// Cached product reads vs bare axum, the cross-replica stale window, concurrent writers.
+    Catalog(catalog::CatalogArgs),
+    /// The bare axum peer the benchmarks compare against (started by them, pinned to a core).
+    #[command(hide = true)]
+    Peer(peer::PeerArgs),
+}
+
+pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    match args.target {
+        Target::Catalog(a) => catalog::run(a).await,
+        Target::Peer(a) => serve_peer(a).await,
+    }
+}

@@ -1,0 +1,52 @@
+//! The peer every HTTP benchmark is compared with: a bare axum server answering one JSON body of
+//! the size of a catalog product, with nothing else on the path (no middleware, no cache).
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::routing::get;
+use clap::Args;
+
+#[derive(Args)]
+pub struct PeerArgs {
+    /// Where to listen.
+    #[arg(long)]
+    listen: SocketAddr,
+}
+
+/// A product-sized JSON body (~330 bytes), built once.
+fn body() -> String {
+    serde_json::json!({
+        "id": "0191e0a4-6c61-7b2d-8a3e-5f2c9d1e4b7a",
+        "sku": "LAB-MUG",
+        "name": "Lab mug",
+        "description": "Stoneware, 350 ml, survives every deploy.",
+        "price_minor": 1400,
+        "currency": "USD",
+        "demo": false,
+        "version": 1,
+        "xmin": "736",
+        "created_at": "2026-11-25T17:45:33.274736Z",
+        "updated_at": "2026-11-25T17:45:33.274736Z"
+    })
+    .to_string()
+}
+
+pub async fn serve_peer(args: PeerArgs) -> anyhow::Result<()> {
+    let body = body();
+    let router = Router::new().route(
+        "/product",
+        get(move || {
+            let body = body.clone();
+            async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    body,
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    axum::serve(listener, router).await?;
+    Ok(())
+}
