@@ -3,6 +3,8 @@
 //! A library with a thin entry point: [`build`] wires settings to a bound [`Application`]; the
 //! `lab` binary runs it as `lab run checkout`, the tests run it in-process on port 0.
 
+pub mod saga;
+
 use lab_db::{DbSettings, PgProbe};
 use lab_http::{Application, HttpSettings, Readiness, ServiceApp, new_instance_id};
 use lab_messaging::{AmqpProbe, AmqpSettings, Broker};
