@@ -127,10 +127,13 @@ impl World {
         (consumer, metrics)
     }
 
-    /// A plain channel on the test's broker.
+    /// A plain channel on the test's broker (waiting for it to reconnect if need be).
     pub async fn channel(&self) -> Channel {
-        let conn = self.broker.connection().expect("broker connected");
-        conn.create_channel().await.expect("channel")
+        let channel = eventually(DEADLINE, || async {
+            self.broker.connection().ok()?.create_channel().await.ok()
+        })
+        .await;
+        channel.expect("no channel on the test's broker")
     }
 
     /// Commits `n` events, one transaction each, and returns their ids in order.

@@ -4,4 +4,5 @@
 mod consuming;
 mod failures;
 mod helpers;
+mod recovery;
 mod relaying;

@@ -1,0 +1,248 @@
+//! Outbox relay throughput and commit→publish latency, against raw lapin confirmed publishes in
+//! the same run (BENCH.md: measure the peer in the same run, report the ratio).
+//!
+//! ```text
+//! CARGO_TARGET_DIR=/var/cache/lab-target cargo run --release -p lab-messaging --example outbox_bench [events]
+//! ```
+//!
+//! Uses the test harness for a throw-away database and a unique AMQP prefix, so it runs against
+//! the machine's PostgreSQL and RabbitMQ without touching anything else. Three rounds each, the
+//! median reported:
+//! - raw: persistent ~300 B messages to a durable queue, one channel, confirms awaited per window
+//!   of [`WINDOW`] (the relay's batch size), nothing else;
+//! - relay: `events` rows committed while the relay is paused, then resumed; time until the
+//!   outbox is empty and every message is confirmed, same durable queue shape;
+//! - latency: a producer commits one event every 2 ms for 4 s while the relay runs; per row
+//!   `sent_at - created_at` (row written → broker confirm seen and marked) from the table.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use lab_messaging::lapin::options::{
+    BasicPublishOptions, QueueBindOptions, QueueDeclareOptions, QueuePurgeOptions,
+};
+use lab_messaging::lapin::types::FieldTable;
+use lab_messaging::{
+    AmqpSettings, Broker, Envelope, MessagingMetrics, Relay, RelayConfig, Topology, outbox,
+};
+use lab_test_support::{TestEnv, eventually};
+use sqlx::PgPool;
+
+/// Confirms in flight per window, equal to the relay's batch size so both sides wait alike.
+const WINDOW: usize = 500;
+/// Rounds per measurement; the median is reported (BENCH.md practice).
+const ROUNDS: usize = 3;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let events: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(20_000);
+    let env = TestEnv::builder().with_database(&[]).start().await;
+    let pool = lab_db::connect(&env.database("payments"), "payments", "outbox-bench", "-").await?;
+    lab_messaging::migrate(&pool).await?;
+    let settings = env.amqp();
+    let broker = Broker::start(&settings, "outbox-bench", env.shutdown_token());
+    eventually(Duration::from_secs(10), || {
+        let b = broker.clone();
+        async move { b.connection().ok() }
+    })
+    .await
+    .context("RabbitMQ not reachable")?;
+    let topology = Topology::new(&settings, "payments");
+    let sink = declare_sink(&broker, &topology, &settings).await?;
+
+    let mut raw = Vec::new();
+    let mut relayed = Vec::new();
+    // Warm-up: one small round of each, not counted.
+    raw_round(&broker, &sink, 2_000).await?;
+    relay_round(&pool, &broker, &topology, &env, 2_000).await?;
+    for _ in 0..ROUNDS {
+        raw.push(raw_round(&broker, &sink, events).await?);
+        purge(&broker, &sink).await?;
+        relayed.push(relay_round(&pool, &broker, &topology, &env, events).await?);
+        purge(&broker, &sink).await?;
+    }
+    let (p50, p99) = latency(&pool, &broker, &topology, &env).await?;
+    let raw_rate = median(&mut raw);
+    let relay_rate = median(&mut relayed);
+    println!("raw lapin confirmed publishes: {raw_rate:.0} msg/s (rounds {raw:.0?})");
+    println!("outbox relayed:                {relay_rate:.0} msg/s (rounds {relayed:.0?})");
+    println!(
+        "ratio relay / raw:             {:.2}",
+        relay_rate / raw_rate
+    );
+    println!("commit→publish latency at 500 events/s: p50 {p50:.1} ms, p99 {p99:.1} ms");
+    let channel = broker
+        .connection()
+        .map_err(anyhow::Error::msg)?
+        .create_channel()
+        .await?;
+    let _ = channel
+        .queue_delete(sink.as_str().into(), Default::default())
+        .await;
+    let _ = topology.delete(&channel).await;
+    Ok(())
+}
+
+/// A durable queue bound to everything on the exchange, so relayed messages are stored exactly
+/// as raw ones are.
+async fn declare_sink(
+    broker: &Broker,
+    topology: &Topology,
+    settings: &AmqpSettings,
+) -> anyhow::Result<String> {
+    let channel = broker
+        .connection()
+        .map_err(anyhow::Error::msg)?
+        .create_channel()
+        .await?;
+    topology.declare_exchange(&channel).await?;
+    let sink = format!("{}bench.sink", settings.prefix);
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(sink.as_str().into(), durable, FieldTable::default())
+        .await?;
+    channel
+        .queue_bind(
+            sink.as_str().into(),
+            topology.exchange().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(sink)
+}
+
+async fn purge(broker: &Broker, queue: &str) -> anyhow::Result<()> {
+    let channel = broker
+        .connection()
+        .map_err(anyhow::Error::msg)?
+        .create_channel()
+        .await?;
+    channel
+        .queue_purge(queue.into(), QueuePurgeOptions::default())
+        .await?;
+    Ok(())
+}
+
+fn event(i: usize) -> Envelope {
+    Envelope::new(
+        "bench.something-happened",
+        serde_json::json!({ "order_id": i, "sku": "LAB-0001", "quantity": 2, "amount_minor": 1299 }),
+    )
+}
+
+/// Raw lapin: the same messages straight to the sink queue, confirms awaited per window.
+async fn raw_round(broker: &Broker, sink: &str, events: usize) -> anyhow::Result<f64> {
+    let channel = lab_messaging::topology::confirm_channel(broker).await?;
+    let messages: Vec<Envelope> = (0..events).map(event).collect();
+    let started = Instant::now();
+    for window in messages.chunks(WINDOW) {
+        let mut confirms = Vec::with_capacity(window.len());
+        for m in window {
+            let confirm = channel
+                .basic_publish(
+                    "".into(),
+                    sink.into(),
+                    BasicPublishOptions::default(),
+                    &m.to_body()?,
+                    m.properties(),
+                )
+                .await?;
+            confirms.push(confirm);
+        }
+        for c in futures::future::join_all(confirms).await {
+            anyhow::ensure!(c?.is_ack(), "raw publish nacked");
+        }
+    }
+    Ok(events as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The relay: rows committed while paused, then resumed and timed until the outbox is empty.
+async fn relay_round(
+    pool: &PgPool,
+    broker: &Broker,
+    topology: &Topology,
+    env: &TestEnv,
+    events: usize,
+) -> anyhow::Result<f64> {
+    outbox::pause(pool).await?;
+    let relay = Relay::start(
+        pool.clone(),
+        broker.clone(),
+        topology.clone(),
+        RelayConfig::default(),
+        MessagingMetrics::default(),
+        &env.shutdown_token(),
+    );
+    // 100 events per transaction: filling the table is not what is measured.
+    for chunk in (0..events).collect::<Vec<_>>().chunks(100) {
+        let mut tx = pool.begin().await?;
+        for i in chunk {
+            outbox::enqueue(&mut tx, &event(*i)).await?;
+        }
+        tx.commit().await?;
+    }
+    let started = Instant::now();
+    outbox::resume(pool).await?;
+    loop {
+        if outbox::status(pool).await?.pending == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rate = events as f64 / started.elapsed().as_secs_f64();
+    relay.stop().await;
+    Ok(rate)
+}
+
+/// Commit→publish latency with a steady producer (one commit every 2 ms for 4 s).
+async fn latency(
+    pool: &PgPool,
+    broker: &Broker,
+    topology: &Topology,
+    env: &TestEnv,
+) -> anyhow::Result<(f64, f64)> {
+    sqlx::query("DELETE FROM lab_outbox").execute(pool).await?;
+    let relay = Relay::start(
+        pool.clone(),
+        broker.clone(),
+        topology.clone(),
+        RelayConfig::default(),
+        MessagingMetrics::default(),
+        &env.shutdown_token(),
+    );
+    let mut tick = tokio::time::interval(Duration::from_millis(2));
+    let until = Instant::now() + Duration::from_secs(4);
+    let mut i = 0;
+    while Instant::now() < until {
+        tick.tick().await;
+        let mut tx = pool.begin().await?;
+        outbox::enqueue(&mut tx, &event(i)).await?;
+        tx.commit().await?;
+        i += 1;
+    }
+    while outbox::status(pool).await?.pending > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    relay.stop().await;
+    let (p50, p99): (f64, f64) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
+                percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) \
+         FROM (SELECT extract(epoch FROM sent_at - created_at) * 1000 AS ms FROM lab_outbox) t",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((p50, p99))
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
