@@ -31,6 +31,7 @@ pub mod process;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use lab_cache::RedisSettings;
@@ -68,6 +69,8 @@ struct Inner {
     private_redis_url: Option<String>,
     /// Its OpenBao dev server, when asked for.
     vault: Option<DevVault>,
+    /// Whether RabbitMQ settings were handed out, so objects under the prefix may exist.
+    amqp_used: AtomicBool,
     /// Parent of every spawned app's shutdown token.
     shutdown: CancellationToken,
 }
@@ -141,6 +144,7 @@ impl TestEnvBuilder {
             private_redis_url: private_redis.as_ref().map(PrivateRedis::url),
             private_redis: private_redis.map(Mutex::new),
             vault,
+            amqp_used: AtomicBool::new(false),
             shutdown: CancellationToken::new(),
         }))
     }
@@ -234,7 +238,8 @@ impl TestEnv {
 
     /// The shared RabbitMQ, every name under this test's [`TestEnv::amqp_prefix`].
     pub fn amqp(&self) -> AmqpSettings {
-        let url = std::env::var("LAB_TEST_AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.into());
+        self.0.amqp_used.store(true, Ordering::Relaxed);
+        let url = shared_amqp_url();
         AmqpSettings {
             url: SecretString::new(url),
             prefix: self.amqp_prefix(),
@@ -306,7 +311,14 @@ impl Drop for Inner {
         if self.private_redis.is_none() {
             delete_keys(&shared_redis_url(), &format!("test:{}:", self.id));
         }
+        if self.amqp_used.load(Ordering::Relaxed) {
+            delete_amqp_objects(&format!("test.{}.", self.id));
+        }
     }
+}
+
+fn shared_amqp_url() -> String {
+    std::env::var("LAB_TEST_AMQP_URL").unwrap_or_else(|_| DEFAULT_AMQP_URL.into())
 }
 
 fn shared_redis_url() -> String {
@@ -329,6 +341,48 @@ fn delete_keys(url: &str, prefix: &str) {
     if !keys.is_empty() {
         let _: Result<(), _> = lab_cache::redis::cmd("DEL").arg(keys).query(&mut conn);
     }
+}
+
+/// Best effort: deletes the exchange and every service's queues (main, retry, dead) under this
+/// test's prefix, so the shared broker does not fill up. Retry queues of delays other than the
+/// defaults are the test's own to delete (`Topology::delete`).
+fn delete_amqp_objects(prefix: &str) {
+    let settings = AmqpSettings {
+        url: SecretString::new(shared_amqp_url()),
+        prefix: prefix.to_owned(),
+        ..AmqpSettings::default()
+    };
+    // Drop cannot await; a short-lived thread with its own runtime does the work.
+    let cleaner = std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async move {
+            let work = async {
+                let properties = lab_messaging::lapin::ConnectionProperties::default();
+                let conn =
+                    lab_messaging::lapin::Connection::connect(settings.url.expose(), properties)
+                        .await
+                        .ok()?;
+                // Only services with a schema consume messages (their inbox lives there).
+                for service in lab_db::bootstrap::SCHEMA_SERVICES {
+                    // A channel each: a failed delete closes the channel it ran on.
+                    if let Ok(channel) = conn.create_channel().await {
+                        let topology = lab_messaging::Topology::new(&settings, service);
+                        let _ = topology.delete(&channel).await;
+                    }
+                }
+                let _ = conn.close(200, "test cleanup".into()).await;
+                Some(())
+            };
+            // A local broker answers in milliseconds; never hold a finished test up for long.
+            let _ = tokio::time::timeout(Duration::from_secs(5), work).await;
+        });
+    });
+    let _ = cleaner.join();
 }
 
 /// Returns from the calling test with a clear message when `bao` is not installed.

@@ -1,6 +1,10 @@
-//! Redis prefixes, a private Redis, an OpenBao dev server.
+//! Redis prefixes, RabbitMQ names, a private Redis, an OpenBao dev server.
 
 use lab_cache::redis::{self, AsyncCommands};
+use lab_messaging::Topology;
+use lab_messaging::lapin::options::QueueDeclareOptions;
+use lab_messaging::lapin::types::FieldTable;
+use lab_messaging::lapin::{Connection, ConnectionProperties};
 use lab_test_support::{TestEnv, require_bao, test_client};
 
 async fn connection(url: &str) -> redis::aio::MultiplexedConnection {
@@ -58,4 +62,32 @@ async fn a_dev_vault_answers_with_its_root_token() {
     assert_eq!(response.status(), 200);
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["data"]["policies"][0], "root");
+}
+
+#[tokio::test]
+async fn rabbitmq_objects_under_a_tests_prefix_are_deleted_with_its_environment() {
+    let env = TestEnv::builder().start().await;
+    let settings = env.amqp();
+    let conn = Connection::connect(settings.url.expose(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let topology = Topology::new(&settings, "orders");
+    let channel = conn.create_channel().await.unwrap();
+    topology.declare(&channel, &[]).await.unwrap();
+    assert!(topology.queue().starts_with(&env.amqp_prefix()));
+
+    drop(env);
+
+    for queue in [topology.queue(), topology.dead_queue()] {
+        let channel = conn.create_channel().await.unwrap();
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let still_there = channel
+            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+            .await;
+        assert!(still_there.is_err(), "{queue} survived its test");
+    }
+    let _ = conn.close(200, "done".into()).await;
 }
