@@ -52,9 +52,13 @@ pub struct Infra {
 
 /// Private binaries resolved before anything starts, so a missing one fails with nothing started.
 struct Binaries {
+    /// `initdb` and `postgres`, when PostgreSQL is private.
     postgres: Option<postgres::Binaries>,
+    /// `redis-server`, when Redis is private.
     redis: Option<std::path::PathBuf>,
+    /// RabbitMQ's start script, when the broker is private.
     rabbitmq: Option<std::path::PathBuf>,
+    /// `bao`, when OpenBao is private.
     openbao: Option<std::path::PathBuf>,
 }
 

@@ -9,9 +9,11 @@ struct ServiceDef {
     name: &'static str,
     /// How many processes run it.
     replicas: u16,
-    /// Whether its settings have `database`, `redis`, `amqp`.
+    /// Whether its settings have a `database` section (a schema of its own).
     database: bool,
+    /// Whether its settings have a `redis` section.
     redis: bool,
+    /// Whether its settings have an `amqp` section.
     amqp: bool,
 }
 

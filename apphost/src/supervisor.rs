@@ -53,7 +53,9 @@ pub struct Ctx {
     pub exe: PathBuf,
     /// The data directory (the marker every child carries).
     pub data_dir: PathBuf,
+    /// Where each process's pid, health and restarts are recorded.
     pub table: ProcessTable,
+    /// Where their output goes.
     pub console: Console,
     /// Client for `/readyz` probes.
     pub http: reqwest::Client,

@@ -52,6 +52,21 @@ async fn up_without_bao_and_without_pip_fails_in_one_line_and_starts_nothing() {
 }
 
 #[tokio::test]
+async fn status_without_a_running_apphost_says_so_in_one_line() {
+    let sandbox = Sandbox::new("nostatus");
+
+    let out = sandbox.lab(&["status"]).output().await.unwrap();
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("no apphost is running") && stderr.contains("lab up"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
 async fn a_service_killed_with_sigkill_is_restarted_counted_and_healthy_again() {
     let sandbox = Sandbox::new("kill9");
     let child = sandbox.spawn_logged(sandbox.up_shared());
@@ -81,6 +96,22 @@ async fn a_service_killed_with_sigkill_is_restarted_counted_and_healthy_again() 
     )
     .await;
     let url = row(&rows, "catalog-2")["url"].as_str().unwrap().to_owned();
+    let asked = reqwest::Client::new()
+        .post(format!("{control}/processes/psp/restart"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(asked.status(), 202);
+    wait_until(
+        &control,
+        Duration::from_secs(30),
+        "psp restarted on request",
+        |rows| {
+            let r = row(rows, "psp");
+            r["restarts"].as_u64() == Some(1) && r["health"] == "ready"
+        },
+    )
+    .await;
     let status = sandbox.lab(&["status"]).output().await.unwrap();
     let table = String::from_utf8_lossy(&status.stdout);
     let line = table
