@@ -327,9 +327,12 @@ fn summary(args: &InfraArgs, instances: &[Instance]) -> Vec<String> {
         .iter()
         .map(|i| match i.boot {
             Some(d) if i.started_now => format!(
-                "{} started in {:.2} s (pid {}, port {})",
+                "{} started in {:.2} s{} (pid {}, port {})",
                 i.name,
                 d.as_secs_f64(),
+                i.init
+                    .map(|t| format!(" after initdb {:.2} s", t.as_secs_f64()))
+                    .unwrap_or_default(),
                 i.pid,
                 i.port
             ),

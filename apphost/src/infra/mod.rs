@@ -54,6 +54,8 @@ pub struct Instance {
     pub started_now: bool,
     /// Time from spawn to answering, when this run started it.
     pub boot: Option<Duration>,
+    /// Time spent preparing its data first (PostgreSQL's `initdb` on a first run).
+    pub init: Option<Duration>,
 }
 
 /// What `lab.pid` records about a running private instance.
@@ -201,6 +203,7 @@ where
             port,
             started_now: true,
             boot: Some(started.elapsed()),
+            init: None,
         }),
         Err(e) => {
             proc::stop_child(&mut child, stop_signal, Duration::from_secs(5)).await;

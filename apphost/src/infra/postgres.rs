@@ -66,14 +66,18 @@ pub async fn ensure(
             port: pf.port,
             started_now: false,
             boot: None,
+            init: None,
         });
     }
     let owner = run_as()?;
     let home = dir.subdir(NAME)?;
     let data = home.join("data");
     chown(&home, owner)?;
+    let mut init = None;
     if !data.join("PG_VERSION").is_file() {
+        let t = std::time::Instant::now();
         initdb(bins, &home, &data, owner, password).await?;
+        init = Some(t.elapsed());
     }
     let mut cmd = Command::new(bins.bin_dir.join("postgres"));
     cmd.arg("-D")
@@ -99,7 +103,9 @@ pub async fn ensure(
         // Measured start: 0.13 s; a cold page cache or crash recovery takes longer.
         timeout: Duration::from_secs(30),
     };
-    super::launch(dir, spec, || probe(&url)).await
+    let mut instance = super::launch(dir, spec, || probe(&url)).await?;
+    instance.init = init;
+    Ok(instance)
 }
 
 /// One real login with the superuser password.

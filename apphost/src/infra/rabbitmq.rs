@@ -49,6 +49,7 @@ pub async fn ensure(
             port: pf.port,
             started_now: false,
             boot: None,
+            init: None,
         });
     }
     let home = dir.subdir(NAME)?;

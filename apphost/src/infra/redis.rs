@@ -35,6 +35,7 @@ pub async fn ensure(dir: &DataDir, bin: &PathBuf, port: u16) -> Result<Instance,
             port: pf.port,
             started_now: false,
             boot: None,
+            init: None,
         });
     }
     let home = dir.subdir(NAME)?;
