@@ -10,6 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use lapin::{Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::AmqpSettings;
 
@@ -27,6 +28,8 @@ pub struct Broker {
     current: Arc<ArcSwapOption<Connection>>,
     /// Why the last connection attempt failed, for readiness reports.
     last_error: Arc<Mutex<String>>,
+    /// The supervisor task, awaited by [`Broker::stopped`].
+    tracker: TaskTracker,
 }
 
 impl Broker {
@@ -35,12 +38,21 @@ impl Broker {
         let broker = Self {
             current: Arc::new(ArcSwapOption::empty()),
             last_error: Arc::new(Mutex::new("not connected yet".into())),
+            tracker: TaskTracker::new(),
         };
         let url = settings.url.expose().to_owned();
         let name = name.to_owned();
         let supervisor = broker.clone();
-        tokio::spawn(async move { supervisor.supervise(url, name, shutdown).await });
         broker
+            .tracker
+            .spawn(async move { supervisor.supervise(url, name, shutdown).await });
+        broker.tracker.close();
+        broker
+    }
+
+    /// Resolves once the supervisor has stopped (after `shutdown`) and closed the connection.
+    pub async fn stopped(&self) {
+        self.tracker.wait().await;
     }
 
     /// The live connection, or the reason there is none.

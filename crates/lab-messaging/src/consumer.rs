@@ -10,8 +10,6 @@
 //! burning its attempts; when the broker goes away the consumer reconnects, re-declares its
 //! topology and resumes, and unacked deliveries come back (the inbox absorbs the repeats).
 
-use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,14 +18,14 @@ use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
 use crate::dead_letters::{self, NewDeadLetter};
 use crate::topology::{confirm_channel, publish_confirmed};
-use crate::{Broker, Envelope, MessagingError, MessagingMetrics, Topology};
+use crate::{Broker, Envelope, Handler, HandlerError, MessagingError, MessagingMetrics, Topology};
 
 /// Header counting the failed attempts a message has had so far.
 pub const ATTEMPTS_HEADER: &str = "x-lab-attempts";
@@ -38,47 +36,6 @@ pub const ERROR_HEADER: &str = "x-lab-error";
 /// (a PostgreSQL restart takes well under a second here, RabbitMQ ~10 s).
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// Why a handler could not apply a message; rolled back and retried, then dead-lettered.
-#[derive(Debug)]
-pub struct HandlerError(String);
-
-impl HandlerError {
-    /// An error with this description (it ends up in the headers and the dead letters).
-    pub fn new(reason: impl fmt::Display) -> Self {
-        Self(reason.to_string())
-    }
-}
-
-impl fmt::Display for HandlerError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for HandlerError {}
-
-impl From<sqlx::Error> for HandlerError {
-    fn from(e: sqlx::Error) -> Self {
-        Self::new(e)
-    }
-}
-
-impl From<MessagingError> for HandlerError {
-    fn from(e: MessagingError) -> Self {
-        Self::new(e)
-    }
-}
-
-/// What a service does with one message, inside the delivery's transaction.
-pub trait Handler: Send + Sync + 'static {
-    /// Applies `message` using `tx` (the state change, and any [`crate::outbox::enqueue`]).
-    fn handle(
-        &self,
-        tx: &mut PgConnection,
-        message: &Envelope,
-    ) -> impl Future<Output = Result<(), HandlerError>> + Send;
-}
 
 /// A running consumer; stops with the shutdown token it was started with, or [`Consumer::stop`].
 pub struct Consumer {

@@ -15,6 +15,7 @@ mod broker;
 pub mod consumer;
 pub mod dead_letters;
 pub mod envelope;
+pub mod handler;
 pub mod metrics;
 pub mod outbox;
 pub mod relay;
@@ -29,8 +30,9 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
 pub use broker::Broker;
-pub use consumer::{Consumer, Handler, HandlerError};
+pub use consumer::Consumer;
 pub use envelope::Envelope;
+pub use handler::{Handler, HandlerError};
 pub use lapin;
 pub use metrics::MessagingMetrics;
 pub use relay::{Relay, RelayConfig};

@@ -90,3 +90,26 @@ impl MessagingMetrics {
         self.commit_to_publish.observe(latency.as_secs_f64());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_metrics_render_in_prometheus_text() {
+        let registry = lab_telemetry::Metrics::default();
+        let m = MessagingMetrics::register(&registry);
+
+        m.retries.inc();
+        m.observe_latency(Duration::from_millis(3));
+
+        let text = registry.render();
+        assert!(text.contains("messaging_retries_total 1"), "{text}");
+        assert!(text.contains("messaging_outbox_pending 0"), "{text}");
+        assert!(
+            text.contains("messaging_commit_to_publish_seconds_count 1"),
+            "{text}"
+        );
+        assert!(text.contains("messaging_dead_letters_total 0"), "{text}");
+    }
+}

@@ -107,6 +107,19 @@ pub(crate) async fn mark_sent(conn: &mut PgConnection, ids: &[i64]) -> Result<()
     Ok(())
 }
 
+/// Deletes rows published more than `keep` ago (the relay calls this now and then); returns how
+/// many went.
+pub async fn purge_sent(pool: &PgPool, keep: Duration) -> Result<u64, MessagingError> {
+    let deleted = sqlx::query(
+        "DELETE FROM lab_outbox WHERE sent_at < clock_timestamp() - make_interval(secs => $1)",
+    )
+    .bind(keep.as_secs_f64())
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok(deleted)
+}
+
 /// What an operator sees of the outbox.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct OutboxStatus {

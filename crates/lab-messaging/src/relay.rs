@@ -32,6 +32,8 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// How often the backlog gauges are refreshed (a count over the pending rows): often enough for
 /// a 15 s Prometheus scrape and the admin page, rarely enough to cost nothing under load.
 const GAUGES_EVERY: Duration = Duration::from_millis(500);
+/// How often a relay deletes old published rows; any replica may, deleting twice is harmless.
+const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 /// How a relay batches and sweeps.
 #[derive(Debug, Clone)]
@@ -40,6 +42,8 @@ pub struct RelayConfig {
     pub batch_size: i64,
     /// How often to look for rows without a notification.
     pub sweep_every: Duration,
+    /// How long published rows are kept (for audits and latency queries) before deletion.
+    pub keep_sent: Duration,
 }
 
 impl Default for RelayConfig {
@@ -50,6 +54,8 @@ impl Default for RelayConfig {
             batch_size: 500,
             // Only a fallback for notifications lost during a reconnect; 1 s bounds that delay.
             sweep_every: Duration::from_secs(1),
+            // A week: long enough to answer "was it sent, and when?" about any recent incident.
+            keep_sent: Duration::from_secs(7 * 24 * 3_600),
         }
     }
 }
@@ -112,6 +118,7 @@ async fn run(context: Context, stop: CancellationToken) {
     let mut listener: Option<PgListener> = None;
     let mut backoff = BACKOFF_MIN;
     let mut gauges_at: Option<Instant> = None;
+    let mut purged_at: Option<Instant> = None;
     loop {
         if listener.is_none() {
             listener = listen(&context.pool).await;
@@ -126,6 +133,14 @@ async fn run(context: Context, stop: CancellationToken) {
                 if gauges_at.is_none_or(|at| at.elapsed() >= GAUGES_EVERY) {
                     update_gauges(&context).await;
                     gauges_at = Some(Instant::now());
+                }
+                if purged_at.is_none_or(|at| at.elapsed() >= PURGE_EVERY) {
+                    if let Err(e) =
+                        outbox::purge_sent(&context.pool, context.config.keep_sent).await
+                    {
+                        tracing::debug!(error = %e, "outbox purge failed; trying later");
+                    }
+                    purged_at = Some(Instant::now());
                 }
                 tokio::select! {
                     () = stop.cancelled() => break,
