@@ -10,6 +10,7 @@
 mod auth;
 pub mod demo;
 pub mod domain;
+pub mod messages;
 pub mod occ;
 pub mod products;
 pub mod routes;
@@ -114,6 +115,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     )
     .await?;
     lab_db::migrate(&pool, &MIGRATOR, NAME).await?;
+    lab_messaging::migrate(&pool).await?;
     let seeded = seed::run(&pool).await?;
     if seeded > 0 {
         tracing::info!(seeded, "seed products created");
@@ -127,10 +129,12 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             critical: false,
         })
         .with(AmqpProbe(broker.clone()));
+    let metrics = Metrics::default();
+    messages::start(&pool, &broker, &settings.amqp, &metrics, &shutdown);
     let app = ServiceApp {
         name: NAME,
         instance_id: instance_id.clone().into(),
-        metrics: Metrics::default(),
+        metrics,
         readiness,
         openapi: ApiDoc::openapi(),
     };

@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::{Acquire, PgConnection, PgPool};
 use uuid::Uuid;
 
 /// One line of an order: a product and how many units.
@@ -47,23 +47,23 @@ pub struct Settled {
 }
 
 /// Serialises every command for one order, so concurrent duplicates see each other's result.
-async fn lock_order(tx: &mut Transaction<'_, Postgres>, order_id: Uuid) -> Result<(), sqlx::Error> {
+async fn lock_order(tx: &mut PgConnection, order_id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1::text, 7270002))")
         .bind(order_id)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }
 
 async fn recorded(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     order_id: Uuid,
 ) -> Result<Option<ReserveOutcome>, sqlx::Error> {
     let row: Option<(bool, sqlx::types::Json<Vec<Short>>, Option<String>)> = sqlx::query_as(
         "SELECT reserved, shortfall, reason FROM reservation_outcomes WHERE order_id = $1",
     )
     .bind(order_id)
-    .fetch_optional(&mut **tx)
+    .fetch_optional(&mut *tx)
     .await?;
     let Some((reserved, short, reason)) = row else {
         return Ok(None);
@@ -78,7 +78,7 @@ async fn recorded(
         "SELECT product_id, quantity FROM reservations WHERE order_id = $1 ORDER BY product_id",
     )
     .bind(order_id)
-    .fetch_all(&mut **tx)
+    .fetch_all(&mut *tx)
     .await?;
     Ok(Some(ReserveOutcome::Reserved {
         lines: lines
@@ -92,7 +92,7 @@ async fn recorded(
 }
 
 async fn record_refusal(
-    tx: &mut Transaction<'_, Postgres>,
+    tx: &mut PgConnection,
     order_id: Uuid,
     reason: &str,
     short: &[Short],
@@ -101,15 +101,28 @@ async fn record_refusal(
         .bind(order_id)
         .bind(sqlx::types::Json(short))
         .bind(reason)
-        .execute(&mut **tx)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }
 
-/// Reserves every line of `order_id`, or none. Lines for the same product are merged; rows are
-/// locked in product order so two orders never deadlock.
+/// Reserves every line of `order_id`, or none, in its own transaction.
 pub async fn reserve(
     pool: &PgPool,
+    order_id: Uuid,
+    lines: &[Line],
+) -> Result<ReserveOutcome, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let outcome = reserve_in(&mut tx, order_id, lines).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Reserves every line of `order_id`, or none, inside the caller's transaction (the message
+/// consumer's, so the inbox row, the stock change and the reply commit together). Lines for the
+/// same product are merged; rows are locked in product order so two orders never deadlock.
+pub async fn reserve_in(
+    tx: &mut PgConnection,
     order_id: Uuid,
     lines: &[Line],
 ) -> Result<ReserveOutcome, sqlx::Error> {
@@ -117,15 +130,13 @@ pub async fn reserve(
     for line in lines {
         *merged.entry(line.product_id).or_default() += line.quantity;
     }
-    let mut tx = pool.begin().await?;
-    lock_order(&mut tx, order_id).await?;
-    if let Some(outcome) = recorded(&mut tx, order_id).await? {
+    lock_order(tx, order_id).await?;
+    if let Some(outcome) = recorded(tx, order_id).await? {
         return Ok(outcome);
     }
     if merged.is_empty() || merged.values().any(|q| *q <= 0) {
         let reason = "an order needs at least one line, each with a positive quantity";
-        record_refusal(&mut tx, order_id, reason, &[]).await?;
-        tx.commit().await?;
+        record_refusal(tx, order_id, reason, &[]).await?;
         return Ok(ReserveOutcome::Refused {
             reason: reason.into(),
             short: vec![],
@@ -135,7 +146,7 @@ pub async fn reserve(
     let mut short = Vec::new();
     {
         // A savepoint: if any line is short, the lines already taken are given back at once.
-        let mut attempt = sqlx::Acquire::begin(&mut *tx).await?;
+        let mut attempt = (&mut *tx).begin().await?;
         for (&product_id, &quantity) in &merged {
             let taken = sqlx::query(
                 "UPDATE inventory SET on_hand = on_hand - $2, reserved = reserved + $2, updated_at = now() \
@@ -189,20 +200,27 @@ pub async fn reserve(
         }
     } else {
         let reason = "insufficient stock";
-        record_refusal(&mut tx, order_id, reason, &short).await?;
+        record_refusal(tx, order_id, reason, &short).await?;
         ReserveOutcome::Refused {
             reason: reason.into(),
             short,
         }
     };
-    tx.commit().await?;
     Ok(outcome)
 }
 
 /// Moves the order's reserved units to sold. A repeat or an unknown order changes nothing.
 pub async fn commit(pool: &PgPool, order_id: Uuid) -> Result<Settled, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let settled = commit_in(&mut tx, order_id).await?;
+    tx.commit().await?;
+    Ok(settled)
+}
+
+/// [`commit`] inside the caller's transaction.
+pub async fn commit_in(tx: &mut PgConnection, order_id: Uuid) -> Result<Settled, sqlx::Error> {
     settle(
-        pool,
+        tx,
         order_id,
         "committed",
         "reserved = reserved - $2, sold = sold + $2",
@@ -213,8 +231,16 @@ pub async fn commit(pool: &PgPool, order_id: Uuid) -> Result<Settled, sqlx::Erro
 /// Gives the order's reserved units back. A repeat, an unknown order, or an order already
 /// committed changes nothing; a release before any reserve refuses that reserve when it comes.
 pub async fn release(pool: &PgPool, order_id: Uuid) -> Result<Settled, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let settled = release_in(&mut tx, order_id).await?;
+    tx.commit().await?;
+    Ok(settled)
+}
+
+/// [`release`] inside the caller's transaction.
+pub async fn release_in(tx: &mut PgConnection, order_id: Uuid) -> Result<Settled, sqlx::Error> {
     settle(
-        pool,
+        tx,
         order_id,
         "released",
         "reserved = reserved - $2, on_hand = on_hand + $2",
@@ -223,13 +249,12 @@ pub async fn release(pool: &PgPool, order_id: Uuid) -> Result<Settled, sqlx::Err
 }
 
 async fn settle(
-    pool: &PgPool,
+    tx: &mut PgConnection,
     order_id: Uuid,
     to: &'static str,
     change: &'static str,
 ) -> Result<Settled, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    lock_order(&mut tx, order_id).await?;
+    lock_order(tx, order_id).await?;
     let moved: Vec<(Uuid, i32)> = sqlx::query_as(
         "UPDATE reservations SET state = $2, updated_at = now() \
          WHERE order_id = $1 AND state = 'reserved' RETURNING product_id, quantity",
@@ -259,7 +284,6 @@ async fn settle(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(Settled {
         lines: moved.len() as u64,
         units,

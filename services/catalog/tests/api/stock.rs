@@ -22,7 +22,7 @@ async fn product(pool: &PgPool, stock: i32) -> Uuid {
     let id = Uuid::now_v7();
     let new = NewProduct {
         id,
-        sku: format!("T-{}", id.simple()).to_uppercase()[..20].to_owned(),
+        sku: format!("T-{}", id.simple()).to_uppercase(),
         name: "t".into(),
         description: String::new(),
         price_minor: 1,
