@@ -115,6 +115,14 @@ impl Sandbox {
 
 impl Drop for Sandbox {
     fn drop(&mut self) {
+        // A failed test may leave an apphost or private servers running: stop them first.
+        let _ = std::process::Command::new(LAB)
+            .arg("down")
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         if let Some(root) = self.dir.parent() {
             let _ = std::fs::remove_dir_all(root);
         }
