@@ -99,10 +99,10 @@ impl Sandbox {
             {
                 return v["control_url"].as_str().unwrap().to_owned();
             }
-            assert!(
-                Instant::now() < deadline,
-                "no apphost.json after {within:?}"
-            );
+            if Instant::now() >= deadline {
+                let (out, err) = self.output();
+                panic!("no apphost.json after {within:?}; lab up printed:\n{out}\n{err}");
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
