@@ -13,13 +13,16 @@
 //! - relay: `events` rows committed while the relay is paused, then resumed; time until the
 //!   outbox is empty and every message is confirmed, same durable queue shape;
 //! - latency: a producer commits one event every 2 ms for 4 s while the relay runs; per row
-//!   `sent_at - created_at` (row written → broker confirm seen and marked) from the table.
+//!   `sent_at - created_at` from the table, and `commit()` returned → delivered to a consumer.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use futures::StreamExt;
 use lab_messaging::lapin::options::{
-    BasicPublishOptions, QueueBindOptions, QueueDeclareOptions, QueuePurgeOptions,
+    BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
+    QueuePurgeOptions,
 };
 use lab_messaging::lapin::types::FieldTable;
 use lab_messaging::{
@@ -64,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         relayed.push(relay_round(&pool, &broker, &topology, &env, events).await?);
         purge(&broker, &sink).await?;
     }
-    let (p50, p99) = latency(&pool, &broker, &topology, &env).await?;
+    let [p50, p99, c50, c99] = latency(&pool, &broker, &topology, &env, &sink).await?;
     let raw_rate = median(&mut raw);
     let relay_rate = median(&mut relayed);
     println!("raw lapin confirmed publishes: {raw_rate:.0} msg/s (rounds {raw:.0?})");
@@ -73,7 +76,8 @@ async fn main() -> anyhow::Result<()> {
         "ratio relay / raw:             {:.2}",
         relay_rate / raw_rate
     );
-    println!("commit→publish latency at 500 events/s: p50 {p50:.1} ms, p99 {p99:.1} ms");
+    println!("at 500 commits/s, row written → confirmed (table): p50 {p50:.1} ms, p99 {p99:.1} ms");
+    println!("at 500 commits/s, commit returned → delivered:    p50 {c50:.1} ms, p99 {c99:.1} ms");
     let channel = broker
         .connection()
         .map_err(anyhow::Error::msg)?
@@ -202,14 +206,43 @@ async fn relay_round(
     Ok(rate)
 }
 
-/// Commit→publish latency with a steady producer (one commit every 2 ms for 4 s).
+/// Commit→publish latency with a steady producer (one commit every 2 ms for 4 s), two ways:
+/// per row from the table (`sent_at - created_at`: row written → confirm seen, which includes the
+/// producer's own commit), and from the client (`commit()` returned → message delivered to a
+/// consumer of the sink queue, which includes the broker's delivery).
 async fn latency(
     pool: &PgPool,
     broker: &Broker,
     topology: &Topology,
     env: &TestEnv,
-) -> anyhow::Result<(f64, f64)> {
+    sink: &str,
+) -> anyhow::Result<[f64; 4]> {
     sqlx::query("DELETE FROM lab_outbox").execute(pool).await?;
+    purge(broker, sink).await?;
+    let channel = broker
+        .connection()
+        .map_err(anyhow::Error::msg)?
+        .create_channel()
+        .await?;
+    let mut deliveries = channel
+        .basic_consume(
+            sink.into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let arrivals = tokio::spawn(async move {
+        let mut seen: HashMap<String, Instant> = HashMap::new();
+        while let Some(Ok(d)) = deliveries.next().await {
+            let id = d.properties.message_id().as_ref().map(|i| i.to_string());
+            seen.insert(id.unwrap_or_default(), Instant::now());
+        }
+        seen
+    });
     let relay = Relay::start(
         pool.clone(),
         broker.clone(),
@@ -218,20 +251,35 @@ async fn latency(
         MessagingMetrics::default(),
         &env.shutdown_token(),
     );
+    let mut committed: Vec<(String, Instant)> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(2));
     let until = Instant::now() + Duration::from_secs(4);
     let mut i = 0;
     while Instant::now() < until {
         tick.tick().await;
+        let e = event(i);
         let mut tx = pool.begin().await?;
-        outbox::enqueue(&mut tx, &event(i)).await?;
+        outbox::enqueue(&mut tx, &e).await?;
         tx.commit().await?;
+        committed.push((e.message_id.to_string(), Instant::now()));
         i += 1;
     }
     while outbox::status(pool).await?.pending > 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     relay.stop().await;
+    // Deliveries of confirmed messages follow within milliseconds.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    channel.close(200, "done".into()).await?;
+    let seen = arrivals.await?;
+    let mut client: Vec<f64> = committed
+        .iter()
+        .filter_map(|(id, at)| seen.get(id).map(|got| got.saturating_duration_since(*at)))
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .collect();
+    anyhow::ensure!(client.len() == committed.len(), "lost deliveries");
+    client.sort_by(f64::total_cmp);
+    let pct = |v: &[f64], p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
     let (p50, p99): (f64, f64) = sqlx::query_as(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms), \
                 percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) \
@@ -239,7 +287,7 @@ async fn latency(
     )
     .fetch_one(pool)
     .await?;
-    Ok((p50, p99))
+    Ok([p50, p99, pct(&client, 0.5), pct(&client, 0.99)])
 }
 
 fn median(values: &mut [f64]) -> f64 {

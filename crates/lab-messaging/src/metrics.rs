@@ -15,7 +15,8 @@ pub struct MessagingMetrics {
     pub outbox_pending: Gauge,
     /// Age in seconds of the oldest unpublished outbox row; 0 when none.
     pub outbox_oldest_pending_age: Gauge<f64, AtomicU64>,
-    /// Seconds from an outbox row's commit to the broker's confirm of its publish.
+    /// Seconds from an outbox row being written (its transaction commits right after) to the
+    /// broker confirming its publish.
     pub commit_to_publish: Histogram,
     /// Messages published by the relay.
     pub relayed: Counter,

@@ -1,8 +1,24 @@
 //! The orders service. Idempotent claims and order placement; follows each order to its final state.
 //!
+//! Where each pattern lives: `claims.rs` (idempotency via `INSERT … ON CONFLICT … RETURNING
+//! claim_id, (xmax = 0)`), `orders.rs` (claim, order and outbox event in one transaction),
+//! `prices.rs` (price snapshots from catalog: round-robin, timeouts, jittered retries),
+//! `messages.rs` (following the checkout saga to the order's final state).
+//!
 //! A library with a thin entry point: [`build`] wires settings to a bound [`Application`]; the
 //! `lab` binary runs it as `lab run orders`, the tests run it in-process on port 0.
 
+pub mod claims;
+pub mod domain;
+pub mod messages;
+pub mod orders;
+pub mod prices;
+pub mod routes;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
 use lab_db::{DbSettings, PgProbe};
 use lab_http::{Application, HttpSettings, Readiness, ServiceApp, new_instance_id};
 use lab_messaging::{AmqpProbe, AmqpSettings, Broker};
@@ -28,6 +44,14 @@ pub struct Settings {
     pub database: DbSettings,
     /// Its RabbitMQ broker.
     pub amqp: AmqpSettings,
+    /// Base URLs of every catalog replica, comma-separated; prices are read round-robin.
+    pub catalog_urls: String,
+    /// Bound on one price request to catalog, connect included.
+    pub catalog_attempt_timeout_ms: u64,
+    /// Attempts per price (first one included) on connect errors, timeouts and 5xx.
+    pub catalog_attempts: u32,
+    /// How long a customer's Idempotency-Key keeps answering with the same order (5–86,400 s).
+    pub order_claim_ttl_s: i64,
 }
 
 impl Default for Settings {
@@ -36,14 +60,33 @@ impl Default for Settings {
             http: HttpSettings::default(),
             database: DbSettings::local(NAME),
             amqp: AmqpSettings::default(),
+            // The local ports `lab up` gives catalog's two replicas (the BFF's defaults too).
+            catalog_urls: "http://127.0.0.1:7102,http://127.0.0.1:7103".into(),
+            // Catalog answers a cached product in about a millisecond; a second means a stuck
+            // replica, and the next attempt goes to another one.
+            catalog_attempt_timeout_ms: 1_000,
+            // Two retries ride out one dead replica and a blip without holding a checkout for
+            // more than a few seconds.
+            catalog_attempts: 3,
+            // A day, as long as the edge keeps idempotent responses (ARCHITECTURE.md §6).
+            order_claim_ttl_s: 86_400,
         }
     }
 }
 
 #[derive(OpenApi)]
-#[openapi(info(
-    description = "Idempotent claims and order placement; follows each order to its final state."
-))]
+#[openapi(
+    info(
+        description = "Idempotent claims and order placement; follows each order to its final state."
+    ),
+    paths(
+        routes::create_claim,
+        routes::get_claim,
+        routes::place_order,
+        routes::get_order,
+    ),
+    components(schemas(domain::OrderStatus, orders::LineView, orders::Transition))
+)]
 struct ApiDoc;
 
 /// Connects what the service needs, applies its migrations, and binds its listener.
@@ -57,17 +100,39 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     )
     .await?;
     lab_db::migrate(&pool, &MIGRATOR, NAME).await?;
+    lab_messaging::migrate(&pool).await?;
+    domain::Ttl::parse(settings.order_claim_ttl_s)
+        .context("LAB_ORDERS__ORDER_CLAIM_TTL_S is not valid")?;
+    let http = reqwest::Client::builder()
+        // Catalog is on loopback or in-cluster: a connect slower than this is a dead replica.
+        .connect_timeout(Duration::from_millis(500))
+        .build()
+        .context("building the catalog HTTP client")?;
+    let catalog = prices::Catalog::new(
+        http,
+        &settings.catalog_urls,
+        Duration::from_millis(settings.catalog_attempt_timeout_ms),
+        settings.catalog_attempts,
+    )
+    .context("LAB_ORDERS__CATALOG_URLS names no catalog")?;
     let broker = Broker::start(&settings.amqp, &instance_id, shutdown.clone());
     let readiness = Readiness::new()
         .with(PgProbe(pool.clone()))
         .with(AmqpProbe(broker.clone()));
+    let metrics = Metrics::default();
+    messages::start(&pool, &broker, &settings.amqp, &metrics, &shutdown);
     let app = ServiceApp {
         name: NAME,
         instance_id: instance_id.clone().into(),
-        metrics: Metrics::default(),
+        metrics,
         readiness,
         openapi: ApiDoc::openapi(),
     };
-    let router = app.router(axum::Router::new());
+    let state = routes::AppState {
+        pool,
+        catalog,
+        settings: Arc::new(settings.clone()),
+    };
+    let router = app.router(routes::router(state));
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
 }

@@ -1,17 +1,37 @@
-//! `spawn_app()` and friends: the orders service started by the shared harness.
+//! `spawn_app()` and friends: the orders service started by the shared harness, with a real
+//! catalog beside it for prices, and a tap on the test's RabbitMQ exchange.
 
+use std::time::Duration;
+
+use lab_config::SecretString;
+use lab_messaging::lapin::Channel;
+use lab_messaging::lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
+use lab_messaging::lapin::types::FieldTable;
+use lab_messaging::{Broker, Envelope, Topology};
 use lab_orders::{NAME, Settings};
-use lab_test_support::{ServiceMigrator, TestApp, TestEnv};
+use lab_test_support::{ServiceMigrator, TestApp, TestEnv, eventually};
+use serde_json::Value;
 
-/// The migrations the test template holds.
-pub const MIGRATIONS: &[ServiceMigrator] = &[(NAME, &lab_orders::MIGRATOR)];
+/// The migrations the test template holds: orders', and catalog's for the catalog beside it.
+pub const MIGRATIONS: &[ServiceMigrator] = &[
+    (NAME, &lab_orders::MIGRATOR),
+    (lab_catalog::NAME, &lab_catalog::MIGRATOR),
+];
 
-/// Settings wiring the service to `env`'s infrastructure.
+/// The catalog's administrator token in tests (to create products in other currencies).
+pub const CATALOG_ADMIN: &str = "test-admin-token";
+
+/// How long a message may take to cross RabbitMQ and a relay or consumer.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Settings wiring the service to `env`'s infrastructure; catalog at a closed port unless set.
 pub fn settings(env: &TestEnv) -> Settings {
     Settings {
         http: env.http(1),
         database: env.database(NAME),
         amqp: env.amqp(),
+        catalog_urls: lab_test_support::closed_port_url("http"),
+        ..Settings::default()
     }
 }
 
@@ -29,4 +49,143 @@ pub async fn spawn_app_with_routes(routes: axum::Router) -> TestApp {
     let env = env().await;
     env.spawn_with_routes(lab_orders::build, settings(&env), routes)
         .await
+}
+
+/// A catalog on `env` (its seed products give prices), with the test administrator token.
+#[allow(
+    clippy::needless_update,
+    reason = "settings the catalog adds (peers, …) keep their defaults"
+)]
+pub async fn spawn_catalog(env: &TestEnv) -> TestApp {
+    let settings = lab_catalog::Settings {
+        http: env.http(1),
+        database: env.database(lab_catalog::NAME),
+        redis: env.redis(),
+        amqp: env.amqp(),
+        admin_token: Some(SecretString::new(CATALOG_ADMIN)),
+        ..lab_catalog::Settings::default()
+    };
+    env.spawn(lab_catalog::build, settings).await
+}
+
+/// Orders and the catalog it prices from, on one fresh environment.
+pub struct Shop {
+    pub orders: TestApp,
+    pub catalog: TestApp,
+}
+
+pub async fn shop() -> Shop {
+    let env = env().await;
+    let catalog = spawn_catalog(&env).await;
+    let orders = env
+        .spawn(
+            lab_orders::build,
+            Settings {
+                catalog_urls: catalog.base_url.clone(),
+                ..settings(&env)
+            },
+        )
+        .await;
+    Shop { orders, catalog }
+}
+
+/// A line of a seed product.
+pub fn line(sku: &str, quantity: i64) -> Value {
+    serde_json::json!({
+        "product_id": lab_catalog::seed::seed_id(sku),
+        "quantity": quantity,
+    })
+}
+
+/// `POST /orders` with an optional key and customer → (status, headers, body).
+pub async fn place(
+    app: &TestApp,
+    key: Option<&str>,
+    customer: Option<&str>,
+    body: &Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut request = app.client.post(app.url("/orders")).json(body);
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    if let Some(customer) = customer {
+        request = request.header("x-lab-customer", customer);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (
+        status,
+        headers,
+        response.json().await.unwrap_or(Value::Null),
+    )
+}
+
+/// `GET /orders/{id}` as `customer` → (status, body).
+pub async fn get_order(app: &TestApp, id: &str, customer: &str) -> (u16, Value) {
+    let response = app
+        .client
+        .get(app.url(&format!("/orders/{id}")))
+        .header("x-lab-customer", customer)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A channel on the test's broker with a tap queue bound to `pattern`, after declaring the
+/// orders queue and its bindings (idempotent), so a message published before the service's
+/// consumer has declared them is not lost. Returns (channel, tap queue, exchange).
+pub async fn tap(app: &TestApp, pattern: &str) -> (Channel, String, String) {
+    let settings = app.env.amqp();
+    let broker = Broker::start(&settings, "orders-test", app.env.shutdown_token());
+    let conn = eventually(DEADLINE, || {
+        let b = broker.clone();
+        async move { b.connection().ok() }
+    })
+    .await
+    .unwrap();
+    let channel = conn.create_channel().await.unwrap();
+    let topology = Topology::new(&settings, NAME);
+    topology
+        .declare(&channel, &lab_orders::messages::routing_keys())
+        .await
+        .unwrap();
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let name = queue.name().to_string();
+    channel
+        .queue_bind(
+            name.as_str().into(),
+            topology.exchange().as_str().into(),
+            pattern.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    (channel, name, topology.exchange())
+}
+
+/// The next message on the tap within `deadline`, if any.
+pub async fn next_message(channel: &Channel, queue: &str, deadline: Duration) -> Option<Envelope> {
+    eventually(deadline, || async {
+        let got = channel
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .ok()??;
+        Envelope::from_body(&got.delivery.data).ok()
+    })
+    .await
 }

@@ -1,0 +1,127 @@
+//! Orders over RabbitMQ: `OrderPlaced` out through the outbox (written by `orders::place`), and
+//! the checkout saga's `SagaTransitioned` in. Each transition is recorded in `order_history`
+//! (keyed by its message id) in the consumer's transaction with its inbox row; a terminal one
+//! sets the order's final status, once: the update only matches a `Pending` order, so a late or
+//! duplicate transition is recorded and changes nothing.
+
+use lab_contracts::{Message, SagaTransitioned};
+use lab_messaging::{
+    AmqpSettings, Broker, Consumer, Envelope, Handler, HandlerError, MessagingMetrics, Relay,
+    RelayConfig, Topology,
+};
+use lab_telemetry::Metrics;
+use sqlx::PgConnection;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::OrderStatus;
+
+/// Starts the outbox relay and the saga-event consumer; both run until `shutdown` (their tasks
+/// are tracked inside lab-messaging and stop with the token).
+pub fn start(
+    pool: &sqlx::PgPool,
+    broker: &Broker,
+    settings: &AmqpSettings,
+    metrics: &Metrics,
+    shutdown: &CancellationToken,
+) {
+    let messaging = MessagingMetrics::register(metrics);
+    let topology = Topology::new(settings, crate::NAME);
+    let _relay = Relay::start(
+        pool.clone(),
+        broker.clone(),
+        topology.clone(),
+        RelayConfig::default(),
+        messaging.clone(),
+        shutdown,
+    );
+    let _consumer = Consumer::start(
+        pool.clone(),
+        broker.clone(),
+        topology,
+        routing_keys(),
+        settings.prefetch,
+        SagaEvents,
+        messaging,
+        shutdown,
+    );
+}
+
+/// The events this service consumes (its queue's bindings).
+pub fn routing_keys() -> Vec<String> {
+    vec![SagaTransitioned::NAME.to_owned()]
+}
+
+/// Follows each order's saga.
+pub struct SagaEvents;
+
+impl Handler for SagaEvents {
+    async fn handle(&self, tx: &mut PgConnection, message: &Envelope) -> Result<(), HandlerError> {
+        if message.kind != SagaTransitioned::NAME {
+            // Bound only to the key above; anything else is a topology mistake, not a retry.
+            tracing::warn!(
+                kind = message.kind,
+                "ignoring a message orders does not handle"
+            );
+            return Ok(());
+        }
+        let t: SagaTransitioned = serde_json::from_value(message.payload.clone())
+            .map_err(|e| HandlerError::new(format!("{} payload: {e}", message.kind)))?;
+        record(tx, &t, message).await
+    }
+}
+
+async fn record(
+    tx: &mut PgConnection,
+    t: &SagaTransitioned,
+    message: &Envelope,
+) -> Result<(), HandlerError> {
+    let final_status =
+        if t.terminal {
+            // A terminal state orders cannot name is a contract mismatch: dead-letter it, visibly.
+            Some(OrderStatus::terminal(&t.to).ok_or_else(|| {
+                HandlerError::new(format!("unknown terminal saga state {:?}", t.to))
+            })?)
+        } else {
+            None
+        };
+    let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1)")
+        .bind(t.order_id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if !known {
+        // Sagas start from this service's own OrderPlaced, so this is another environment's
+        // order (a shared broker) or a deleted one: nothing here to follow.
+        tracing::warn!(order_id = %t.order_id, to = t.to, "saga transition for an unknown order");
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO order_history \
+             (order_id, message_id, from_state, to_state, event, terminal, compensations, occurred_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (message_id) DO NOTHING",
+    )
+    .bind(t.order_id)
+    .bind(message.message_id)
+    .bind(&t.from)
+    .bind(&t.to)
+    .bind(&t.event)
+    .bind(t.terminal)
+    .bind(&t.compensations)
+    .bind(message.occurred_at)
+    .execute(&mut *tx)
+    .await?;
+    if let Some(status) = final_status {
+        let moved = sqlx::query(
+            "UPDATE orders SET status = $2, finished_at = $3 WHERE id = $1 AND status = 'Pending'",
+        )
+        .bind(t.order_id)
+        .bind(status.as_str())
+        .bind(message.occurred_at)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if moved == 1 {
+            tracing::info!(order_id = %t.order_id, status = status.as_str(), "order finished");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,432 @@
+//! The orders HTTP API: idempotent claims, placing an order under an `Idempotency-Key`, and
+//! reading an order with its saga history (owner only).
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use chrono::{DateTime, Utc};
+use lab_http::{Json, Path, Problem};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::claims::{self, PUBLIC_SCOPE};
+use crate::domain::{self, ClaimKey, Customer, Invalid, OrderStatus, Provider, Ttl};
+use crate::orders::{self, LineView, NewOrder, OrderError, Placed, Transition};
+use crate::prices::{Catalog, PriceError};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: sqlx::PgPool,
+    /// Where prices come from.
+    pub catalog: Catalog,
+    pub settings: Arc<crate::Settings>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/claims", post(create_claim))
+        .route("/claims/{key}", get(get_claim))
+        .route("/orders", post(place_order))
+        .route("/orders/{id}", get(get_order))
+        .with_state(state)
+}
+
+impl From<Invalid> for Problem {
+    fn from(e: Invalid) -> Self {
+        Problem::invalid_field(&e.field, e.reason)
+    }
+}
+
+/// A database failure: logged once here, answered as 503 (the database, not the request, is at fault).
+pub fn db_problem(e: sqlx::Error) -> Problem {
+    tracing::error!(error = %e, "database error");
+    Problem::unavailable("postgres", lab_db::short_reason(&e))
+}
+
+fn order_problem(e: OrderError) -> Problem {
+    match e {
+        OrderError::Db(e) => db_problem(e),
+        e => {
+            tracing::error!(error = %e, "placing an order failed");
+            Problem::internal()
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewClaim {
+    /// 1–255 printable characters.
+    key: String,
+    /// How long the claim holds: 5–86,400 seconds.
+    ttl_s: i64,
+}
+
+/// The answer to `POST /claims`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClaimResult {
+    pub key: String,
+    pub claim_id: Uuid,
+    /// Whether this request took the claim; `false` for every repeat while it is live.
+    pub created: bool,
+    /// Whether it took over an expired claim (a new id for an old key).
+    pub retaken: bool,
+    pub claimed_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Claims a key: the first writer wins (201); every repeat while the claim is live gets the same
+/// claim id (200, `created: false`); an expired claim is taken again with a new id.
+#[utoipa::path(post, path = "/claims", tag = "orders", request_body = NewClaim, responses(
+    (status = 201, body = ClaimResult), (status = 200, body = ClaimResult), (status = 422, body = Problem)))]
+pub async fn create_claim(
+    State(state): State<AppState>,
+    Json(body): Json<NewClaim>,
+) -> Result<Response, Problem> {
+    let key = ClaimKey::parse("key", &body.key)?;
+    let ttl = Ttl::parse(body.ttl_s)?;
+    let mut conn = state.pool.acquire().await.map_err(db_problem)?;
+    let claimed = claims::claim(&mut conn, PUBLIC_SCOPE, &key, ttl)
+        .await
+        .map_err(db_problem)?;
+    let status = if claimed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let result = ClaimResult {
+        key: body.key,
+        claim_id: claimed.claim_id,
+        created: claimed.created,
+        retaken: claimed.created && !claimed.inserted,
+        claimed_at: claimed.claimed_at,
+        expires_at: claimed.expires_at,
+    };
+    Ok((status, Json(result)).into_response())
+}
+
+/// A claim as `GET /claims/{key}` shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClaimView {
+    pub key: String,
+    /// Always true here (an absent claim is a 404).
+    pub exists: bool,
+    pub claim_id: Uuid,
+    pub claimed_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// Seconds since it was claimed.
+    pub age_s: f64,
+    /// Whether it expired, so the next claim of the key takes it with a new id.
+    pub expired: bool,
+}
+
+/// Reads a claim; never creates one.
+#[utoipa::path(get, path = "/claims/{key}", tag = "orders", responses(
+    (status = 200, body = ClaimView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn get_claim(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Json<ClaimView>, Problem> {
+    let parsed = ClaimKey::parse("key", &key)?;
+    let claim = claims::read(&state.pool, PUBLIC_SCOPE, &parsed)
+        .await
+        .map_err(db_problem)?
+        .ok_or_else(|| Problem::not_found(format!("no claim on {key:?}")))?;
+    Ok(Json(ClaimView {
+        key,
+        exists: true,
+        claim_id: claim.claim_id,
+        claimed_at: claim.claimed_at,
+        expires_at: claim.expires_at,
+        age_s: claim.age_s,
+        expired: claim.expired,
+    }))
+}
+
+/// Header carrying the customer until identity's JWTs arrive: the BFF sets it from the
+/// visitor's session.
+pub const CUSTOMER_HEADER: &str = "x-lab-customer";
+/// The header that makes `POST /orders` safe to retry.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The customer of a request: 401 without one, 400 when malformed.
+fn customer(headers: &HeaderMap) -> Result<Customer, Problem> {
+    let Some(raw) = headers.get(CUSTOMER_HEADER) else {
+        return Err(Problem::new(StatusCode::UNAUTHORIZED)
+            .detail("orders belong to a customer: send X-Lab-Customer"));
+    };
+    let raw = raw
+        .to_str()
+        .map_err(|_| Problem::bad_request("X-Lab-Customer is not visible ASCII"))?;
+    Customer::parse(raw).map_err(|e| Problem::bad_request(e.to_string()))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<ClaimKey, Problem> {
+    let invalid = || {
+        Problem::typed(
+            StatusCode::BAD_REQUEST,
+            "idempotency-key-required",
+            "Idempotency-Key is required",
+        )
+    };
+    let raw = headers.get(IDEMPOTENCY_KEY).ok_or_else(|| {
+        invalid().detail("send a unique Idempotency-Key, and the same one when you retry")
+    })?;
+    let raw = raw
+        .to_str()
+        .map_err(|_| invalid().detail("Idempotency-Key is not visible ASCII"))?;
+    ClaimKey::parse("Idempotency-Key", raw).map_err(|e| invalid().detail(e.to_string()))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WantedLine {
+    product_id: Uuid,
+    /// 1–100.
+    quantity: i64,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrder {
+    /// 1–20 lines.
+    lines: Vec<WantedLine>,
+    /// `stripe` or `paypal`.
+    provider: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Links {
+    #[serde(rename = "self")]
+    pub self_: String,
+}
+
+/// The answer to `POST /orders`, the same for every repeat of the key.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Accepted {
+    pub order_id: Uuid,
+    pub status: OrderStatus,
+    /// Where to watch the order.
+    pub links: Links,
+}
+
+fn accepted(order_id: Uuid, status: OrderStatus, replayed: bool) -> Response {
+    let path = format!("/orders/{order_id}");
+    let mut response = (
+        StatusCode::ACCEPTED,
+        Json(Accepted {
+            order_id,
+            status,
+            links: Links {
+                self_: path.clone(),
+            },
+        }),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(&path) {
+        headers.insert(header::LOCATION, location);
+    }
+    if replayed {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+fn key_reused() -> Problem {
+    Problem::typed(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+        "Idempotency-Key reused with a different request",
+    )
+    .detail("this key already placed an order with other lines or another provider; use a new key")
+}
+
+fn repeat(existing: &orders::Existing, provider: Provider, wanted: &[domain::Wanted]) -> Response {
+    if existing.same_request(provider, wanted) {
+        accepted(existing.order_id, existing.status, true)
+    } else {
+        key_reused().into_response()
+    }
+}
+
+/// Places an order: prices from catalog, then the claim, the order and its `OrderPlaced` event in
+/// one transaction. 202 with where to watch it; a repeat of the key answers the same order.
+#[utoipa::path(post, path = "/orders", tag = "orders", request_body = PlaceOrder,
+    params(("Idempotency-Key" = String, Header, description = "1–255 printable characters; the same on every retry"),
+           ("X-Lab-Customer" = String, Header, description = "the customer (set by the BFF)")),
+    responses((status = 202, body = Accepted), (status = 400, body = Problem), (status = 401, body = Problem),
+              (status = 422, body = Problem), (status = 503, body = Problem)))]
+pub async fn place_order(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<PlaceOrder>,
+) -> Result<Response, Problem> {
+    let key = idempotency_key(&headers)?;
+    let customer = customer(&headers)?;
+    let raw: Vec<(Uuid, i64)> = body
+        .lines
+        .iter()
+        .map(|l| (l.product_id, l.quantity))
+        .collect();
+    let wanted = domain::parse_lines(&raw)?;
+    let provider = Provider::parse(&body.provider)?;
+
+    // A retry of a placed order answers from the database: no catalog call, same order.
+    if let Some(existing) = orders::find_claimed(&state.pool, &customer, &key)
+        .await
+        .map_err(order_problem)?
+    {
+        return Ok(repeat(&existing, provider, &wanted));
+    }
+
+    let mut ids: Vec<Uuid> = wanted.iter().map(|w| w.product_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let results = futures::future::join_all(ids.iter().map(|id| state.catalog.price(*id))).await;
+    let mut prices = Vec::with_capacity(results.len());
+    for result in results {
+        match result {
+            Ok(priced) => prices.push(priced),
+            Err(PriceError::Unknown(id)) => {
+                let i = wanted.iter().position(|w| w.product_id == id).unwrap_or(0);
+                return Err(Problem::invalid_field(
+                    &format!("lines[{i}].product_id"),
+                    format!("catalog has no product {id}"),
+                ));
+            }
+            Err(PriceError::Unavailable(reason)) => {
+                tracing::warn!(reason, "catalog unavailable while pricing an order");
+                return Err(Problem::unavailable("catalog", reason));
+            }
+        }
+    }
+    let (lines, currency, total_minor) = orders::price_lines(&wanted, &prices).map_err(|i| {
+        Problem::invalid_field(
+            &format!("lines[{i}].product_id"),
+            "every line of an order must be priced in the same currency",
+        )
+    })?;
+    let order = NewOrder {
+        customer,
+        key,
+        provider,
+        currency,
+        lines,
+        total_minor,
+        traceparent: headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| well_formed_traceparent(v))
+            .map(str::to_owned),
+    };
+    let ttl = Ttl::parse(state.settings.order_claim_ttl_s)?;
+    match orders::place(&state.pool, &order, ttl)
+        .await
+        .map_err(order_problem)?
+    {
+        Placed::New { order_id } => Ok(accepted(order_id, OrderStatus::Pending, false)),
+        Placed::Repeat(existing) => Ok(repeat(&existing, provider, &wanted)),
+    }
+}
+
+/// `00-<32 hex>-<16 hex>-<2 hex>`: anything else would break the trace downstream.
+fn well_formed_traceparent(v: &str) -> bool {
+    let parts: Vec<&str> = v.split('-').collect();
+    parts.len() == 4
+        && parts
+            .iter()
+            .zip([2, 32, 16, 2])
+            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Total {
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+/// How the order ended, once the saga reached a terminal state.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Outcome {
+    pub status: OrderStatus,
+    /// Every compensation the saga issued (`ReleaseStock`, `VoidPayment`, `RefundPayment`), in
+    /// the order first seen, late ones included.
+    pub compensations: Vec<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+}
+
+/// An order as its owner sees it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct OrderView {
+    pub order_id: Uuid,
+    pub status: OrderStatus,
+    pub provider: String,
+    pub lines: Vec<LineView>,
+    pub total: Total,
+    pub placed_at: DateTime<Utc>,
+    /// The saga's latest state as reported to orders; none before its first transition.
+    pub saga_state: Option<String>,
+    /// Set once the order is final.
+    pub outcome: Option<Outcome>,
+    /// Every saga transition orders has seen, in the order they happened.
+    pub history: Vec<Transition>,
+    pub links: Links,
+}
+
+/// The order with its lines, status, outcome and saga history; 404 unless the caller owns it
+/// (not 403: an order id says nothing about whether it exists).
+#[utoipa::path(get, path = "/orders/{id}", tag = "orders",
+    params(("X-Lab-Customer" = String, Header, description = "the customer (set by the BFF)")),
+    responses((status = 200, body = OrderView), (status = 401, body = Problem), (status = 404, body = Problem)))]
+pub async fn get_order(
+    State(state): State<AppState>,
+    Path(id): Path<Uuid>,
+    headers: HeaderMap,
+) -> Result<Json<OrderView>, Problem> {
+    let customer = customer(&headers)?;
+    let not_found = || Problem::not_found(format!("no order {id}"));
+    let (order, lines, history) = orders::get(&state.pool, id)
+        .await
+        .map_err(order_problem)?
+        .ok_or_else(not_found)?;
+    if order.customer != customer.as_str() {
+        return Err(not_found());
+    }
+    let status = OrderStatus::parse(&order.status).unwrap_or(OrderStatus::Pending);
+    let outcome = (status != OrderStatus::Pending).then(|| {
+        let mut compensations: Vec<String> = Vec::new();
+        for c in history.iter().flat_map(|t| &t.compensations) {
+            if !compensations.contains(c) {
+                compensations.push(c.clone());
+            }
+        }
+        Outcome {
+            status,
+            compensations,
+            decided_at: order.finished_at,
+        }
+    });
+    Ok(Json(OrderView {
+        order_id: order.id,
+        status,
+        provider: order.provider,
+        lines,
+        total: Total {
+            amount_minor: order.total_minor,
+            currency: order.currency,
+        },
+        placed_at: order.placed_at,
+        saga_state: history.last().map(|t| t.to.clone()),
+        outcome,
+        history,
+        links: Links {
+            self_: format!("/orders/{}", order.id),
+        },
+    }))
+}
