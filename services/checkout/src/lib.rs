@@ -1,10 +1,25 @@
 //! The checkout service. The place-order saga orchestrator: every transition persisted, compensation on every step.
 //!
+//! Where things live: `saga.rs` (the whole machine, pure and property-tested),
+//! `orchestrator.rs` (one step of it in one transaction: lock, decide, persist, record, deadline,
+//! outbox), `messages.rs` (events in, commands out), `deadlines.rs` (the deadline poller),
+//! `routes.rs` + `queries.rs` (the saga views).
+//!
 //! A library with a thin entry point: [`build`] wires settings to a bound [`Application`]; the
 //! `lab` binary runs it as `lab run checkout`, the tests run it in-process on port 0.
 
+mod auth;
+pub mod deadlines;
+pub mod messages;
+pub mod orchestrator;
+pub mod queries;
+pub mod routes;
 pub mod saga;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use lab_config::SecretString;
 use lab_db::{DbSettings, PgProbe};
 use lab_http::{Application, HttpSettings, Readiness, ServiceApp, new_instance_id};
 use lab_messaging::{AmqpProbe, AmqpSettings, Broker};
@@ -30,7 +45,64 @@ pub struct Settings {
     pub database: DbSettings,
     /// Its RabbitMQ broker.
     pub amqp: AmqpSettings,
+    /// Bearer token of the administrator (the saga list); unset means nobody is one.
+    pub admin_token: Option<SecretString>,
+    /// How long the saga waits in each state before it compensates.
+    pub timeouts: TimeoutSettings,
+    /// How often the deadline poller looks for due deadlines, in milliseconds.
+    pub deadline_poll_ms: u64,
 }
+
+/// The saga's deadlines in milliseconds (env: `LAB_CHECKOUT__TIMEOUTS__PAYMENT_MS=5000`); the
+/// defaults are [`saga::Timeouts::default`].
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TimeoutSettings {
+    /// Waiting for catalog to reserve the stock.
+    pub reserve_ms: u64,
+    /// Waiting for payments to open a session.
+    pub session_ms: u64,
+    /// The customer's time to pay (and the PSP session's lifetime): 15 min by default, down to
+    /// seconds for demos and tests.
+    pub payment_ms: u64,
+    /// Waiting for the capture.
+    pub capture_ms: u64,
+    /// Waiting for catalog to commit the stock (each retry waits this long again).
+    pub commit_ms: u64,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Default for TimeoutSettings {
+    fn default() -> Self {
+        let t = saga::Timeouts::default();
+        Self {
+            reserve_ms: millis(t.reserve),
+            session_ms: millis(t.session),
+            payment_ms: millis(t.payment),
+            capture_ms: millis(t.capture),
+            commit_ms: millis(t.commit),
+        }
+    }
+}
+
+impl From<TimeoutSettings> for saga::Timeouts {
+    fn from(t: TimeoutSettings) -> Self {
+        Self {
+            reserve: Duration::from_millis(t.reserve_ms),
+            session: Duration::from_millis(t.session_ms),
+            payment: Duration::from_millis(t.payment_ms),
+            capture: Duration::from_millis(t.capture_ms),
+            commit: Duration::from_millis(t.commit_ms),
+        }
+    }
+}
+
+/// A due deadline fires within this of its time: frequent enough for second-scale demo
+/// timeouts, and one cheap indexed query per tick when nothing is due.
+const DEFAULT_DEADLINE_POLL_MS: u64 = 250;
 
 impl Default for Settings {
     fn default() -> Self {
@@ -38,14 +110,26 @@ impl Default for Settings {
             http: HttpSettings::default(),
             database: DbSettings::local(NAME),
             amqp: AmqpSettings::default(),
+            admin_token: None,
+            timeouts: TimeoutSettings::default(),
+            deadline_poll_ms: DEFAULT_DEADLINE_POLL_MS,
         }
     }
 }
 
 #[derive(OpenApi)]
-#[openapi(info(
-    description = "The place-order saga orchestrator: every transition persisted, compensation on every step."
-))]
+#[openapi(
+    info(
+        description = "The place-order saga orchestrator: every transition persisted, compensation on every step."
+    ),
+    paths(routes::get_saga, routes::list_sagas),
+    components(schemas(
+        queries::SagaView,
+        queries::SagaSummary,
+        queries::Deadline,
+        queries::Transition
+    ))
+)]
 struct ApiDoc;
 
 /// Connects what the service needs, applies its migrations, and binds its listener.
@@ -59,17 +143,39 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     )
     .await?;
     lab_db::migrate(&pool, &MIGRATOR, NAME).await?;
+    lab_messaging::migrate(&pool).await?;
     let broker = Broker::start(&settings.amqp, &instance_id, shutdown.clone());
     let readiness = Readiness::new()
         .with(PgProbe(pool.clone()))
         .with(AmqpProbe(broker.clone()));
+    let metrics = Metrics::default();
+    let timeouts = saga::Timeouts::from(settings.timeouts);
+    messages::start(
+        &pool,
+        &broker,
+        &settings.amqp,
+        &metrics,
+        timeouts,
+        &shutdown,
+    );
+    // Its task is tracked by the poller and stops with `shutdown`.
+    let _poller = deadlines::Poller::start(
+        pool.clone(),
+        timeouts,
+        Duration::from_millis(settings.deadline_poll_ms.max(1)),
+        &shutdown,
+    );
     let app = ServiceApp {
         name: NAME,
         instance_id: instance_id.clone().into(),
-        metrics: Metrics::default(),
+        metrics,
         readiness,
         openapi: ApiDoc::openapi(),
     };
-    let router = app.router(axum::Router::new());
+    let state = routes::AppState {
+        pool,
+        admin_token: settings.admin_token.clone().map(Arc::new),
+    };
+    let router = app.router(routes::router(state));
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
 }

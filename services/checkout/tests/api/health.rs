@@ -5,5 +5,5 @@ lab_test_support::platform_tests! {
     spawn_with_routes: crate::helpers::spawn_app_with_routes,
     service: "checkout",
     dependencies: ["postgres", "rabbitmq"],
-    paths: [],
+    paths: ["/sagas", "/sagas/{order_id}"],
 }

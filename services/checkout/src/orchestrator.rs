@@ -1,0 +1,453 @@
+//! Drives the pure saga ([`crate::saga::decide`]) against the database: one event at a time,
+//! inside the caller's transaction (the consumer's, or the deadline poller's), so the new state,
+//! its history row, its deadline and every outgoing command commit together or not at all.
+//!
+//! Each step: lock the saga row, decide, compare-and-set the new state on `version`, append a
+//! transition (ignored events too, with the reason), replace the deadline, and enqueue each
+//! command as its lab-contracts message plus a `SagaTransitioned` for orders, all caused by the
+//! message that triggered the step.
+
+use chrono::{DateTime, Utc};
+use lab_contracts::{
+    CapturePayment, CommitStock, CreatePaymentSession, Message, Money, OrderLine, OrderPlaced,
+    RefundPayment, ReleaseStock, ReserveStock, SagaTransitioned, VoidPayment,
+};
+use lab_messaging::{Envelope, MessagingError, outbox};
+use serde::Serialize;
+use sqlx::PgConnection;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use crate::saga::{self, Command, Decision, Event, Saga, State, Timeouts};
+
+/// Why a step could not be applied; the caller's transaction rolls back and the step is retried.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("outbox: {0}")]
+    Outbox(#[from] MessagingError),
+    #[error("encoding a message: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("saga {0} has an unknown state {1:?} in the database")]
+    BadState(Uuid, String),
+    #[error("saga {0} changed under this step (version {1} is gone)")]
+    Conflict(Uuid, i64),
+    #[error("a deadline of {0:?} does not fit in a timestamp")]
+    Deadline(std::time::Duration),
+}
+
+/// What happened to one message or deadline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The saga moved (or issued commands).
+    Applied { from: State, to: State },
+    /// Recorded in the history, changed nothing.
+    Ignored(&'static str),
+    /// No saga for this order: nothing to record it against.
+    UnknownSaga,
+}
+
+/// A saga row with what the commands need besides the pure state.
+struct Row {
+    saga: Saga,
+    version: i64,
+    provider: String,
+    lines: Vec<OrderLine>,
+}
+
+/// Starts the saga of `placed` and asks catalog for its stock. A second `OrderPlaced` for the
+/// same order (another message id, so the inbox let it through) starts nothing and is recorded
+/// as ignored.
+pub async fn start(
+    tx: &mut PgConnection,
+    placed: &OrderPlaced,
+    cause: &Envelope,
+    timeouts: &Timeouts,
+) -> Result<Outcome, StepError> {
+    let (saga, commands) = saga::start(placed.total.clone());
+    let inserted = sqlx::query(
+        "INSERT INTO sagas (order_id, state, total_minor, currency, provider, customer, lines, \
+                            correlation_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (order_id) DO NOTHING",
+    )
+    .bind(placed.order_id)
+    .bind(saga.state.as_str())
+    .bind(placed.total.amount_minor)
+    .bind(&placed.total.currency)
+    .bind(&placed.provider)
+    .bind(&placed.customer)
+    .bind(Json(&placed.lines))
+    .bind(cause.correlation_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let Some(row) = load_for_update(tx, placed.order_id).await? else {
+        return Ok(Outcome::UnknownSaga);
+    };
+    let detail = serde_json::json!({ "total": placed.total, "provider": placed.provider });
+    if inserted == 0 {
+        let why = "the saga of this order has already started";
+        let state = row.saga.state;
+        record(
+            tx,
+            placed.order_id,
+            Some(state),
+            state,
+            "OrderPlaced",
+            &detail,
+            cause,
+            &[],
+            Some(why),
+        )
+        .await?;
+        return Ok(Outcome::Ignored(why));
+    }
+    record(
+        tx,
+        placed.order_id,
+        None,
+        saga.state,
+        "OrderPlaced",
+        &detail,
+        cause,
+        &commands,
+        None,
+    )
+    .await?;
+    set_deadline(tx, placed.order_id, saga.state, timeouts).await?;
+    send(tx, placed.order_id, &row, &commands, cause, timeouts).await?;
+    announce(
+        tx,
+        placed.order_id,
+        "",
+        saga.state,
+        "OrderPlaced",
+        &commands,
+        cause,
+    )
+    .await?;
+    Ok(Outcome::Applied {
+        from: saga.state,
+        to: saga.state,
+    })
+}
+
+/// Applies one event to the saga of `order_id`.
+pub async fn apply(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+    event: &Event,
+    cause: &Envelope,
+    timeouts: &Timeouts,
+) -> Result<Outcome, StepError> {
+    let Some(row) = load_for_update(tx, order_id).await? else {
+        return Ok(Outcome::UnknownSaga);
+    };
+    let from = row.saga.state;
+    let decision = saga::decide(&row.saga, event);
+    let detail = serde_json::to_value(event)?;
+    if let Some(why) = decision.ignored {
+        record(
+            tx,
+            order_id,
+            Some(from),
+            from,
+            event.name(),
+            &detail,
+            cause,
+            &[],
+            Some(why),
+        )
+        .await?;
+        // A deadline that fired for a state the saga has left must not fire again.
+        if let Event::Timeout { state } = event {
+            sqlx::query("DELETE FROM saga_deadlines WHERE order_id = $1 AND state = $2")
+                .bind(order_id)
+                .bind(state.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        return Ok(Outcome::Ignored(why));
+    }
+    let Decision {
+        saga: next,
+        commands,
+        rearm,
+        ..
+    } = decision;
+    save(tx, order_id, row.version, &next).await?;
+    record(
+        tx,
+        order_id,
+        Some(from),
+        next.state,
+        event.name(),
+        &detail,
+        cause,
+        &commands,
+        None,
+    )
+    .await?;
+    if next.state != from || rearm {
+        set_deadline(tx, order_id, next.state, timeouts).await?;
+    }
+    send(tx, order_id, &row, &commands, cause, timeouts).await?;
+    announce(
+        tx,
+        order_id,
+        from.as_str(),
+        next.state,
+        event.name(),
+        &commands,
+        cause,
+    )
+    .await?;
+    Ok(Outcome::Applied {
+        from,
+        to: next.state,
+    })
+}
+
+async fn load_for_update(tx: &mut PgConnection, order_id: Uuid) -> Result<Option<Row>, StepError> {
+    type Raw = (
+        String,
+        i64,
+        i64,
+        String,
+        bool,
+        i16,
+        String,
+        Json<Vec<OrderLine>>,
+    );
+    let raw: Option<Raw> = sqlx::query_as(
+        "SELECT state, version, total_minor, currency, refund_issued, commit_retries, provider, \
+                lines \
+         FROM sagas WHERE order_id = $1 FOR UPDATE",
+    )
+    .bind(order_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((state, version, amount_minor, currency, refund_issued, retries, provider, lines)) =
+        raw
+    else {
+        return Ok(None);
+    };
+    let state = State::parse(&state).ok_or_else(|| StepError::BadState(order_id, state.clone()))?;
+    Ok(Some(Row {
+        saga: Saga {
+            state,
+            total: Money {
+                amount_minor,
+                currency,
+            },
+            refund_issued,
+            commit_retries: u8::try_from(retries).unwrap_or(u8::MAX),
+        },
+        version,
+        provider,
+        lines: lines.0,
+    }))
+}
+
+/// Compare-and-set on `version`: the row lock makes a conflict impossible for writers that lock
+/// first, the check keeps it impossible for any that do not.
+async fn save(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+    version: i64,
+    saga: &Saga,
+) -> Result<(), StepError> {
+    let updated = sqlx::query(
+        "UPDATE sagas SET state = $3, refund_issued = $4, commit_retries = $5, \
+                          version = version + 1, updated_at = now() \
+         WHERE order_id = $1 AND version = $2",
+    )
+    .bind(order_id)
+    .bind(version)
+    .bind(saga.state.as_str())
+    .bind(saga.refund_issued)
+    .bind(i16::from(saga.commit_retries))
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        return Err(StepError::Conflict(order_id, version));
+    }
+    Ok(())
+}
+
+#[expect(clippy::too_many_arguments, reason = "one column each")]
+async fn record(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+    from: Option<State>,
+    to: State,
+    event: &str,
+    detail: &serde_json::Value,
+    cause: &Envelope,
+    commands: &[Command],
+    ignored: Option<&str>,
+) -> Result<(), StepError> {
+    let names: Vec<&str> = commands.iter().map(Command::name).collect();
+    sqlx::query(
+        "INSERT INTO saga_transitions \
+             (order_id, seq, from_state, to_state, event, detail, message_id, commands, ignored) \
+         SELECT $1, coalesce(max(seq), 0) + 1, $2, $3, $4, $5, $6, $7, $8 \
+         FROM saga_transitions WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .bind(from.map(State::as_str))
+    .bind(to.as_str())
+    .bind(event)
+    .bind(detail)
+    .bind(cause.message_id)
+    .bind(&names)
+    .bind(ignored)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Replaces the saga's deadline with the one of `state` (none for a terminal state).
+async fn set_deadline(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+    state: State,
+    timeouts: &Timeouts,
+) -> Result<(), StepError> {
+    match timeouts.for_state(state) {
+        Some(after) => {
+            let due_at = Utc::now() + chrono_duration(after)?;
+            sqlx::query(
+                "INSERT INTO saga_deadlines (order_id, state, due_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (order_id) DO UPDATE SET state = excluded.state, due_at = excluded.due_at",
+            )
+            .bind(order_id)
+            .bind(state.as_str())
+            .bind(due_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM saga_deadlines WHERE order_id = $1")
+                .bind(order_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn chrono_duration(d: std::time::Duration) -> Result<chrono::Duration, StepError> {
+    chrono::Duration::from_std(d).map_err(|_| StepError::Deadline(d))
+}
+
+/// Enqueues every command as its lab-contracts message, caused by `cause`.
+async fn send(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+    row: &Row,
+    commands: &[Command],
+    cause: &Envelope,
+    timeouts: &Timeouts,
+) -> Result<(), StepError> {
+    let total = &row.saga.total;
+    for command in commands {
+        match command {
+            Command::ReserveStock => {
+                let lines = row.lines.clone();
+                enqueue(tx, &ReserveStock { order_id, lines }, cause).await?;
+            }
+            Command::CommitStock => enqueue(tx, &CommitStock { order_id }, cause).await?,
+            Command::ReleaseStock => enqueue(tx, &ReleaseStock { order_id }, cause).await?,
+            Command::CreatePaymentSession => {
+                let expires_at: DateTime<Utc> = Utc::now() + chrono_duration(timeouts.payment)?;
+                let session = CreatePaymentSession {
+                    order_id,
+                    amount: total.clone(),
+                    provider: row.provider.clone(),
+                    expires_at,
+                };
+                enqueue(tx, &session, cause).await?;
+            }
+            Command::CapturePayment => {
+                let capture = CapturePayment {
+                    order_id,
+                    amount: total.clone(),
+                };
+                enqueue(tx, &capture, cause).await?;
+            }
+            Command::VoidPayment => enqueue(tx, &VoidPayment { order_id }, cause).await?,
+            Command::RefundPayment { reason } => {
+                let refund = RefundPayment {
+                    order_id,
+                    reason: reason.clone(),
+                };
+                enqueue(tx, &refund, cause).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Tells orders where the saga is (`from` is empty when it starts).
+async fn announce(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+    from: &str,
+    to: State,
+    event: &str,
+    commands: &[Command],
+    cause: &Envelope,
+) -> Result<(), StepError> {
+    let transitioned = SagaTransitioned {
+        order_id,
+        from: from.to_owned(),
+        to: to.as_str().to_owned(),
+        event: event.to_owned(),
+        terminal: to.is_terminal(),
+        compensations: commands
+            .iter()
+            .filter(|c| c.is_compensation())
+            .map(|c| c.name().to_owned())
+            .collect(),
+    };
+    enqueue(tx, &transitioned, cause).await
+}
+
+async fn enqueue<T: Message + Serialize>(
+    tx: &mut PgConnection,
+    message: &T,
+    cause: &Envelope,
+) -> Result<(), StepError> {
+    let payload = serde_json::to_value(message)?;
+    outbox::enqueue(tx, &Envelope::caused_by(T::NAME, payload, cause)).await?;
+    Ok(())
+}
+
+/// The kind of the envelope a deadline's step is caused by. Never published: it stands for the
+/// clock, so the commands a deadline issues still name a cause (recorded as the transition's
+/// message id) and join the order's flow (its correlation id).
+pub const DEADLINE_KIND: &str = "checkout.deadline-passed";
+
+/// The stand-in cause of a deadline that fired for `order_id` while in `state`.
+pub async fn deadline_cause(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+    state: State,
+) -> Result<Envelope, StepError> {
+    let correlation: Option<Uuid> =
+        sqlx::query_scalar("SELECT correlation_id FROM sagas WHERE order_id = $1")
+            .bind(order_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let mut cause = Envelope::new(
+        DEADLINE_KIND,
+        serde_json::json!({ "order_id": order_id, "state": state.as_str() }),
+    );
+    if let Some(correlation) = correlation {
+        cause.correlation_id = correlation;
+    }
+    Ok(cause)
+}
