@@ -56,6 +56,9 @@ pub async fn spawn_app_with_routes(routes: axum::Router) -> TestApp {
 /// The other services, as far as checkout can tell: a channel on the test's exchange and a tap
 /// queue bound to everything checkout publishes.
 pub struct Bus {
+    settings: lab_messaging::AmqpSettings,
+    /// Ids of the messages tapped so far.
+    seen: std::sync::Mutex<std::collections::HashSet<Uuid>>,
     channel: Channel,
     tap: String,
     exchange: String,
@@ -106,7 +109,17 @@ impl Bus {
             channel,
             tap,
             exchange: topology.exchange(),
+            settings,
+            seen: std::sync::Mutex::default(),
         }
+    }
+
+    /// Declares `service`'s queue bound to `routing_keys`, as its consumer will.
+    pub async fn declare(&self, service: &str, routing_keys: &[String]) {
+        Topology::new(&self.settings, service)
+            .declare(&self.channel, routing_keys)
+            .await
+            .unwrap();
     }
 
     /// Publishes `envelope` with its type as the routing key, confirmed by the broker.
@@ -132,7 +145,9 @@ impl Bus {
         envelope
     }
 
-    /// The next message checkout published, waiting up to `within`.
+    /// The next message checkout published, waiting up to `within`. A message seen before is
+    /// skipped, as every consumer's inbox skips it: the relay publishes at least once, and a
+    /// relay stopped between publish and mark-sent publishes again after a restart.
     pub async fn next_within(&self, within: Duration) -> Option<Envelope> {
         eventually(within, || async {
             let got = self
@@ -140,7 +155,12 @@ impl Bus {
                 .basic_get(self.tap.as_str().into(), BasicGetOptions { no_ack: true })
                 .await
                 .ok()??;
-            Envelope::from_body(&got.delivery.data).ok()
+            let message = Envelope::from_body(&got.delivery.data).ok()?;
+            self.seen
+                .lock()
+                .unwrap()
+                .insert(message.message_id)
+                .then_some(message)
         })
         .await
     }
@@ -192,23 +212,16 @@ pub fn usd(amount_minor: i64) -> Money {
 
 /// An order of 2 × 1250 + 1 × 500 = 3000 (USD 30.00), paid through stripe.
 pub fn order(order_id: Uuid) -> OrderPlaced {
-    order_of(order_id, Uuid::now_v7(), 2)
+    let line = |quantity, unit_price_minor| OrderLine {
+        product_id: Uuid::now_v7(),
+        quantity,
+        unit_price_minor,
+    };
+    order_of(order_id, vec![line(2, 1250), line(1, 500)])
 }
 
-/// An order of `quantity` units of `product_id` at 1250 plus one unit of another at 500.
-pub fn order_of(order_id: Uuid, product_id: Uuid, quantity: i32) -> OrderPlaced {
-    let lines = vec![
-        OrderLine {
-            product_id,
-            quantity,
-            unit_price_minor: 1250,
-        },
-        OrderLine {
-            product_id: Uuid::now_v7(),
-            quantity: 1,
-            unit_price_minor: 500,
-        },
-    ];
+/// An order of `lines`, its total their sum, paid through stripe.
+pub fn order_of(order_id: Uuid, lines: Vec<OrderLine>) -> OrderPlaced {
     let total = lines
         .iter()
         .map(|l| i64::from(l.quantity) * l.unit_price_minor)

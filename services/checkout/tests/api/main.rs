@@ -13,3 +13,4 @@ mod helpers;
 mod saga;
 mod sagas;
 mod schema;
+mod with_catalog;
