@@ -11,7 +11,8 @@ use tokio::sync::Barrier;
 use uuid::Uuid;
 
 use crate::helpers::{
-    CATALOG_ADMIN, DEADLINE, get_order, line, next_message, place, shop, spawn_app, tap,
+    CATALOG_ADMIN, DEADLINE, env, get_order, line, next_message, place, settings, shop, spawn_app,
+    spawn_catalog, tap,
 };
 
 fn cart() -> Value {
@@ -114,6 +115,29 @@ async fn an_unreachable_catalog_is_503_and_places_nothing() {
     assert_eq!(status, 503);
     assert_eq!(problem["dependency"], "catalog");
     assert_eq!(events_written(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_dead_catalog_replica_costs_a_retry_not_the_order() {
+    let env = env().await;
+    let catalog = spawn_catalog(&env).await;
+    let dead = lab_test_support::closed_port_url("http");
+    let orders = env
+        .spawn(
+            lab_orders::build,
+            lab_orders::Settings {
+                catalog_urls: format!("{dead},{}", catalog.base_url),
+                ..settings(&env)
+            },
+        )
+        .await;
+
+    // Round-robin puts every other first attempt on the dead replica.
+    for i in 0..4 {
+        let (status, _, body) = place(&orders, Some(&format!("k{i}")), Some("ivan"), &cart()).await;
+
+        assert_eq!(status, 202, "{body}");
+    }
 }
 
 #[tokio::test]

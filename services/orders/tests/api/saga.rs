@@ -59,19 +59,31 @@ async fn placed(app: &TestApp, customer: &str) -> Uuid {
     body["order_id"].as_str().unwrap().parse().unwrap()
 }
 
-/// Polls the order until `accept` holds for it.
+/// Polls the order until `accept` holds for it; panics with the last body seen after
+/// [`DEADLINE`].
 async fn order_when(
     app: &TestApp,
     id: Uuid,
     customer: &str,
     accept: impl Fn(&Value) -> bool,
 ) -> Value {
-    lab_test_support::eventually(DEADLINE, || async {
+    let last = std::sync::Mutex::new(Value::Null);
+    let found = lab_test_support::eventually(DEADLINE, || async {
         let (_, order) = get_order(app, &id.to_string(), customer).await;
-        accept(&order).then_some(order)
+        if accept(&order) {
+            Some(order)
+        } else {
+            *last.lock().unwrap() = order;
+            None
+        }
     })
-    .await
-    .expect("the order reached the expected state")
+    .await;
+    found.unwrap_or_else(|| {
+        panic!(
+            "order {id} never matched within {DEADLINE:?}; last: {:#}",
+            last.lock().unwrap()
+        )
+    })
 }
 
 #[tokio::test]
