@@ -21,6 +21,7 @@ use lapin::{BasicProperties, Channel};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::dead_letters::{self, NewDeadLetter};
@@ -220,9 +221,12 @@ async fn process<H: Handler>(
             return ack(&delivery).await;
         }
     };
+    // Every log line of the handler carries the message and its trace.
+    let span = tracing::info_span!("message", id = %envelope.message_id, kind = %envelope.kind,
+        traceparent = %envelope.traceparent, attempt = attempts.saturating_add(1));
     let mut backoff = BACKOFF_MIN;
     loop {
-        match apply(context, &envelope).await {
+        match apply(context, &envelope).instrument(span.clone()).await {
             Ok(Applied::Done) => return ack(&delivery).await,
             Ok(Applied::Duplicate) => {
                 context.metrics.duplicates.inc();

@@ -7,13 +7,12 @@
 //! message (its transaction rolled back), so the replay is applied normally.
 
 use chrono::{DateTime, Utc};
-use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable};
 use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::envelope::CONTENT_TYPE;
+use crate::envelope::minimal_properties;
 use crate::topology::{confirm_channel, publish_confirmed};
 use crate::{Broker, Envelope, MessagingError, Topology};
 
@@ -155,11 +154,7 @@ pub async fn replay(
     let (message_id, message_type, body) = row.ok_or(MessagingError::NoSuchDeadLetter(id))?;
     let mut properties = match Envelope::from_body(&body) {
         Ok(envelope) => envelope.properties(),
-        Err(_) => BasicProperties::default()
-            .with_message_id(message_id.to_string().into())
-            .with_type(message_type.into())
-            .with_content_type(CONTENT_TYPE.into())
-            .with_delivery_mode(2),
+        Err(_) => minimal_properties(message_id, &message_type),
     };
     let mut headers = properties
         .headers()

@@ -99,6 +99,15 @@ impl Envelope {
     }
 }
 
+/// Properties for a message known only by id and type (a body that does not decode).
+pub(crate) fn minimal_properties(message_id: Uuid, kind: &str) -> BasicProperties {
+    BasicProperties::default()
+        .with_message_id(ShortString::from(message_id.to_string()))
+        .with_type(ShortString::from(kind))
+        .with_content_type(CONTENT_TYPE.into())
+        .with_delivery_mode(PERSISTENT)
+}
+
 /// The 32-hex trace id of a `traceparent`, if it is well formed.
 fn trace_id(traceparent: &str) -> Option<&str> {
     let mut parts = traceparent.split('-');

@@ -14,8 +14,10 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use lapin::BasicProperties;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
 
 use crate::{Envelope, MessagingError};
 
@@ -56,10 +58,16 @@ pub(crate) async fn channel(pool: &PgPool) -> Result<String, MessagingError> {
 pub(crate) struct Pending {
     /// Row id: the publish order, and what marks it sent.
     pub id: i64,
+    /// The message's id (from its column, so even a row whose JSON no longer decodes has one).
+    pub message_id: Uuid,
     /// Exchange routing key (the message type).
     pub routing_key: String,
-    /// The message.
-    pub envelope: Envelope,
+    /// The envelope's JSON exactly as stored: published verbatim, so a row that no longer
+    /// decodes as an [`Envelope`] still goes out and is dead-lettered by its consumer instead of
+    /// blocking the relay.
+    pub body: Vec<u8>,
+    /// Its AMQP properties.
+    pub properties: BasicProperties,
     /// When its transaction wrote it (commit follows within the transaction's lifetime).
     pub created_at: DateTime<Utc>,
 }
@@ -80,8 +88,8 @@ pub(crate) async fn claim(
     conn: &mut PgConnection,
     limit: i64,
 ) -> Result<Vec<Pending>, MessagingError> {
-    let rows: Vec<(i64, String, sqlx::types::Json<Envelope>, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT id, routing_key, envelope, created_at FROM lab_outbox \
+    let rows: Vec<(i64, Uuid, String, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT id, message_id, routing_key, envelope::text, created_at FROM lab_outbox \
          WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
@@ -89,11 +97,22 @@ pub(crate) async fn claim(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, routing_key, envelope, created_at)| Pending {
-            id,
-            routing_key,
-            envelope: envelope.0,
-            created_at,
+        .map(|(id, message_id, routing_key, json, created_at)| {
+            let properties = match Envelope::from_body(json.as_bytes()) {
+                Ok(envelope) => envelope.properties(),
+                Err(e) => {
+                    tracing::warn!(%message_id, error = %e, "outbox row is not an envelope; publishing it as stored");
+                    crate::envelope::minimal_properties(message_id, &routing_key)
+                }
+            };
+            Pending {
+                id,
+                message_id,
+                routing_key,
+                body: json.into_bytes(),
+                properties,
+                created_at,
+            }
         })
         .collect())
 }

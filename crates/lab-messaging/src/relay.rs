@@ -259,14 +259,13 @@ async fn publish_all(
 ) -> Result<(), MessagingError> {
     let mut confirms = Vec::with_capacity(rows.len());
     for row in rows {
-        let body = row.envelope.to_body()?;
         let confirm = channel
             .basic_publish(
                 exchange.into(),
                 row.routing_key.as_str().into(),
                 BasicPublishOptions::default(),
-                &body,
-                row.envelope.properties(),
+                &row.body,
+                row.properties.clone(),
             )
             .await?;
         confirms.push(confirm);
@@ -276,7 +275,7 @@ async fn publish_all(
         .map_err(|_| MessagingError::ConfirmTimeout(CONFIRM_TIMEOUT))?;
     for (row, result) in rows.iter().zip(results) {
         if result?.is_nack() {
-            return Err(MessagingError::Nacked(row.envelope.message_id));
+            return Err(MessagingError::Nacked(row.message_id));
         }
     }
     Ok(())

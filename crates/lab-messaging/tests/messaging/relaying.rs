@@ -171,3 +171,39 @@ async fn the_pause_flag_stops_every_relay_survives_a_restart_and_resume_drains()
     assert_eq!(c_metrics.relayed.get(), 20);
     w.cleanup().await;
 }
+
+#[tokio::test]
+async fn an_outbox_row_that_is_not_an_envelope_is_dead_lettered_downstream_and_blocks_nothing() {
+    let w = world().await;
+    let (_consumer, _) = w.consumer(Recorder).await;
+    let legacy = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO lab_outbox (message_id, routing_key, envelope) \
+         VALUES ($1, $2, '{\"legacy\": true}')",
+    )
+    .bind(legacy)
+    .bind(EVENT)
+    .execute(&w.pool)
+    .await
+    .unwrap();
+    let good = w.commit_events(1).await;
+
+    let (_relay, _) = w.relay(&w.broker);
+
+    let effects = w.wait_for_effects(&good).await;
+    assert_eq!(effects.len(), 1);
+    let dead = eventually(DEADLINE, || async {
+        let rows = lab_messaging::dead_letters::list(&w.pool, 10).await.ok()?;
+        (!rows.is_empty()).then_some(rows)
+    })
+    .await
+    .expect("the legacy row was not dead-lettered");
+    assert_eq!(dead[0].message_id, legacy);
+    assert!(
+        dead[0].error.starts_with("undecodable"),
+        "{}",
+        dead[0].error
+    );
+    w.wait_for_drained_outbox().await;
+    w.cleanup().await;
+}
