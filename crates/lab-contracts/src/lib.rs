@@ -209,6 +209,8 @@ message!(PaymentRefunded, "payments.refunded");
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SagaTransitioned {
     pub order_id: Uuid,
+    /// The state before; empty for the step that started the saga. Equal to `to` when a
+    /// finished saga only issued commands (a late payment refunded, late stock released).
     pub from: String,
     pub to: String,
     pub event: String,

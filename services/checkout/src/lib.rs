@@ -2,13 +2,14 @@
 //!
 //! Where things live: `saga.rs` (the whole machine, pure and property-tested),
 //! `orchestrator.rs` (one step of it in one transaction: lock, decide, persist, record, deadline,
-//! outbox), `messages.rs` (events in, commands out), `deadlines.rs` (the deadline poller),
+//! outbox), `commands.rs` (its commands as lab-contracts messages), `messages.rs` (events in, commands out), `deadlines.rs` (the deadline poller),
 //! `routes.rs` + `queries.rs` (the saga views).
 //!
 //! A library with a thin entry point: [`build`] wires settings to a bound [`Application`]; the
 //! `lab` binary runs it as `lab run checkout`, the tests run it in-process on port 0.
 
 mod auth;
+pub mod commands;
 pub mod deadlines;
 pub mod messages;
 pub mod orchestrator;

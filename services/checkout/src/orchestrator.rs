@@ -4,20 +4,17 @@
 //!
 //! Each step: lock the saga row, decide, compare-and-set the new state on `version`, append a
 //! transition (ignored events too, with the reason), replace the deadline, and enqueue each
-//! command as its lab-contracts message plus a `SagaTransitioned` for orders, all caused by the
-//! message that triggered the step.
+//! command as its lab-contracts message plus a `SagaTransitioned` for orders
+//! ([`crate::commands`]), all caused by the message that triggered the step.
 
-use chrono::{DateTime, Utc};
-use lab_contracts::{
-    CapturePayment, CommitStock, CreatePaymentSession, Message, Money, OrderLine, OrderPlaced,
-    RefundPayment, ReleaseStock, ReserveStock, SagaTransitioned, VoidPayment,
-};
-use lab_messaging::{Envelope, MessagingError, outbox};
-use serde::Serialize;
+use chrono::Utc;
+use lab_contracts::{Money, OrderLine, OrderPlaced};
+use lab_messaging::{Envelope, MessagingError};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
 
+use crate::commands::{Order, announce, send};
 use crate::saga::{self, Command, Decision, Event, Saga, State, Timeouts};
 
 /// Why a step could not be applied; the caller's transaction rolls back and the step is retried.
@@ -54,6 +51,17 @@ struct Row {
     version: i64,
     provider: String,
     lines: Vec<OrderLine>,
+}
+
+impl Row {
+    fn order(&self, order_id: Uuid) -> Order<'_> {
+        Order {
+            order_id,
+            lines: &self.lines,
+            provider: &self.provider,
+            total: &self.saga.total,
+        }
+    }
 }
 
 /// Starts the saga of `placed` and asks catalog for its stock. A second `OrderPlaced` for the
@@ -116,7 +124,14 @@ pub async fn start(
     )
     .await?;
     set_deadline(tx, placed.order_id, saga.state, timeouts).await?;
-    send(tx, placed.order_id, &row, &commands, cause, timeouts).await?;
+    send(
+        tx,
+        &row.order(placed.order_id),
+        &commands,
+        cause,
+        timeouts.payment,
+    )
+    .await?;
     announce(
         tx,
         placed.order_id,
@@ -192,7 +207,7 @@ pub async fn apply(
     if next.state != from || rearm {
         set_deadline(tx, order_id, next.state, timeouts).await?;
     }
-    send(tx, order_id, &row, &commands, cause, timeouts).await?;
+    send(tx, &row.order(order_id), &commands, cause, timeouts.payment).await?;
     announce(
         tx,
         order_id,
@@ -341,89 +356,6 @@ async fn set_deadline(
 
 fn chrono_duration(d: std::time::Duration) -> Result<chrono::Duration, StepError> {
     chrono::Duration::from_std(d).map_err(|_| StepError::Deadline(d))
-}
-
-/// Enqueues every command as its lab-contracts message, caused by `cause`.
-async fn send(
-    tx: &mut PgConnection,
-    order_id: Uuid,
-    row: &Row,
-    commands: &[Command],
-    cause: &Envelope,
-    timeouts: &Timeouts,
-) -> Result<(), StepError> {
-    let total = &row.saga.total;
-    for command in commands {
-        match command {
-            Command::ReserveStock => {
-                let lines = row.lines.clone();
-                enqueue(tx, &ReserveStock { order_id, lines }, cause).await?;
-            }
-            Command::CommitStock => enqueue(tx, &CommitStock { order_id }, cause).await?,
-            Command::ReleaseStock => enqueue(tx, &ReleaseStock { order_id }, cause).await?,
-            Command::CreatePaymentSession => {
-                let expires_at: DateTime<Utc> = Utc::now() + chrono_duration(timeouts.payment)?;
-                let session = CreatePaymentSession {
-                    order_id,
-                    amount: total.clone(),
-                    provider: row.provider.clone(),
-                    expires_at,
-                };
-                enqueue(tx, &session, cause).await?;
-            }
-            Command::CapturePayment => {
-                let capture = CapturePayment {
-                    order_id,
-                    amount: total.clone(),
-                };
-                enqueue(tx, &capture, cause).await?;
-            }
-            Command::VoidPayment => enqueue(tx, &VoidPayment { order_id }, cause).await?,
-            Command::RefundPayment { reason } => {
-                let refund = RefundPayment {
-                    order_id,
-                    reason: reason.clone(),
-                };
-                enqueue(tx, &refund, cause).await?;
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Tells orders where the saga is (`from` is empty when it starts).
-async fn announce(
-    tx: &mut PgConnection,
-    order_id: Uuid,
-    from: &str,
-    to: State,
-    event: &str,
-    commands: &[Command],
-    cause: &Envelope,
-) -> Result<(), StepError> {
-    let transitioned = SagaTransitioned {
-        order_id,
-        from: from.to_owned(),
-        to: to.as_str().to_owned(),
-        event: event.to_owned(),
-        terminal: to.is_terminal(),
-        compensations: commands
-            .iter()
-            .filter(|c| c.is_compensation())
-            .map(|c| c.name().to_owned())
-            .collect(),
-    };
-    enqueue(tx, &transitioned, cause).await
-}
-
-async fn enqueue<T: Message + Serialize>(
-    tx: &mut PgConnection,
-    message: &T,
-    cause: &Envelope,
-) -> Result<(), StepError> {
-    let payload = serde_json::to_value(message)?;
-    outbox::enqueue(tx, &Envelope::caused_by(T::NAME, payload, cause)).await?;
-    Ok(())
 }
 
 /// The kind of the envelope a deadline's step is caused by. Never published: it stands for the

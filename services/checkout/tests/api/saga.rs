@@ -327,3 +327,33 @@ async fn a_pending_deadline_still_fires_after_the_service_restarts_on_the_same_d
     );
     assert_eq!(saga["state"], "Cancelled");
 }
+
+#[tokio::test]
+async fn two_replicas_fire_a_deadline_once() {
+    let env = env().await;
+    let (_first, bus, order_id) = awaiting_payment(&env).await;
+    let mut s = settings(&env);
+    s.http = env.http(2);
+    s.timeouts.payment_ms = SHORT_PAYMENT_MS;
+    let second = env.spawn(lab_checkout::build, s).await;
+
+    let mut sent = bus.step().await;
+    sent.extend(bus.drain(QUIET).await);
+    let saga = saga_of(&second, order_id).await;
+
+    assert_eq!(
+        kinds(&sent),
+        [
+            ReleaseStock::NAME,
+            VoidPayment::NAME,
+            SagaTransitioned::NAME
+        ]
+    );
+    let timeouts = saga["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["event"] == "Timeout")
+        .count();
+    assert_eq!(timeouts, 1);
+}
