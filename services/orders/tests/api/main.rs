@@ -8,6 +8,7 @@
 )]
 
 mod claims;
+mod end_to_end;
 mod faults;
 mod health;
 mod helpers;
