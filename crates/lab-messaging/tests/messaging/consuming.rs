@@ -33,7 +33,6 @@ async fn a_redelivered_message_changes_nothing() {
         .await
         .unwrap();
     assert_eq!(inbox, 1);
-    w.cleanup().await;
 }
 
 #[tokio::test]
@@ -77,5 +76,4 @@ async fn an_undecodable_message_goes_straight_to_the_dead_letters() {
     assert_eq!(metrics.retries.get(), 0);
     let parked = w.drain_queue(&w.topology.dead_queue()).await;
     assert_eq!(parked.len(), 1);
-    w.cleanup().await;
 }

@@ -60,7 +60,6 @@ async fn a_failing_handler_retries_then_dead_letters_with_the_error_and_replay_a
     let effects = w.wait_for_effects(&ids).await;
     assert_eq!(effects.get(&ids[0]), Some(&1));
     assert_eq!(handler.calls.load(Ordering::SeqCst), 4);
-    w.cleanup().await;
 }
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use lab_messaging::lapin::options::{
     BasicGetOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lab_messaging::lapin::types::FieldTable;
-use lab_messaging::lapin::{BasicProperties, Channel, Queue};
+use lab_messaging::lapin::{BasicProperties, Channel, Connection, ConnectionProperties, Queue};
 use lab_messaging::{
     AmqpSettings, Broker, Consumer, Envelope, Handler, HandlerError, MessagingMetrics, Relay,
     RelayConfig, Topology, outbox,
@@ -246,17 +246,38 @@ impl World {
             .await
             .expect("confirm");
     }
+}
 
-    /// Deletes this test's queues and exchange (best effort).
-    pub async fn cleanup(&self) {
-        let channel = self.channel().await;
-        let _ = self.topology.delete(&channel).await;
-        let _ = channel
-            .queue_delete(
-                format!("{}tap", self.settings.prefix).into(),
-                Default::default(),
-            )
-            .await;
+impl Drop for World {
+    /// Deletes the test's queues and exchange, whether it passed or panicked (best effort), so
+    /// durable test queues do not pile up on the shared broker. Drop cannot await inside the
+    /// test's runtime; a short-lived thread with its own runtime does the work.
+    fn drop(&mut self) {
+        let url = self.settings.url.expose().to_owned();
+        let topology = self.topology.clone();
+        let tap = format!("{}tap", self.settings.prefix);
+        let cleaner = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let properties = ConnectionProperties::default();
+                let Ok(conn) = Connection::connect(&url, properties).await else {
+                    return;
+                };
+                if let Ok(channel) = conn.create_channel().await {
+                    let _ = topology.delete(&channel).await;
+                }
+                if let Ok(channel) = conn.create_channel().await {
+                    let _ = channel.queue_delete(tap.into(), Default::default()).await;
+                }
+                let _ = conn.close(200, "test cleanup".into()).await;
+            });
+        });
+        let _ = cleaner.join();
     }
 }
 

@@ -29,7 +29,6 @@ async fn relay_and_consumer_resume_after_the_broker_connection_drops_mid_stream(
     assert_eq!(effects.len(), 350);
     assert!(effects.values().all(|n| *n == 1), "an effect applied twice");
     w.wait_for_drained_outbox().await;
-    w.cleanup().await;
 }
 
 #[tokio::test]
@@ -71,5 +70,4 @@ async fn relay_and_consumer_resume_after_every_database_session_is_killed() {
     assert_eq!(effects.len(), 301);
     assert!(effects.values().all(|n| *n == 1), "an effect applied twice");
     w.wait_for_drained_outbox().await;
-    w.cleanup().await;
 }

@@ -26,7 +26,6 @@ async fn a_committed_event_arrives_exactly_once_and_a_rolled_back_one_never() {
     assert_eq!(effects.get(&committed[1]), Some(&1));
     assert_eq!(effects.get(&rolled_back.message_id), None);
     assert_eq!(effects.len(), 2);
-    w.cleanup().await;
 }
 
 #[tokio::test]
@@ -44,7 +43,6 @@ async fn events_committed_while_the_relay_is_down_arrive_exactly_once_from_the_n
     let effects = w.wait_for_effects(&ids).await;
     assert_eq!(effects.len(), 20);
     assert!(effects.values().all(|n| *n == 1), "{effects:?}");
-    w.cleanup().await;
 }
 
 #[tokio::test]
@@ -69,7 +67,6 @@ async fn a_relay_killed_in_the_middle_of_publishing_loses_and_duplicates_no_effe
     let effects = w.wait_for_effects(&ids).await;
     assert_eq!(effects.len(), 600);
     assert!(effects.values().all(|n| *n == 1), "an effect applied twice");
-    w.cleanup().await;
 }
 
 #[tokio::test]
@@ -100,7 +97,6 @@ async fn while_the_broker_is_unreachable_the_outbox_grows_then_drains() {
         outbox::status(&w.pool).await.unwrap().oldest_pending_age,
         Duration::ZERO
     );
-    w.cleanup().await;
 }
 
 #[tokio::test]
@@ -124,7 +120,6 @@ async fn two_relays_on_one_outbox_never_publish_a_row_twice() {
         assert_eq!(seen.get(&id.to_string()), Some(&1), "{id}");
     }
     assert_eq!(a_metrics.relayed.get() + b_metrics.relayed.get(), 500);
-    w.cleanup().await;
 }
 
 #[tokio::test]
@@ -169,7 +164,6 @@ async fn the_pause_flag_stops_every_relay_survives_a_restart_and_resume_drains()
     .await;
     assert_eq!(delivered, Some(20));
     assert_eq!(c_metrics.relayed.get(), 20);
-    w.cleanup().await;
 }
 
 #[tokio::test]
@@ -205,5 +199,4 @@ async fn an_outbox_row_that_is_not_an_envelope_is_dead_lettered_downstream_and_b
         dead[0].error
     );
     w.wait_for_drained_outbox().await;
-    w.cleanup().await;
 }
