@@ -19,13 +19,22 @@
 //! updates (rewriting a live claim with its own values) and so always returns the current row.
 //!
 //! Scopes keep namespaces apart: `claims` for the public API, `order:<customer>` for each
-//! customer's `Idempotency-Key`s.
+//! customer's `Idempotency-Key`s. The public API is here too: `POST /claims` and
+//! `GET /claims/{key}`.
 
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
+use lab_http::{Json, Path, Problem};
+use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::domain::{ClaimKey, Ttl};
+use crate::routes::{AppState, db_problem};
 
 /// The scope of claims made through `POST /claims`.
 pub const PUBLIC_SCOPE: &str = "claims";
@@ -95,4 +104,100 @@ pub async fn read(
     .bind(key.as_str())
     .fetch_optional(pool)
     .await
+}
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/claims", post(create_claim))
+        .route("/claims/{key}", get(get_claim))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewClaim {
+    /// 1–255 printable characters.
+    key: String,
+    /// How long the claim holds: 5–86,400 seconds.
+    ttl_s: i64,
+}
+
+/// The answer to `POST /claims`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClaimResult {
+    pub key: String,
+    pub claim_id: Uuid,
+    /// Whether this request took the claim; `false` for every repeat while it is live.
+    pub created: bool,
+    /// Whether it took over an expired claim (a new id for an old key).
+    pub retaken: bool,
+    pub claimed_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Claims a key: the first writer wins (201); every repeat while the claim is live gets the same
+/// claim id (200, `created: false`); an expired claim is taken again with a new id.
+#[utoipa::path(post, path = "/claims", tag = "orders", request_body = NewClaim, responses(
+    (status = 201, body = ClaimResult), (status = 200, body = ClaimResult), (status = 422, body = Problem)))]
+pub async fn create_claim(
+    State(state): State<AppState>,
+    Json(body): Json<NewClaim>,
+) -> Result<Response, Problem> {
+    let key = ClaimKey::parse("key", &body.key)?;
+    let ttl = Ttl::parse(body.ttl_s)?;
+    let mut conn = state.pool.acquire().await.map_err(db_problem)?;
+    let claimed = claim(&mut conn, PUBLIC_SCOPE, &key, ttl)
+        .await
+        .map_err(db_problem)?;
+    let status = if claimed.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let result = ClaimResult {
+        key: body.key,
+        claim_id: claimed.claim_id,
+        created: claimed.created,
+        retaken: claimed.created && !claimed.inserted,
+        claimed_at: claimed.claimed_at,
+        expires_at: claimed.expires_at,
+    };
+    Ok((status, Json(result)).into_response())
+}
+
+/// A claim as `GET /claims/{key}` shows it.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ClaimView {
+    pub key: String,
+    /// Always true here (an absent claim is a 404).
+    pub exists: bool,
+    pub claim_id: Uuid,
+    pub claimed_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    /// Seconds since it was claimed.
+    pub age_s: f64,
+    /// Whether it expired, so the next claim of the key takes it with a new id.
+    pub expired: bool,
+}
+
+/// Reads a claim; never creates one.
+#[utoipa::path(get, path = "/claims/{key}", tag = "orders", responses(
+    (status = 200, body = ClaimView), (status = 404, body = Problem), (status = 422, body = Problem)))]
+pub async fn get_claim(
+    State(state): State<AppState>,
+    Path(key): Path<String>,
+) -> Result<Json<ClaimView>, Problem> {
+    let parsed = ClaimKey::parse("key", &key)?;
+    let claim = read(&state.pool, PUBLIC_SCOPE, &parsed)
+        .await
+        .map_err(db_problem)?
+        .ok_or_else(|| Problem::not_found(format!("no claim on {key:?}")))?;
+    Ok(Json(ClaimView {
+        key,
+        exists: true,
+        claim_id: claim.claim_id,
+        claimed_at: claim.claimed_at,
+        expires_at: claim.expires_at,
+        age_s: claim.age_s,
+        expired: claim.expired,
+    }))
 }

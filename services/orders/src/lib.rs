@@ -60,7 +60,8 @@ impl Default for Settings {
             http: HttpSettings::default(),
             database: DbSettings::local(NAME),
             amqp: AmqpSettings::default(),
-            // The local ports `lab up` gives catalog's two replicas (the BFF's defaults too).
+            // The BFF's local defaults for catalog's two replicas. `lab up` picks its own ports,
+            // so it must pass LAB_ORDERS__CATALOG_URLS (as it passes the BFF its upstreams).
             catalog_urls: "http://127.0.0.1:7102,http://127.0.0.1:7103".into(),
             // Catalog answers a cached product in about a millisecond; a second means a stuck
             // replica, and the next attempt goes to another one.
@@ -80,8 +81,8 @@ impl Default for Settings {
         description = "Idempotent claims and order placement; follows each order to its final state."
     ),
     paths(
-        routes::create_claim,
-        routes::get_claim,
+        claims::create_claim,
+        claims::get_claim,
         routes::place_order,
         routes::get_order,
     ),

@@ -13,7 +13,6 @@ use lab_http::{Json, Path, Problem};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::claims::{self, PUBLIC_SCOPE};
 use crate::domain::{self, ClaimKey, Customer, Invalid, OrderStatus, Provider, Ttl};
 use crate::orders::{self, LineView, NewOrder, OrderError, Placed, Transition};
 use crate::prices::{Catalog, PriceError};
@@ -29,10 +28,9 @@ pub struct AppState {
 
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/claims", post(create_claim))
-        .route("/claims/{key}", get(get_claim))
         .route("/orders", post(place_order))
         .route("/orders/{id}", get(get_order))
+        .merge(crate::claims::router())
         .with_state(state)
 }
 
@@ -56,96 +54,6 @@ fn order_problem(e: OrderError) -> Problem {
             Problem::internal()
         }
     }
-}
-
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewClaim {
-    /// 1–255 printable characters.
-    key: String,
-    /// How long the claim holds: 5–86,400 seconds.
-    ttl_s: i64,
-}
-
-/// The answer to `POST /claims`.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ClaimResult {
-    pub key: String,
-    pub claim_id: Uuid,
-    /// Whether this request took the claim; `false` for every repeat while it is live.
-    pub created: bool,
-    /// Whether it took over an expired claim (a new id for an old key).
-    pub retaken: bool,
-    pub claimed_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// Claims a key: the first writer wins (201); every repeat while the claim is live gets the same
-/// claim id (200, `created: false`); an expired claim is taken again with a new id.
-#[utoipa::path(post, path = "/claims", tag = "orders", request_body = NewClaim, responses(
-    (status = 201, body = ClaimResult), (status = 200, body = ClaimResult), (status = 422, body = Problem)))]
-pub async fn create_claim(
-    State(state): State<AppState>,
-    Json(body): Json<NewClaim>,
-) -> Result<Response, Problem> {
-    let key = ClaimKey::parse("key", &body.key)?;
-    let ttl = Ttl::parse(body.ttl_s)?;
-    let mut conn = state.pool.acquire().await.map_err(db_problem)?;
-    let claimed = claims::claim(&mut conn, PUBLIC_SCOPE, &key, ttl)
-        .await
-        .map_err(db_problem)?;
-    let status = if claimed.created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::OK
-    };
-    let result = ClaimResult {
-        key: body.key,
-        claim_id: claimed.claim_id,
-        created: claimed.created,
-        retaken: claimed.created && !claimed.inserted,
-        claimed_at: claimed.claimed_at,
-        expires_at: claimed.expires_at,
-    };
-    Ok((status, Json(result)).into_response())
-}
-
-/// A claim as `GET /claims/{key}` shows it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ClaimView {
-    pub key: String,
-    /// Always true here (an absent claim is a 404).
-    pub exists: bool,
-    pub claim_id: Uuid,
-    pub claimed_at: DateTime<Utc>,
-    pub expires_at: DateTime<Utc>,
-    /// Seconds since it was claimed.
-    pub age_s: f64,
-    /// Whether it expired, so the next claim of the key takes it with a new id.
-    pub expired: bool,
-}
-
-/// Reads a claim; never creates one.
-#[utoipa::path(get, path = "/claims/{key}", tag = "orders", responses(
-    (status = 200, body = ClaimView), (status = 404, body = Problem), (status = 422, body = Problem)))]
-pub async fn get_claim(
-    State(state): State<AppState>,
-    Path(key): Path<String>,
-) -> Result<Json<ClaimView>, Problem> {
-    let parsed = ClaimKey::parse("key", &key)?;
-    let claim = claims::read(&state.pool, PUBLIC_SCOPE, &parsed)
-        .await
-        .map_err(db_problem)?
-        .ok_or_else(|| Problem::not_found(format!("no claim on {key:?}")))?;
-    Ok(Json(ClaimView {
-        key,
-        exists: true,
-        claim_id: claim.claim_id,
-        claimed_at: claim.claimed_at,
-        expires_at: claim.expires_at,
-        age_s: claim.age_s,
-        expired: claim.expired,
-    }))
 }
 
 /// Header carrying the customer until identity's JWTs arrive: the BFF sets it from the
