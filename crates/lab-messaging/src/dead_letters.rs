@@ -90,19 +90,30 @@ const SELECT: &str = "SELECT id, consumer, message_id, message_type, routing_key
      body, error, attempts, dead_at, replayed_at, replay_count \
      FROM lab_dead_letters";
 
-/// A `lab_dead_letters` row as stored (the body as bytes).
+/// A `lab_dead_letters` row as stored; [`DeadLetter`] is the same with the body as text.
 #[derive(sqlx::FromRow)]
 struct Row {
+    /// Row id.
     id: i64,
+    /// The consumer that gave up.
     consumer: String,
+    /// The message's id.
     message_id: Uuid,
+    /// Its type.
     message_type: String,
+    /// Its routing key.
     routing_key: String,
+    /// The raw body, byte for byte.
     body: Vec<u8>,
+    /// The last error.
     error: String,
+    /// Failed attempts.
     attempts: i32,
+    /// When it died.
     dead_at: DateTime<Utc>,
+    /// When it was last replayed.
     replayed_at: Option<DateTime<Utc>>,
+    /// How often it was replayed.
     replay_count: i32,
 }
 

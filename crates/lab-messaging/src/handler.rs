@@ -9,7 +9,7 @@
 //!         let order: ReserveStockCommand = serde_json::from_value(msg.payload.clone())
 //!             .map_err(HandlerError::new)?;
 //!         stock::reserve(&mut *tx, &order).await?;
-//!         outbox::enqueue(tx, &Envelope::caused_by("catalog.stock-reserved", json!({…}), msg)).await?;
+//!         outbox::enqueue(tx, &Envelope::caused_by("catalog.stock-reserved", json!({ "order_id": order.order_id }), msg)).await?;
 //!         Ok(())
 //!     }
 //! }

@@ -6,8 +6,10 @@
 //! - [`Envelope`] is what travels: ids, type, time, correlation, causation, `traceparent`, payload.
 //! - [`outbox`] writes messages inside the caller's transaction; [`Relay`] publishes them with
 //!   publisher confirms (at-least-once).
-//! - [`Consumer`] applies each delivery once: inbox row, state change and outgoing outbox rows in
-//!   one transaction (effectively-once), with retries through TTL'd queues and [`dead_letters`].
+//! - [`Consumer`] runs a service's [`Handler`] on each delivery once: inbox row, state change and
+//!   outgoing outbox rows in one transaction (effectively-once), with retries through TTL'd
+//!   queues and [`dead_letters`] (listed and replayed by operators).
+//! - [`MessagingMetrics`]: backlog, commit→publish latency, retries, dead letters, duplicates.
 //!
 //! The tables live in the calling service's schema; [`migrate`] creates them.
 

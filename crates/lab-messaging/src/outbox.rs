@@ -4,7 +4,7 @@
 //!
 //! ```ignore
 //! let mut tx = pool.begin().await?;
-//! sqlx::query("UPDATE inventory SET …").execute(&mut *tx).await?;
+//! sqlx::query("UPDATE inventory SET on_hand = on_hand - 1 WHERE id = $1").bind(id).execute(&mut *tx).await?;
 //! outbox::enqueue(&mut tx, &Envelope::new("catalog.stock-reserved", payload)).await?;
 //! tx.commit().await?; // the NOTIFY fires here and wakes a relay
 //! ```
