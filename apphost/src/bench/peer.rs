@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use axum::Router;
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use clap::Args;
 
 #[derive(Args)]
@@ -46,7 +47,12 @@ pub async fn serve_peer(args: PeerArgs) -> anyhow::Result<()> {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    // TCP_NODELAY as in lab-http, so the comparison is of the stacks, not of Nagle.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await?
+        .tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
     axum::serve(listener, router).await?;
     Ok(())
 }

@@ -19,6 +19,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use http::{HeaderValue, StatusCode, header};
 use lab_telemetry::Metrics;
 use tokio::net::TcpListener;
@@ -48,7 +49,9 @@ pub struct ServiceApp {
 
 #[derive(Clone)]
 struct PlatformState {
-    app: ServiceApp,
+    /// Behind an `Arc`: axum clones a router's state for every request it serves, and a
+    /// `ServiceApp` holds the whole OpenAPI tree (measured: /livez at 2.5k req/s instead of ~25k).
+    app: Arc<ServiceApp>,
     openapi: Arc<String>,
 }
 
@@ -69,7 +72,10 @@ impl ServiceApp {
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .route("/openapi.json", get(openapi_json))
-            .with_state(PlatformState { app: self, openapi });
+            .with_state(PlatformState {
+                app: Arc::new(self),
+                openapi,
+            });
         routes
             .merge(platform)
             .fallback(not_found)
@@ -190,6 +196,13 @@ pub async fn serve(
     shutdown: CancellationToken,
     grace: Duration,
 ) -> std::io::Result<()> {
+    // Without TCP_NODELAY a small response can wait out the client's delayed ACK (~40 ms):
+    // measured here as /livez at 1.4k req/s instead of tens of thousands.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::trace!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     let server = axum::serve(listener, router)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
