@@ -250,3 +250,24 @@ async fn another_customer_cannot_read_an_order_and_gets_404() {
     assert_eq!(missing, 404);
     assert_eq!(anonymous, 401);
 }
+
+#[tokio::test]
+async fn once_the_keys_claim_has_expired_the_key_places_a_new_order() {
+    let shop = shop().await;
+    let (_, _, first) = place(&shop.orders, Some("k"), Some("liz"), &cart()).await;
+    let mut conn = shop.orders.env.db().admin_connection().await.unwrap();
+    sqlx::query(
+        "UPDATE orders.claims SET expires_at = now() - interval '1 second' \
+         WHERE scope = 'order:liz' AND key = 'k'",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    let (status, headers, second) = place(&shop.orders, Some("k"), Some("liz"), &cart()).await;
+
+    assert_eq!(status, 202);
+    assert!(!headers.contains_key("idempotent-replayed"));
+    assert_ne!(second["order_id"], first["order_id"]);
+    assert_eq!(events_written(&shop.orders).await, 2);
+}
