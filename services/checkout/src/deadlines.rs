@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use uuid::Uuid;
 
+use crate::metrics::SagaMetrics;
 use crate::orchestrator::{self, Outcome, StepError};
 use crate::saga::{Event, State, Timeouts};
 
@@ -29,11 +30,12 @@ impl Poller {
     pub fn start(
         pool: PgPool,
         timeouts: Timeouts,
+        metrics: SagaMetrics,
         every: Duration,
         shutdown: &CancellationToken,
     ) -> Self {
         let tracker = TaskTracker::new();
-        tracker.spawn(run(pool, timeouts, every, shutdown.clone()));
+        tracker.spawn(run(pool, timeouts, metrics, every, shutdown.clone()));
         tracker.close();
         Self { tracker }
     }
@@ -44,9 +46,18 @@ impl Poller {
     }
 }
 
-async fn run(pool: PgPool, timeouts: Timeouts, every: Duration, shutdown: CancellationToken) {
+async fn run(
+    pool: PgPool,
+    timeouts: Timeouts,
+    metrics: SagaMetrics,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Whether the last attempt failed: an outage is logged when it starts and when it ends, not
+    // four times a second.
+    let mut failing = false;
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
@@ -56,12 +67,23 @@ async fn run(pool: PgPool, timeouts: Timeouts, every: Duration, shutdown: Cancel
             if shutdown.is_cancelled() {
                 return;
             }
-            match fire_one(&pool, &timeouts).await {
-                Ok(true) => {}
-                Ok(false) => break,
+            let fired = fire_one(&pool, &timeouts).await;
+            if failing && fired.is_ok() {
+                failing = false;
+                tracing::info!("deadline poller recovered");
+            }
+            match fired {
+                Ok(Some(outcome)) => {
+                    metrics.deadlines_fired.inc();
+                    metrics.observe(&outcome);
+                }
+                Ok(None) => break,
                 Err(e) => {
                     // The database is down or the step failed: the row stays, the next tick retries.
-                    tracing::warn!(error = %e, "deadline poller could not fire a deadline");
+                    if !failing {
+                        tracing::warn!(error = %e, "deadline poller cannot fire deadlines");
+                    }
+                    failing = true;
                     break;
                 }
             }
@@ -69,8 +91,9 @@ async fn run(pool: PgPool, timeouts: Timeouts, every: Duration, shutdown: Cancel
     }
 }
 
-/// Fires the earliest due deadline nobody else holds; false when there is none.
-pub async fn fire_one(pool: &PgPool, timeouts: &Timeouts) -> Result<bool, StepError> {
+/// Fires the earliest due deadline nobody else holds, returning what it did to the saga; `None`
+/// when no deadline is due.
+pub async fn fire_one(pool: &PgPool, timeouts: &Timeouts) -> Result<Option<Outcome>, StepError> {
     let mut tx = pool.begin().await?;
     let due: Option<(Uuid, String)> = sqlx::query_as(
         "SELECT d.order_id, d.state FROM saga_deadlines d JOIN sagas s USING (order_id) \
@@ -80,7 +103,7 @@ pub async fn fire_one(pool: &PgPool, timeouts: &Timeouts) -> Result<bool, StepEr
     .fetch_optional(&mut *tx)
     .await?;
     let Some((order_id, state_name)) = due else {
-        return Ok(false);
+        return Ok(None);
     };
     let Some(state) = State::parse(&state_name) else {
         // Unreadable rows would fire forever; drop it, loudly.
@@ -90,7 +113,7 @@ pub async fn fire_one(pool: &PgPool, timeouts: &Timeouts) -> Result<bool, StepEr
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        return Ok(true);
+        return Ok(Some(Outcome::UnknownSaga));
     };
     let cause = orchestrator::deadline_cause(&mut tx, order_id, state).await?;
     let outcome = orchestrator::apply(
@@ -102,11 +125,11 @@ pub async fn fire_one(pool: &PgPool, timeouts: &Timeouts) -> Result<bool, StepEr
     )
     .await?;
     tx.commit().await?;
-    match outcome {
+    match &outcome {
         Outcome::Applied { from, to } => tracing::info!(%order_id, from = from.as_str(),
             to = to.as_str(), "saga deadline passed"),
         Outcome::Ignored(why) => tracing::info!(%order_id, why, "stale saga deadline ignored"),
         Outcome::UnknownSaga => {}
     }
-    Ok(true)
+    Ok(Some(outcome))
 }

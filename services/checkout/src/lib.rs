@@ -12,6 +12,7 @@ mod auth;
 pub mod commands;
 pub mod deadlines;
 pub mod messages;
+pub mod metrics;
 pub mod orchestrator;
 pub mod queries;
 pub mod routes;
@@ -151,11 +152,13 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         .with(AmqpProbe(broker.clone()));
     let metrics = Metrics::default();
     let timeouts = saga::Timeouts::from(settings.timeouts);
+    let saga_metrics = crate::metrics::SagaMetrics::register(&metrics);
     messages::start(
         &pool,
         &broker,
         &settings.amqp,
         &metrics,
+        saga_metrics.clone(),
         timeouts,
         &shutdown,
     );
@@ -163,6 +166,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let _poller = deadlines::Poller::start(
         pool.clone(),
         timeouts,
+        saga_metrics,
         Duration::from_millis(settings.deadline_poll_ms.max(1)),
         &shutdown,
     );

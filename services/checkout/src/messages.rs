@@ -19,6 +19,7 @@ use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::metrics::SagaMetrics;
 use crate::orchestrator::{self, Outcome};
 use crate::saga::{Event, Timeouts};
 
@@ -29,6 +30,7 @@ pub fn start(
     broker: &Broker,
     settings: &AmqpSettings,
     metrics: &Metrics,
+    saga_metrics: SagaMetrics,
     timeouts: Timeouts,
     shutdown: &CancellationToken,
 ) {
@@ -50,6 +52,7 @@ pub fn start(
         settings.prefetch,
         SagaEvents {
             timeouts: Arc::new(timeouts),
+            metrics: saga_metrics,
         },
         messaging,
         shutdown,
@@ -79,6 +82,8 @@ pub fn routing_keys() -> Vec<String> {
 pub struct SagaEvents {
     /// The deadline of each waiting state.
     timeouts: Arc<Timeouts>,
+    /// Steps applied and ignored.
+    metrics: SagaMetrics,
 }
 
 fn payload<T: DeserializeOwned>(message: &Envelope) -> Result<T, HandlerError> {
@@ -151,6 +156,9 @@ impl Handler for SagaEvents {
             tracing::warn!(kind = %message.kind, "ignoring a message checkout does not handle");
             return Ok(());
         };
+        // Counted before commit: a step rolled back by a failed commit is counted again when
+        // redelivered, which a rate over minutes does not notice.
+        self.metrics.observe(&outcome.1);
         log(message, outcome);
         Ok(())
     }

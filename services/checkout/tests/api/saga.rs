@@ -222,6 +222,7 @@ async fn the_happy_path_captures_commits_and_completes_with_its_whole_history() 
     bus.send(&StockCommitted { order_id }).await;
     let last = bus.step().await;
     let saga = saga_of(&app, order_id).await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
 
     let capture: lab_contracts::CapturePayment = payload(&capture);
     assert_eq!(capture.amount, usd(3000));
@@ -246,6 +247,10 @@ async fn the_happy_path_captures_commits_and_completes_with_its_whole_history() 
             "StockCommitted→Completed",
         ]
     );
+    assert!(
+        metrics.contains(r#"saga_steps_total{to="Completed"} 1"#),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -255,6 +260,7 @@ async fn an_unpaid_session_expires_from_its_deadline_row_releasing_stock_voiding
 
     let sent = bus.step().await;
     let saga = saga_of(&app, order_id).await;
+    let metrics = app.get("/metrics").await.text().await.unwrap();
 
     assert_eq!(
         kinds(&sent),
@@ -263,6 +269,10 @@ async fn an_unpaid_session_expires_from_its_deadline_row_releasing_stock_voiding
             VoidPayment::NAME,
             SagaTransitioned::NAME
         ]
+    );
+    assert!(
+        metrics.contains("saga_deadlines_fired_total 1"),
+        "{metrics}"
     );
     let cancelled: SagaTransitioned = payload(&sent[2]);
     assert_eq!(cancelled.to, "Cancelled");
