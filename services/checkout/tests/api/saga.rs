@@ -367,3 +367,66 @@ async fn two_replicas_fire_a_deadline_once() {
         .count();
     assert_eq!(timeouts, 1);
 }
+
+#[tokio::test]
+async fn a_declined_payment_a_failed_capture_and_a_wrong_amount_each_compensate_over_the_wire() {
+    let env = env().await;
+    let app = env.spawn(lab_checkout::build, settings(&env)).await;
+    let bus = Bus::connect(&env).await;
+    let mut outcomes = Vec::new();
+
+    for case in ["declined", "capture failed", "wrong amount"] {
+        let order_id = Uuid::now_v7();
+        bus.send(&order(order_id)).await;
+        bus.step().await;
+        bus.send(&StockReserved { order_id }).await;
+        bus.step().await;
+        bus.send(&session_created(order_id)).await;
+        bus.step().await;
+        let sent = match case {
+            "declined" => {
+                let reason = "card declined".into();
+                bus.send(&lab_contracts::PaymentDeclined { order_id, reason })
+                    .await;
+                bus.step().await
+            }
+            "capture failed" => {
+                let amount = usd(3000);
+                bus.send(&PaymentAuthorized { order_id, amount }).await;
+                bus.step().await;
+                let reason = "processor error".into();
+                bus.send(&lab_contracts::PaymentCaptureFailed { order_id, reason })
+                    .await;
+                bus.step().await
+            }
+            _ => {
+                let amount = usd(2999);
+                bus.send(&PaymentAuthorized { order_id, amount }).await;
+                bus.step().await
+            }
+        };
+        let saga = saga_of(&app, order_id).await;
+        outcomes.push((case, kinds(&sent).join(" "), saga["state"].clone()));
+    }
+
+    assert_eq!(
+        outcomes,
+        [
+            (
+                "declined",
+                "checkout.release-stock checkout.void-payment checkout.saga-transitioned".into(),
+                Value::from("Cancelled")
+            ),
+            (
+                "capture failed",
+                "checkout.void-payment checkout.release-stock checkout.saga-transitioned".into(),
+                Value::from("Cancelled")
+            ),
+            (
+                "wrong amount",
+                "checkout.refund-payment checkout.release-stock checkout.saga-transitioned".into(),
+                Value::from("RequiresReview")
+            ),
+        ]
+    );
+}
