@@ -100,13 +100,15 @@ pub async fn start(
         record(
             tx,
             placed.order_id,
-            Some(state),
-            state,
-            "OrderPlaced",
-            &detail,
             cause,
-            &[],
-            Some(why),
+            Entry {
+                from: Some(state),
+                to: state,
+                event: "OrderPlaced",
+                detail: &detail,
+                commands: &[],
+                ignored: Some(why),
+            },
         )
         .await?;
         return Ok(Outcome::Ignored(why));
@@ -114,13 +116,15 @@ pub async fn start(
     record(
         tx,
         placed.order_id,
-        None,
-        saga.state,
-        "OrderPlaced",
-        &detail,
         cause,
-        &commands,
-        None,
+        Entry {
+            from: None,
+            to: saga.state,
+            event: "OrderPlaced",
+            detail: &detail,
+            commands: &commands,
+            ignored: None,
+        },
     )
     .await?;
     set_deadline(tx, placed.order_id, saga.state, timeouts).await?;
@@ -166,13 +170,15 @@ pub async fn apply(
         record(
             tx,
             order_id,
-            Some(from),
-            from,
-            event.name(),
-            &detail,
             cause,
-            &[],
-            Some(why),
+            Entry {
+                from: Some(from),
+                to: from,
+                event: event.name(),
+                detail: &detail,
+                commands: &[],
+                ignored: Some(why),
+            },
         )
         .await?;
         // A deadline that fired for a state the saga has left must not fire again.
@@ -195,13 +201,15 @@ pub async fn apply(
     record(
         tx,
         order_id,
-        Some(from),
-        next.state,
-        event.name(),
-        &detail,
         cause,
-        &commands,
-        None,
+        Entry {
+            from: Some(from),
+            to: next.state,
+            event: event.name(),
+            detail: &detail,
+            commands: &commands,
+            ignored: None,
+        },
     )
     .await?;
     if next.state != from || rearm {
@@ -292,18 +300,36 @@ async fn save(
     Ok(())
 }
 
-#[expect(clippy::too_many_arguments, reason = "one column each")]
+/// One row of `saga_transitions`, besides the order and the causing message.
+struct Entry<'a> {
+    /// None for the step that started the saga.
+    from: Option<State>,
+    to: State,
+    /// The saga event's name, or `OrderPlaced`.
+    event: &'a str,
+    /// The event with its data.
+    detail: &'a serde_json::Value,
+    /// Commands issued on this step.
+    commands: &'a [Command],
+    /// Why the event changed nothing, when it did not.
+    ignored: Option<&'a str>,
+}
+
+/// Appends `entry` to the saga's history; the saga row is locked, so `max(seq) + 1` is safe.
 async fn record(
     tx: &mut PgConnection,
     order_id: Uuid,
-    from: Option<State>,
-    to: State,
-    event: &str,
-    detail: &serde_json::Value,
     cause: &Envelope,
-    commands: &[Command],
-    ignored: Option<&str>,
+    entry: Entry<'_>,
 ) -> Result<(), StepError> {
+    let Entry {
+        from,
+        to,
+        event,
+        detail,
+        commands,
+        ignored,
+    } = entry;
     let names: Vec<&str> = commands.iter().map(Command::name).collect();
     sqlx::query(
         "INSERT INTO saga_transitions \
