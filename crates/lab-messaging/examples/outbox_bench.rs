@@ -14,6 +14,9 @@
 //!   outbox is empty and every message is confirmed, same durable queue shape;
 //! - latency: a producer commits one event every 2 ms for 4 s while the relay runs; per row
 //!   `sent_at - created_at` from the table, and `commit()` returned → delivered to a consumer.
+//! - consume: `events / 4` messages pre-filled into a queue; raw lapin consuming with an ack per
+//!   message against the [`Consumer`] (inbox insert, a one-row handler, commit, ack), both with
+//!   the default prefetch.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -26,10 +29,11 @@ use lab_messaging::lapin::options::{
 };
 use lab_messaging::lapin::types::FieldTable;
 use lab_messaging::{
-    AmqpSettings, Broker, Envelope, MessagingMetrics, Relay, RelayConfig, Topology, outbox,
+    AmqpSettings, Broker, Consumer, Envelope, Handler, HandlerError, MessagingMetrics, Relay,
+    RelayConfig, Topology, outbox,
 };
 use lab_test_support::{TestEnv, eventually};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 
 /// Confirms in flight per window, equal to the relay's batch size so both sides wait alike.
 const WINDOW: usize = 500;
@@ -68,6 +72,12 @@ async fn main() -> anyhow::Result<()> {
         purge(&broker, &sink).await?;
     }
     let [p50, p99, c50, c99] = latency(&pool, &broker, &topology, &env, &sink).await?;
+    let (mut raw_consumed, mut consumed) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let (r, c) = consume_round(&pool, &broker, &topology, &env, &settings, events / 4).await?;
+        raw_consumed.push(r);
+        consumed.push(c);
+    }
     let raw_rate = median(&mut raw);
     let relay_rate = median(&mut relayed);
     println!("raw lapin confirmed publishes: {raw_rate:.0} msg/s (rounds {raw:.0?})");
@@ -78,6 +88,18 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("at 500 commits/s, row written → confirmed (table): p50 {p50:.1} ms, p99 {p99:.1} ms");
     println!("at 500 commits/s, commit returned → delivered:    p50 {c50:.1} ms, p99 {c99:.1} ms");
+    let raw_consume_rate = median(&mut raw_consumed);
+    let consume_rate = median(&mut consumed);
+    println!(
+        "raw lapin consume, ack each:   {raw_consume_rate:.0} msg/s (rounds {raw_consumed:.0?})"
+    );
+    println!(
+        "consumer (inbox+handler+commit, ack): {consume_rate:.0} msg/s (rounds {consumed:.0?})"
+    );
+    println!(
+        "ratio consumer / raw consume:  {:.2}",
+        consume_rate / raw_consume_rate
+    );
     let channel = broker
         .connection()
         .map_err(anyhow::Error::msg)?
@@ -288,6 +310,110 @@ async fn latency(
     .fetch_one(pool)
     .await?;
     Ok([p50, p99, pct(&client, 0.5), pct(&client, 0.99)])
+}
+
+/// The consumer against raw lapin consuming, each from a queue pre-filled with `n` messages:
+/// raw acks each delivery; the consumer runs inbox insert + a one-row handler + commit, then acks.
+async fn consume_round(
+    pool: &PgPool,
+    broker: &Broker,
+    topology: &Topology,
+    env: &TestEnv,
+    settings: &AmqpSettings,
+    n: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let channel = lab_messaging::topology::confirm_channel(broker).await?;
+    topology.declare(&channel, &[]).await?;
+    let raw_queue = format!("{}bench.raw-consume", settings.prefix);
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(raw_queue.as_str().into(), durable, FieldTable::default())
+        .await?;
+    for queue in [raw_queue.as_str(), &topology.queue()] {
+        for window in (0..n).collect::<Vec<_>>().chunks(WINDOW) {
+            let mut confirms = Vec::new();
+            for i in window {
+                let m = event(*i);
+                confirms.push(
+                    channel
+                        .basic_publish(
+                            "".into(),
+                            queue.into(),
+                            BasicPublishOptions::default(),
+                            &m.to_body()?,
+                            m.properties(),
+                        )
+                        .await?,
+                );
+            }
+            futures::future::join_all(confirms).await;
+        }
+    }
+
+    channel
+        .basic_qos(settings.prefetch, Default::default())
+        .await?;
+    let mut deliveries = channel
+        .basic_consume(
+            raw_queue.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let started = Instant::now();
+    for _ in 0..n {
+        let delivery = deliveries.next().await.context("raw consumer ended")??;
+        delivery.ack(Default::default()).await?;
+    }
+    let raw_rate = n as f64 / started.elapsed().as_secs_f64();
+    channel.close(200, "done".into()).await?;
+
+    sqlx::query("CREATE TABLE IF NOT EXISTS bench_effects (message_id UUID NOT NULL)")
+        .execute(pool)
+        .await?;
+    sqlx::query("TRUNCATE bench_effects, lab_inbox")
+        .execute(pool)
+        .await?;
+    let started = Instant::now();
+    let consumer = Consumer::start(
+        pool.clone(),
+        broker.clone(),
+        topology.clone(),
+        Vec::new(),
+        settings.prefetch,
+        Effects,
+        MessagingMetrics::default(),
+        &env.shutdown_token(),
+    );
+    loop {
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM bench_effects")
+            .fetch_one(pool)
+            .await?;
+        if done >= n as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let rate = n as f64 / started.elapsed().as_secs_f64();
+    consumer.stop().await;
+    Ok((raw_rate, rate))
+}
+
+/// A handler with a minimal state change: one row per message.
+struct Effects;
+
+impl Handler for Effects {
+    async fn handle(&self, tx: &mut PgConnection, message: &Envelope) -> Result<(), HandlerError> {
+        sqlx::query("INSERT INTO bench_effects (message_id) VALUES ($1)")
+            .bind(message.message_id)
+            .execute(&mut *tx)
+            .await?;
+        Ok(())
+    }
 }
 
 fn median(values: &mut [f64]) -> f64 {
