@@ -430,3 +430,56 @@ async fn a_declined_payment_a_failed_capture_and_a_wrong_amount_each_compensate_
         ]
     );
 }
+
+#[tokio::test]
+async fn a_saga_restarted_between_every_pair_of_steps_still_completes_once() {
+    let env = env().await;
+    let bus = Bus::connect(&env).await;
+    let order_id = Uuid::now_v7();
+    let total = || usd(3000);
+    let events: Vec<lab_messaging::Envelope> = vec![
+        envelope(&order(order_id)),
+        envelope(&StockReserved { order_id }),
+        envelope(&session_created(order_id)),
+        envelope(&PaymentAuthorized {
+            order_id,
+            amount: total(),
+        }),
+        envelope(&PaymentCaptured {
+            order_id,
+            amount: total(),
+        }),
+        envelope(&StockCommitted { order_id }),
+    ];
+    let mut sent = Vec::new();
+
+    for event in &events {
+        let app = env.spawn(lab_checkout::build, settings(&env)).await;
+        bus.publish(event).await;
+        sent.extend(bus.step().await);
+        app.shutdown().await.unwrap();
+    }
+    let app = env.spawn(lab_checkout::build, settings(&env)).await;
+    sent.extend(bus.drain(QUIET).await);
+    let saga = saga_of(&app, order_id).await;
+
+    let commands: Vec<&str> = kinds(&sent)
+        .into_iter()
+        .filter(|k| *k != SagaTransitioned::NAME)
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            ReserveStock::NAME,
+            CreatePaymentSession::NAME,
+            lab_contracts::CapturePayment::NAME,
+            lab_contracts::CommitStock::NAME,
+        ]
+    );
+    assert_eq!(saga["state"], "Completed");
+    assert_eq!(saga["history"].as_array().unwrap().len(), 6);
+}
+
+fn envelope<T: Message + serde::Serialize>(message: &T) -> lab_messaging::Envelope {
+    lab_messaging::Envelope::new(T::NAME, serde_json::to_value(message).unwrap())
+}
