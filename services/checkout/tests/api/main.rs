@@ -7,6 +7,7 @@
     reason = "test code: a panic is a failed assertion"
 )]
 
+mod deadlines;
 mod faults;
 mod health;
 mod helpers;
