@@ -149,8 +149,10 @@ pub async fn create_claim(
         .await
         .map_err(db_problem)?;
     let status = if claimed.created {
+        state.metrics.claims_created.inc();
         StatusCode::CREATED
     } else {
+        state.metrics.claims_repeated.inc();
         StatusCode::OK
     };
     let result = ClaimResult {

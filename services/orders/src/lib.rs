@@ -11,6 +11,7 @@
 pub mod claims;
 pub mod domain;
 pub mod messages;
+pub mod metrics;
 pub mod orders;
 pub mod prices;
 pub mod routes;
@@ -122,6 +123,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         .with(AmqpProbe(broker.clone()));
     let metrics = Metrics::default();
     messages::start(&pool, &broker, &settings.amqp, &metrics, &shutdown);
+    let orders_metrics = metrics::OrdersMetrics::register(&metrics);
     let app = ServiceApp {
         name: NAME,
         instance_id: instance_id.clone().into(),
@@ -132,6 +134,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let state = routes::AppState {
         pool,
         catalog,
+        metrics: orders_metrics,
         settings: Arc::new(settings.clone()),
     };
     let router = app.router(routes::router(state));

@@ -272,17 +272,23 @@ pub struct Stored {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// The order `id` with its lines and saga history, if it exists.
+/// The order `id` with its lines and saga history, if it exists. One snapshot for all three
+/// reads, so a transition committing in between cannot show in the history while the status
+/// still says `Pending`.
 pub async fn get(
     pool: &PgPool,
     id: Uuid,
 ) -> Result<Option<(Stored, Vec<LineView>, Vec<Transition>)>, OrderError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
     let Some(order) = sqlx::query_as::<_, Stored>(
         "SELECT id, customer, status, provider, currency, total_minor, placed_at, finished_at \
          FROM orders WHERE id = $1",
     )
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?
     else {
         return Ok(None);
@@ -292,7 +298,7 @@ pub async fn get(
          WHERE order_id = $1 ORDER BY line_no",
     )
     .bind(id)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
     let history = sqlx::query_as::<_, Transition>(
         "SELECT from_state AS \"from\", to_state AS \"to\", event, terminal, compensations, \
@@ -300,7 +306,8 @@ pub async fn get(
          FROM order_history WHERE order_id = $1 ORDER BY occurred_at, id",
     )
     .bind(id)
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     Ok(Some((order, lines, history)))
 }

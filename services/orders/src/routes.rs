@@ -23,6 +23,8 @@ pub struct AppState {
     pub pool: sqlx::PgPool,
     /// Where prices come from.
     pub catalog: Catalog,
+    /// Placements, replays, claims.
+    pub metrics: crate::metrics::OrdersMetrics,
     pub settings: Arc<crate::Settings>,
 }
 
@@ -155,10 +157,17 @@ fn key_reused() -> Problem {
     .detail("this key already placed an order with other lines or another provider; use a new key")
 }
 
-fn repeat(existing: &orders::Existing, provider: Provider, wanted: &[domain::Wanted]) -> Response {
+fn repeat(
+    state: &AppState,
+    existing: &orders::Existing,
+    provider: Provider,
+    wanted: &[domain::Wanted],
+) -> Response {
     if existing.same_request(provider, wanted) {
+        state.metrics.replayed.inc();
         accepted(existing.order_id, existing.status, true)
     } else {
+        state.metrics.key_reused.inc();
         key_reused().into_response()
     }
 }
@@ -190,7 +199,7 @@ pub async fn place_order(
         .await
         .map_err(order_problem)?
     {
-        return Ok(repeat(&existing, provider, &wanted));
+        return Ok(repeat(&state, &existing, provider, &wanted));
     }
 
     let mut ids: Vec<Uuid> = wanted.iter().map(|w| w.product_id).collect();
@@ -238,8 +247,11 @@ pub async fn place_order(
         .await
         .map_err(order_problem)?
     {
-        Placed::New { order_id } => Ok(accepted(order_id, OrderStatus::Pending, false)),
-        Placed::Repeat(existing) => Ok(repeat(&existing, provider, &wanted)),
+        Placed::New { order_id } => {
+            state.metrics.placed.inc();
+            Ok(accepted(order_id, OrderStatus::Pending, false))
+        }
+        Placed::Repeat(existing) => Ok(repeat(&state, &existing, provider, &wanted)),
     }
 }
 

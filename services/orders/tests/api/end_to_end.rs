@@ -7,7 +7,7 @@ use lab_catalog::seed::seed_id;
 use lab_test_support::{ServiceMigrator, TestApp, TestEnv, eventually};
 use serde_json::{Value, json};
 
-use crate::helpers::{DEADLINE, get_order, line, place, settings, spawn_catalog};
+use crate::helpers::{DEADLINE, declare_queues, get_order, line, place, settings, spawn_catalog};
 
 const MIGRATIONS: &[ServiceMigrator] = &[
     (lab_orders::NAME, &lab_orders::MIGRATOR),
@@ -19,6 +19,15 @@ const MIGRATIONS: &[ServiceMigrator] = &[
 /// `session_ms`.
 async fn cluster(session_ms: u64) -> (TestApp, TestApp, TestApp) {
     let env = TestEnv::builder().with_database(MIGRATIONS).start().await;
+    declare_queues(
+        &env,
+        &[
+            (lab_orders::NAME, lab_orders::messages::routing_keys()),
+            (lab_catalog::NAME, lab_catalog::messages::routing_keys()),
+            (lab_checkout::NAME, lab_checkout::messages::routing_keys()),
+        ],
+    )
+    .await;
     let catalog = spawn_catalog(&env).await;
     let checkout_settings = lab_checkout::Settings {
         http: env.http(1),

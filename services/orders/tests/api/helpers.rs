@@ -178,6 +178,29 @@ pub async fn tap(app: &TestApp, pattern: &str) -> (Channel, String, String) {
     (channel, name, topology.exchange())
 }
 
+/// Declares each `(service, routing keys)` queue with its bindings on `env`'s broker, as the
+/// services' consumers will (idempotent): a message published before a consumer has declared its
+/// queue would otherwise be routed nowhere and lost.
+pub async fn declare_queues(env: &TestEnv, queues: &[(&str, Vec<String>)]) {
+    let settings = env.amqp();
+    let broker = Broker::start(&settings, "orders-test", env.shutdown_token());
+    let conn = eventually(DEADLINE, || {
+        let b = broker.clone();
+        async move { b.connection().ok() }
+    })
+    .await
+    .unwrap();
+    for (service, keys) in queues {
+        // A channel each: a failed declaration closes the channel it ran on.
+        let channel = conn.create_channel().await.unwrap();
+        Topology::new(&settings, service)
+            .declare(&channel, keys)
+            .await
+            .unwrap();
+        let _ = channel.close(200, "declared".into()).await;
+    }
+}
+
 /// The next message on the tap within `deadline`, if any.
 pub async fn next_message(channel: &Channel, queue: &str, deadline: Duration) -> Option<Envelope> {
     eventually(deadline, || async {

@@ -211,6 +211,9 @@ async fn the_same_key_sent_ten_times_at_once_places_one_order_and_one_event() {
     assert!(first.is_some());
     assert!(second.is_none(), "no second OrderPlaced was published");
     assert_eq!(events_written(&orders).await, 1);
+    let metrics = orders.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("orders_placed_total 1\n"), "{metrics}");
+    assert!(metrics.contains("orders_replayed_total 9\n"), "{metrics}");
 }
 
 #[tokio::test]
