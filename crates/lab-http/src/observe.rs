@@ -81,7 +81,7 @@ pub async fn observe(State(state): State<ObserveState>, mut req: Request, next: 
         .headers()
         .get(&X_REQUEST_ID)
         .and_then(accept_request_id)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string());
+        .unwrap_or_else(new_request_id);
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -130,6 +130,20 @@ pub async fn observe(State(state): State<ObserveState>, mut req: Request, next: 
         headers.insert(X_INSTANCE_ID.clone(), v);
     }
     response
+}
+
+/// A request id unique across processes and restarts: a random per-process prefix and a counter.
+/// (A UUIDv7 per request asked the kernel for randomness each time: visible in profiles.)
+fn new_request_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(rand::random);
+    format!(
+        "{prefix:016x}{:016x}",
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// `<service>-<replica>-<4 random hex>`: tells replicas apart, and a restarted process from its

@@ -1,7 +1,9 @@
 //! The catalog's HTTP API: products and inventory with ETags on every read and `If-Match` on
 //! every write, product reads through the two-level cache (`X-Cache` says which level answered).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use axum::body::Bytes;
 
 use axum::Router;
 use axum::extract::State;
@@ -22,7 +24,7 @@ use crate::products::{self, Inventory, NewProduct, Product, ProductChanges};
 #[derive(Clone)]
 pub struct AppState {
     pub pool: sqlx::PgPool,
-    pub cache: Arc<TwoLevel<Product>>,
+    pub cache: Arc<TwoLevel<CachedProduct>>,
     pub instance_id: Arc<str>,
     pub settings: Arc<crate::Settings>,
     pub http: reqwest::Client,
@@ -64,14 +66,40 @@ fn product_not_found(id: Uuid) -> Problem {
     Problem::not_found(format!("no product {id}"))
 }
 
+/// A product as the cache holds it, with its JSON body rendered at most once per version:
+/// a cached read then costs a lookup and a reference count, not a serialisation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CachedProduct {
+    pub product: Product,
+    #[serde(skip)]
+    json: OnceLock<Bytes>,
+}
+
+impl CachedProduct {
+    pub fn new(product: Product) -> Self {
+        Self {
+            product,
+            json: OnceLock::new(),
+        }
+    }
+
+    /// The JSON body, rendered on first use.
+    pub fn json(&self) -> Bytes {
+        self.json
+            .get_or_init(|| Bytes::from(serde_json::to_vec(&self.product).unwrap_or_default()))
+            .clone()
+    }
+}
+
 /// Reads a product through the cache (or straight from the database when the cache is bypassed).
 pub async fn read_product(
     state: &AppState,
     id: Uuid,
     single_flight: bool,
-) -> Result<Option<(Product, Source)>, Problem> {
+) -> Result<Option<(Arc<Versioned<CachedProduct>>, Source)>, Problem> {
     let pool = state.pool.clone();
-    let loaded = state
+    state
         .cache
         .get(&id.to_string(), single_flight, || async move {
             products::get(&pool, id)
@@ -79,14 +107,13 @@ pub async fn read_product(
                 .map(|p| {
                     p.map(|p| Versioned {
                         version: p.version,
-                        value: p,
+                        value: CachedProduct::new(p),
                     })
                 })
                 .map_err(|e| lab_db::short_reason(&e))
         })
         .await
-        .map_err(|reason| Problem::unavailable("postgres", reason))?;
-    Ok(loaded.map(|(entry, source)| (entry.value.clone(), source)))
+        .map_err(|reason| Problem::unavailable("postgres", reason))
 }
 
 fn with_etag(mut response: Response, xmin: &str, cache_control: &'static str) -> Response {
@@ -168,20 +195,48 @@ pub async fn list_products(
 pub async fn get_product(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
 ) -> Result<Response, Problem> {
-    let (product, source) = read_product(&state, id, state.settings.single_flight)
+    let (cached, source) = read_product(&state, id, state.settings.single_flight)
         .await?
         .ok_or_else(|| product_not_found(id))?;
-    let mut response = if occ::not_modified(&headers, &product.xmin) {
+    let xmin = &cached.value.product.xmin;
+    let mut response = if if_none_match.matches(xmin) {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
-        Json(&product).into_response()
+        (
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
+            cached.value.json(),
+        )
+            .into_response()
     };
     response
         .headers_mut()
         .insert("x-cache", HeaderValue::from_static(source.as_str()));
-    Ok(with_etag(response, &product.xmin, PRODUCT_CACHE_CONTROL))
+    Ok(with_etag(response, xmin, PRODUCT_CACHE_CONTROL))
+}
+
+/// The `If-None-Match` header alone (extracting the whole `HeaderMap` would copy it per read).
+pub struct IfNoneMatch(Option<HeaderValue>);
+
+impl IfNoneMatch {
+    fn matches(&self, xmin: &str) -> bool {
+        occ::not_modified(self.0.as_ref(), xmin)
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get(header::IF_NONE_MATCH).cloned()))
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
