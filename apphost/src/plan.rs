@@ -131,8 +131,35 @@ pub fn plan(wiring: &Wiring, mut listen: impl FnMut(&str) -> SocketAddr) -> Vec<
             });
         }
     }
+    wire_catalog_users(&mut procs);
     wire_bff(&mut procs, wiring);
     procs
+}
+
+/// Every catalog replica learns its peers (the race and cache demos span them); orders learns
+/// where to snapshot prices and starts after the catalog.
+fn wire_catalog_users(procs: &mut [ProcSpec]) {
+    let catalog: Vec<(String, String)> = procs
+        .iter()
+        .filter(|p| p.service == "catalog")
+        .map(|p| (p.name.clone(), p.url()))
+        .collect();
+    let urls = catalog
+        .iter()
+        .map(|(_, u)| u.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
+    for p in procs.iter_mut() {
+        match p.service {
+            "catalog" => p.env.push(("LAB_CATALOG__PEERS".into(), urls.clone())),
+            "orders" => {
+                p.env
+                    .push(("LAB_ORDERS__CATALOG_URLS".into(), urls.clone()));
+                p.after.extend(catalog.iter().map(|(n, _)| n.clone()));
+            }
+            _ => {}
+        }
+    }
 }
 
 /// The BFF learns every other instance's URL and starts after all of them.
@@ -199,6 +226,19 @@ mod tests {
             "http://127.0.0.1:9002,http://127.0.0.1:9003"
         );
         assert_eq!(env["LAB_BFF__VAULT_ADDR"], "http://v");
+        let orders = procs.iter().find(|p| p.service == "orders").unwrap();
+        let orders_env: std::collections::BTreeMap<_, _> = orders.env.iter().cloned().collect();
+        assert_eq!(
+            orders_env["LAB_ORDERS__CATALOG_URLS"],
+            "http://127.0.0.1:9002,http://127.0.0.1:9003"
+        );
+        assert_eq!(orders.after, ["catalog-1", "catalog-2"]);
+        assert!(
+            procs[1]
+                .env
+                .iter()
+                .any(|(k, v)| k == "LAB_CATALOG__PEERS" && v.contains("9003"))
+        );
         assert_eq!(bff.after.len(), 7);
         let psp = &procs[6];
         assert!(
