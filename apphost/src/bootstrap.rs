@@ -84,9 +84,17 @@ pub async fn prepare(
             .map_err(sql)?;
     }
     if let Some(password) = vault_admin_password {
-        ensure_vault_admin(&mut conn, database, password)
-            .await
-            .map_err(sql)?;
+        // Roles are cluster-wide: another database's bootstrap may be changing them right now.
+        let mut attempt = 0u64;
+        loop {
+            match ensure_vault_admin(&mut conn, database, password).await {
+                Err(e) if attempt < 8 && pg::is_concurrent_catalog_update(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(10 * attempt)).await;
+                }
+                other => break other.map_err(sql)?,
+            }
+        }
     }
     let _ = conn.close().await;
     Ok(())

@@ -57,9 +57,60 @@ pub async fn ensure_database(
     Ok(true)
 }
 
-/// Creates the owner role and, in the connected database, the schema it owns. Roles are
-/// cluster-wide; a cluster-wide advisory lock makes concurrent callers safe.
+/// Whether `e` is PostgreSQL refusing a concurrent change to a shared catalog row: two sessions
+/// altering or creating the same role at once ("tuple concurrently updated", a duplicate role
+/// name). Roles are cluster-wide but advisory locks are per database, so bootstraps of two
+/// databases can collide; repeating the idempotent step is the fix.
+pub fn is_concurrent_catalog_update(e: &sqlx::Error) -> bool {
+    let Some(db) = e.as_database_error() else {
+        return false;
+    };
+    matches!(db.code().as_deref(), Some("XX000") if db.message().contains("concurrently"))
+        || matches!(
+            db.code().as_deref(),
+            Some("23505" | "42710" | "40001" | "40P01")
+        )
+}
+
+/// Runs an idempotent bootstrap step again (up to 8 times, with a growing pause) while it
+/// collides with another session changing the same roles.
+macro_rules! retrying {
+    ($step:expr) => {{
+        let mut attempt = 0u32;
+        loop {
+            match $step.await {
+                Err(e) if attempt < 8 && is_concurrent_catalog_update(&e) => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(
+                        10 * u64::from(attempt) + u64::from(rand_jitter()),
+                    ))
+                    .await;
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+/// 0–15 ms, so two colliding sessions do not retry in lockstep.
+fn rand_jitter() -> u8 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    (nanos % 16) as u8
+}
+
+/// Creates the owner role and, in the connected database, the schema it owns. Within one
+/// database an advisory lock serialises callers; across databases, collisions are retried.
 pub async fn ensure_service_schema(
+    admin: &mut PgConnection,
+    service: &str,
+) -> Result<(), sqlx::Error> {
+    retrying!(ensure_service_schema_once(&mut *admin, service))
+}
+
+async fn ensure_service_schema_once(
     admin: &mut PgConnection,
     service: &str,
 ) -> Result<(), sqlx::Error> {
@@ -99,6 +150,14 @@ pub async fn ensure_service_schema(
 /// Creates or updates the static login of `service`: a member of the owner role whose sessions
 /// run as the owner and see the service's schema first.
 pub async fn ensure_static_login(
+    admin: &mut PgConnection,
+    service: &str,
+    password: &str,
+) -> Result<(), sqlx::Error> {
+    retrying!(ensure_static_login_once(&mut *admin, service, password))
+}
+
+async fn ensure_static_login_once(
     admin: &mut PgConnection,
     service: &str,
     password: &str,
@@ -149,14 +208,12 @@ pub async fn grant_connect(
     db: &str,
     service: &str,
 ) -> Result<(), sqlx::Error> {
-    ddl(
-        admin,
+    retrying!(ddl(
+        &mut *admin,
         format!(
             "GRANT CONNECT, TEMPORARY ON DATABASE {} TO {}",
             ident(db),
             ident(&owner_role(service))
         ),
-    )
-    .await?;
-    Ok(())
+    ))
 }
