@@ -64,8 +64,11 @@ impl ServiceApp {
         doc.info.title = format!("lab {}", self.name);
         let openapi = Arc::new(doc.to_pretty_json().unwrap_or_else(|_| "{}".into()));
         let observe_state = observe::ObserveState {
+            instance_header: HeaderValue::from_str(&self.instance_id)
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid-instance-id")),
             instance_id: self.instance_id.clone(),
             metrics: http_metrics,
+            routes: observe::Routes::default(),
         };
         let platform = Router::new()
             .route("/livez", get(livez))

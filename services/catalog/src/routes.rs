@@ -74,6 +74,8 @@ pub struct CachedProduct {
     pub product: Product,
     #[serde(skip)]
     json: OnceLock<Bytes>,
+    #[serde(skip)]
+    etag: OnceLock<HeaderValue>,
 }
 
 impl CachedProduct {
@@ -81,6 +83,7 @@ impl CachedProduct {
         Self {
             product,
             json: OnceLock::new(),
+            etag: OnceLock::new(),
         }
     }
 
@@ -88,6 +91,13 @@ impl CachedProduct {
     pub fn json(&self) -> Bytes {
         self.json
             .get_or_init(|| Bytes::from(serde_json::to_vec(&self.product).unwrap_or_default()))
+            .clone()
+    }
+
+    /// The `ETag` header value, built on first use.
+    pub fn etag(&self) -> HeaderValue {
+        self.etag
+            .get_or_init(|| occ::etag_header(&self.product.xmin))
             .clone()
     }
 }
@@ -101,17 +111,21 @@ pub async fn read_product(
     let pool = state.pool.clone();
     state
         .cache
-        .get(&id.to_string(), single_flight, || async move {
-            products::get(&pool, id)
-                .await
-                .map(|p| {
-                    p.map(|p| Versioned {
-                        version: p.version,
-                        value: CachedProduct::new(p),
+        .get(
+            id.hyphenated().encode_lower(&mut Uuid::encode_buffer()),
+            single_flight,
+            || async move {
+                products::get(&pool, id)
+                    .await
+                    .map(|p| {
+                        p.map(|p| Versioned {
+                            version: p.version,
+                            value: CachedProduct::new(p),
+                        })
                     })
-                })
-                .map_err(|e| lab_db::short_reason(&e))
-        })
+                    .map_err(|e| lab_db::short_reason(&e))
+            },
+        )
         .await
         .map_err(|reason| Problem::unavailable("postgres", reason))
 }
@@ -216,7 +230,13 @@ pub async fn get_product(
     response
         .headers_mut()
         .insert("x-cache", HeaderValue::from_static(source.as_str()));
-    Ok(with_etag(response, xmin, PRODUCT_CACHE_CONTROL))
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, cached.value.etag());
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(PRODUCT_CACHE_CONTROL),
+    );
+    Ok(response)
 }
 
 /// The `If-None-Match` header alone (extracting the whole `HeaderMap` would copy it per read).
