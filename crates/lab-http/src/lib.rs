@@ -83,10 +83,7 @@ impl ServiceApp {
             .merge(platform)
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
-            .layer(axum::middleware::from_fn_with_state(
-                observe_state,
-                observe::observe,
-            ))
+            .layer(observe::ObserveLayer(observe_state))
             .layer(tower_http::catch_panic::CatchPanicLayer::custom(
                 panic_to_problem,
             ))
