@@ -119,3 +119,83 @@ pub fn occupied_port() -> std::net::TcpListener {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap_or_else(|e| panic!("binding a loopback port: {e}"))
 }
+
+/// The fault tests every database-backed service shares, one `#[tokio::test]` per named check,
+/// built on the service's test helpers (`env()`, `settings(&env)`, `MIGRATIONS`):
+///
+/// ```ignore
+/// lab_test_support::fault_tests! {
+///     service: lab_orders, name: "orders", helpers: crate::helpers,
+///     checks: [unreachable_postgres, unreachable_rabbitmq, port_in_use],
+/// }
+/// ```
+/// Checks: `unreachable_postgres` (start-up error names the URL variable), `unreachable_rabbitmq`
+/// (`/readyz` 503 with the reason), `redis_down_and_back` (degraded, then healed without a
+/// restart), `port_in_use` (a one-line error naming the address).
+#[macro_export]
+macro_rules! fault_tests {
+    (
+        service: $krate:ident,
+        name: $name:expr,
+        helpers: $helpers:path,
+        checks: [$($check:ident),* $(,)?] $(,)?
+    ) => {
+        $( $crate::fault_tests!(@$check $krate, $name, $helpers); )*
+    };
+    (@unreachable_postgres $krate:ident, $name:expr, $helpers:path) => {
+        #[::tokio::test]
+        async fn an_unreachable_postgres_at_start_is_an_error_naming_the_url_variable() {
+            let env = $crate::TestEnv::builder().start().await;
+            let settings = $krate::Settings {
+                database: env.unreachable_database($name),
+                ..$krate::Settings::default()
+            };
+
+            $crate::faults::build_refuses_an_unreachable_postgres($krate::build, settings, $name)
+                .await;
+        }
+    };
+    (@unreachable_rabbitmq $krate:ident, $name:expr, $helpers:path) => {
+        #[::tokio::test]
+        async fn an_unreachable_rabbitmq_makes_readyz_503_with_the_reason() {
+            use $helpers as helpers;
+            let env = helpers::env().await;
+            let settings = $krate::Settings {
+                amqp: env.unreachable_amqp(),
+                ..helpers::settings(&env)
+            };
+
+            let app = env.spawn($krate::build, settings).await;
+
+            $crate::faults::readyz_is_503_with_rabbitmq_down(&app).await;
+        }
+    };
+    (@redis_down_and_back $krate:ident, $name:expr, $helpers:path) => {
+        #[::tokio::test]
+        async fn redis_stopping_degrades_readyz_and_its_return_heals_it_without_a_restart() {
+            use $helpers as helpers;
+            let env = $crate::TestEnv::builder()
+                .with_database(helpers::MIGRATIONS)
+                .with_private_redis()
+                .start()
+                .await;
+            let app = env.spawn($krate::build, helpers::settings(&env)).await;
+
+            $crate::faults::readyz_follows_redis_down_and_back(&app).await;
+        }
+    };
+    (@port_in_use $krate:ident, $name:expr, $helpers:path) => {
+        #[::tokio::test]
+        async fn a_listen_port_already_in_use_is_an_error_saying_so() {
+            use $helpers as helpers;
+            let env = helpers::env().await;
+            let holder = $crate::faults::occupied_port();
+            let address = holder.local_addr().expect("the holder's address");
+            let mut settings = helpers::settings(&env);
+            settings.http.listen = address;
+
+            $crate::faults::build_refuses_a_port_in_use($krate::build, settings, &address.to_string())
+                .await;
+        }
+    };
+}

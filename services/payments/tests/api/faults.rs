@@ -1,48 +1,8 @@
 //! Bad input and dependencies that are down: at start, and while the service runs.
 
-use lab_test_support::TestEnv;
-use lab_test_support::faults::{
-    build_refuses_a_port_in_use, build_refuses_an_unreachable_postgres, occupied_port,
-    readyz_is_503_with_rabbitmq_down,
-};
-
-use crate::helpers::{env, settings};
-
-#[tokio::test]
-async fn an_unreachable_postgres_at_start_is_an_error_naming_the_url_variable() {
-    let env = TestEnv::builder().start().await;
-    let settings = lab_payments::Settings {
-        database: env.unreachable_database("payments"),
-        ..lab_payments::Settings::default()
-    };
-
-    build_refuses_an_unreachable_postgres(lab_payments::build, settings, "payments").await;
-}
-
-#[tokio::test]
-async fn an_unreachable_rabbitmq_makes_readyz_503_with_the_reason() {
-    let env = env().await;
-    let settings = lab_payments::Settings {
-        amqp: env.unreachable_amqp(),
-        ..settings(&env)
-    };
-
-    let app = env.spawn(lab_payments::build, settings).await;
-
-    readyz_is_503_with_rabbitmq_down(&app).await;
-}
-
-#[tokio::test]
-async fn a_listen_port_already_in_use_is_an_error_saying_so() {
-    let env = env().await;
-    let holder = occupied_port();
-    let mut settings = settings(&env);
-    settings.http.listen = holder.local_addr().unwrap();
-
-    build_refuses_a_port_in_use(
-        lab_payments::build,
-        settings,
-        &holder.local_addr().unwrap().to_string(),
-    )
-    .await;
+lab_test_support::fault_tests! {
+    service: lab_payments,
+    name: "payments",
+    helpers: crate::helpers,
+    checks: [unreachable_postgres, unreachable_rabbitmq, port_in_use],
 }
