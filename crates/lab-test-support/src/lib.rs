@@ -22,6 +22,7 @@
 //! PostgreSQL to use) and `LAB_TEST_REDIS_URL` / `LAB_TEST_AMQP_URL` (shared Redis, RabbitMQ).
 
 pub mod app;
+pub mod bus;
 pub mod db;
 pub mod faults;
 pub mod platform;
@@ -44,6 +45,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 pub use app::{TestApp, test_client};
+pub use bus::{BUS_DEADLINE, Bus};
 pub use db::{ServiceMigrator, TestDb};
 pub use poll::eventually;
 pub use process::{DevVault, PrivateRedis, closed_port_url, free_port};

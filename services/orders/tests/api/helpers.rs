@@ -4,12 +4,9 @@
 use std::time::Duration;
 
 use lab_config::SecretString;
-use lab_messaging::lapin::Channel;
-use lab_messaging::lapin::options::{BasicGetOptions, QueueBindOptions, QueueDeclareOptions};
-use lab_messaging::lapin::types::FieldTable;
-use lab_messaging::{Broker, Envelope, Topology};
+use lab_messaging::{Broker, Topology};
 use lab_orders::{NAME, Settings};
-use lab_test_support::{ServiceMigrator, TestApp, TestEnv, eventually};
+use lab_test_support::{Bus, ServiceMigrator, TestApp, TestEnv, eventually};
 use serde_json::Value;
 
 /// The migrations the test template holds: orders', and catalog's for the catalog beside it.
@@ -134,48 +131,11 @@ pub async fn get_order(app: &TestApp, id: &str, customer: &str) -> (u16, Value) 
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-/// A channel on the test's broker with a tap queue bound to `pattern`, after declaring the
-/// orders queue and its bindings (idempotent), so a message published before the service's
-/// consumer has declared them is not lost. Returns (channel, tap queue, exchange).
-pub async fn tap(app: &TestApp, pattern: &str) -> (Channel, String, String) {
-    let settings = app.env.amqp();
-    let broker = Broker::start(&settings, "orders-test", app.env.shutdown_token());
-    let conn = eventually(DEADLINE, || {
-        let b = broker.clone();
-        async move { b.connection().ok() }
-    })
-    .await
-    .unwrap();
-    let channel = conn.create_channel().await.unwrap();
-    let topology = Topology::new(&settings, NAME);
-    topology
-        .declare(&channel, &lab_orders::messages::routing_keys())
-        .await
-        .unwrap();
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    let name = queue.name().to_string();
-    channel
-        .queue_bind(
-            name.as_str().into(),
-            topology.exchange().as_str().into(),
-            pattern.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    (channel, name, topology.exchange())
+/// The shared test bus with the orders queue declared (a message published before the
+/// service's consumer has declared it is not lost) and a tap on everything orders publishes.
+pub async fn tap(app: &TestApp) -> Bus {
+    let consumers = [(NAME, lab_orders::messages::routing_keys())];
+    Bus::connect(&app.env, &consumers, "orders.#").await
 }
 
 /// Declares each `(service, routing keys)` queue with its bindings on `env`'s broker, as the
@@ -199,16 +159,4 @@ pub async fn declare_queues(env: &TestEnv, queues: &[(&str, Vec<String>)]) {
             .unwrap();
         let _ = channel.close(200, "declared".into()).await;
     }
-}
-
-/// The next message on the tap within `deadline`, if any.
-pub async fn next_message(channel: &Channel, queue: &str, deadline: Duration) -> Option<Envelope> {
-    eventually(deadline, || async {
-        let got = channel
-            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
-            .await
-            .ok()??;
-        Envelope::from_body(&got.delivery.data).ok()
-    })
-    .await
 }

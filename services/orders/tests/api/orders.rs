@@ -11,8 +11,8 @@ use tokio::sync::Barrier;
 use uuid::Uuid;
 
 use crate::helpers::{
-    CATALOG_ADMIN, DEADLINE, env, get_order, line, next_message, place, settings, shop, spawn_app,
-    spawn_catalog, tap,
+    CATALOG_ADMIN, DEADLINE, env, get_order, line, place, settings, shop, spawn_app, spawn_catalog,
+    tap,
 };
 
 fn cart() -> Value {
@@ -143,10 +143,10 @@ async fn a_dead_catalog_replica_costs_a_retry_not_the_order() {
 #[tokio::test]
 async fn a_placed_order_is_202_pending_priced_by_catalog_and_its_event_is_published() {
     let shop = shop().await;
-    let (channel, queue, _) = tap(&shop.orders, "orders.#").await;
+    let bus = tap(&shop.orders).await;
 
     let (status, headers, body) = place(&shop.orders, Some("k-1"), Some("alice"), &cart()).await;
-    let event = next_message(&channel, &queue, DEADLINE).await;
+    let event = bus.next_within(DEADLINE).await;
     let id = body["order_id"].as_str().unwrap().to_owned();
     let (read_status, order) = get_order(&shop.orders, &id, "alice").await;
 
@@ -176,7 +176,7 @@ async fn a_placed_order_is_202_pending_priced_by_catalog_and_its_event_is_publis
 #[tokio::test]
 async fn the_same_key_sent_ten_times_at_once_places_one_order_and_one_event() {
     let shop = shop().await;
-    let (channel, queue, _) = tap(&shop.orders, "orders.#").await;
+    let bus = tap(&shop.orders).await;
     let barrier = Arc::new(Barrier::new(10));
     let orders = Arc::new(shop.orders);
 
@@ -192,8 +192,8 @@ async fn the_same_key_sent_ten_times_at_once_places_one_order_and_one_event() {
         .into_iter()
         .map(Result::unwrap)
         .collect();
-    let first = next_message(&channel, &queue, DEADLINE).await;
-    let second = next_message(&channel, &queue, Duration::from_secs(1)).await;
+    let first = bus.next_within(DEADLINE).await;
+    let second = bus.next_within(Duration::from_secs(1)).await;
 
     let ids: std::collections::BTreeSet<String> = results
         .iter()

@@ -3,29 +3,11 @@
 
 use lab_contracts::{Message, SagaTransitioned};
 use lab_messaging::Envelope;
-use lab_messaging::lapin::BasicProperties;
-use lab_messaging::lapin::Channel;
-use lab_messaging::lapin::options::BasicPublishOptions;
 use lab_test_support::TestApp;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{DEADLINE, get_order, line, place, shop, tap};
-
-async fn publish(channel: &Channel, exchange: &str, envelope: &Envelope) {
-    channel
-        .basic_publish(
-            exchange.into(),
-            envelope.kind.as_str().into(),
-            BasicPublishOptions::default(),
-            &envelope.to_body().unwrap(),
-            BasicProperties::default(),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-}
 
 fn transition(
     order_id: Uuid,
@@ -89,7 +71,7 @@ async fn order_when(
 #[tokio::test]
 async fn a_completed_saga_completes_the_order_with_its_whole_history() {
     let shop = shop().await;
-    let (channel, _, exchange) = tap(&shop.orders, "orders.#").await;
+    let bus = tap(&shop.orders).await;
     let id = placed(&shop.orders, "frank").await;
     let steps = [
         ("Initiated", "StockReserved", "StockReserved"),
@@ -108,7 +90,7 @@ async fn a_completed_saga_completes_the_order_with_its_whole_history() {
     ];
 
     for (from, to, event) in steps {
-        publish(&channel, &exchange, &transition(id, from, to, event, &[])).await;
+        bus.publish(&transition(id, from, to, event, &[])).await;
     }
     let order = order_when(&shop.orders, id, "frank", |o| {
         o["history"].as_array().is_some_and(|h| h.len() == 5)
@@ -140,7 +122,7 @@ async fn a_completed_saga_completes_the_order_with_its_whole_history() {
 #[tokio::test]
 async fn a_cancelled_order_lists_its_compensations_and_late_or_repeated_events_change_nothing() {
     let shop = shop().await;
-    let (channel, _, exchange) = tap(&shop.orders, "orders.#").await;
+    let bus = tap(&shop.orders).await;
     let id = placed(&shop.orders, "grace").await;
     let reserved = transition(id, "Initiated", "StockReserved", "StockReserved", &[]);
     let cancelled = transition(
@@ -165,11 +147,11 @@ async fn a_cancelled_order_lists_its_compensations_and_late_or_repeated_events_c
         &[],
     );
 
-    publish(&channel, &exchange, &reserved).await;
-    publish(&channel, &exchange, &cancelled).await;
-    publish(&channel, &exchange, &cancelled).await;
-    publish(&channel, &exchange, &late_refund).await;
-    publish(&channel, &exchange, &late_step).await;
+    bus.publish(&reserved).await;
+    bus.publish(&cancelled).await;
+    bus.publish(&cancelled).await;
+    bus.publish(&late_refund).await;
+    bus.publish(&late_step).await;
     let order = order_when(&shop.orders, id, "grace", |o| {
         o["history"].as_array().is_some_and(|h| h.len() == 4)
     })
@@ -200,19 +182,15 @@ async fn a_cancelled_order_lists_its_compensations_and_late_or_repeated_events_c
 #[tokio::test]
 async fn each_terminal_saga_state_is_the_orders_final_status() {
     let shop = shop().await;
-    let (channel, _, exchange) = tap(&shop.orders, "orders.#").await;
+    let bus = tap(&shop.orders).await;
     let mut ids = Vec::new();
     for (i, to) in ["Rejected", "RequiresReview"].into_iter().enumerate() {
         let body = json!({"lines": [line("LAB-MUG", 1)], "provider": "stripe"});
         let (_, _, placed) =
             place(&shop.orders, Some(&format!("k{i}")), Some("heidi"), &body).await;
         let id: Uuid = placed["order_id"].as_str().unwrap().parse().unwrap();
-        publish(
-            &channel,
-            &exchange,
-            &transition(id, "Initiated", to, "Whatever", &[]),
-        )
-        .await;
+        bus.publish(&transition(id, "Initiated", to, "Whatever", &[]))
+            .await;
         ids.push((id, to));
     }
 
