@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use base64::Engine as _;
 use http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
@@ -117,6 +117,7 @@ pub fn router() -> axum::Router<Psp> {
             post(refund_capture),
         )
         .route("/paypal/certs/{name}", get(get_certificate))
+        .route("/paypal/{*rest}", any(unknown_url))
 }
 
 type Id = Result<Path<String>, PathRejection>;
@@ -240,6 +241,11 @@ pub async fn get_certificate(State(psp): State<Psp>, name: Id) -> Response {
         psp.leaf_cert_pem.to_string(),
     )
         .into_response()
+}
+
+/// Any other path under `/paypal`.
+async fn unknown_url(uri: http::Uri) -> Response {
+    PaypalError::NotFound(uri.path().to_owned()).into_response()
 }
 
 fn authorize(psp: &Psp, headers: &HeaderMap) -> Result<(), PaypalError> {
