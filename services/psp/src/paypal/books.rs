@@ -43,6 +43,8 @@ pub(super) struct Order {
     pub(super) custom_id: String,
     /// What was asked (orders) or moved (payments).
     pub(super) amount: Money,
+    /// The PSP's public URL when the order was made, base of its links.
+    pub(super) base_url: String,
     /// `CREATED`, `COMPLETED` or `VOIDED`.
     pub(super) status: &'static str,
     /// Unix seconds.
@@ -130,12 +132,12 @@ pub(super) fn parse_decimal(raw: &str) -> Option<i64> {
 }
 
 impl Books {
-    pub fn order_json(&self, id: &str, base_url: &str) -> Result<Value, PaypalError> {
+    pub fn order_json(&self, id: &str) -> Result<Value, PaypalError> {
         let o = self
             .orders
             .get(id)
             .ok_or_else(|| PaypalError::NotFound(id.to_owned()))?;
-        Ok(self.order_value(o, o.status, base_url))
+        Ok(self.order_value(o, o.status))
     }
 
     /// What the hosted page shows of order `id`, if it is one.
@@ -159,7 +161,8 @@ impl Books {
             .is_some()
     }
 
-    pub(super) fn order_value(&self, o: &Order, status: &str, base: &str) -> Value {
+    pub(super) fn order_value(&self, o: &Order, status: &str) -> Value {
+        let base = &o.base_url;
         let list = |ids: &[String], map: &HashMap<String, Payment>, kind| {
             ids.iter()
                 .filter_map(|id| map.get(id))

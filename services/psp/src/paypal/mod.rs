@@ -183,8 +183,7 @@ pub async fn create_order(State(psp): State<Psp>, headers: HeaderMap, body: Byte
 pub async fn get_order(State(psp): State<Psp>, headers: HeaderMap, id: Id) -> Response {
     let result = authorize(&psp, &headers).and_then(|()| {
         let Path(id) = id.map_err(|e| PaypalError::invalid("id", e.body_text()))?;
-        let base = psp.base_url().to_owned();
-        psp.with_ledger(|ledger, _| ledger.paypal.order_json(&id, &base))
+        psp.with_ledger(|ledger, _| ledger.paypal.order_json(&id))
     });
     match result {
         Ok(value) => axum::Json(value).into_response(),

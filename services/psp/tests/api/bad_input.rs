@@ -11,10 +11,15 @@ type Form<'a> = &'a [(&'a str, &'a str)];
 #[tokio::test]
 async fn malformed_stripe_parameters_are_400_naming_the_parameter() {
     let psp = Psp::start(&[]).await;
-    let cases: [(Form, &str, &str); 6] = [
+    let cases: [(Form, &str, &str); 7] = [
         (&[("currency", "eur")], "parameter_missing", "amount"),
         (
             &[("amount", "abc"), ("currency", "eur")],
+            "parameter_invalid",
+            "amount",
+        ),
+        (
+            &[("amount", "100000000"), ("currency", "eur")],
             "parameter_invalid",
             "amount",
         ),
