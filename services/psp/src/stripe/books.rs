@@ -2,7 +2,7 @@
 //! payment intent (`requires_payment_method` → `requires_capture` → `succeeded` | `canceled`),
 //! refunds, and how each is written as JSON. The transitions are in `ops.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Value, json};
 
@@ -28,6 +28,9 @@ pub struct Books {
     pub(super) sessions: HashMap<String, Session>,
     /// Payment intents by id.
     pub(super) intents: HashMap<String, Intent>,
+    /// `(expires_at, id)` of every session created, soonest first, so the expiry check on each
+    /// call looks at the due ones only; entries of sessions no longer open are skipped.
+    pub(super) expiries: BTreeSet<(i64, String)>,
     /// Refunds by id, as answered.
     pub(super) refunds: HashMap<String, Value>,
     /// Answers per `Idempotency-Key`.

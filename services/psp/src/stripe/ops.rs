@@ -76,6 +76,7 @@ pub fn create_session(
             cancellation_reason: None,
         },
     );
+    books.expiries.insert((expires_at, id.clone()));
     books.sessions.insert(
         id.clone(),
         Session {
@@ -146,14 +147,13 @@ pub fn decline(books: &mut Books, id: &str, outbox: &mut Outbox) -> Result<(), S
 
 /// Expires every open session past its `expires_at`.
 pub fn expire_due(books: &mut Books, now: i64, outbox: &mut Outbox) {
-    let due: Vec<String> = books
-        .sessions
-        .values()
-        .filter(|s| s.status == "open" && s.expires_at <= now)
-        .map(|s| s.id.clone())
-        .collect();
-    for id in due {
-        expire(books, &id, outbox);
+    while books.expiries.first().is_some_and(|(at, _)| *at <= now) {
+        let Some((_, id)) = books.expiries.pop_first() else {
+            return;
+        };
+        if books.sessions.get(&id).is_some_and(|s| s.status == "open") {
+            expire(books, &id, outbox);
+        }
     }
 }
 
