@@ -12,6 +12,7 @@ pub fn settings(env: &TestEnv) -> Settings {
         http: env.http(1),
         database: env.database(NAME),
         amqp: env.amqp(),
+        ..Settings::default()
     }
 }
 
