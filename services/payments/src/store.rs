@@ -124,6 +124,20 @@ pub async fn get(pool: &PgPool, order_id: Uuid) -> Result<Option<Payment>, Store
     )
 }
 
+/// The order whose payment has Stripe intent `intent_id` (a refund event names the intent, not
+/// always the order).
+pub async fn order_of_intent(
+    conn: &mut PgConnection,
+    intent_id: &str,
+) -> Result<Option<Uuid>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT order_id FROM payments WHERE intent_id = $1")
+            .bind(intent_id)
+            .fetch_optional(conn)
+            .await?,
+    )
+}
+
 /// Stores an opened session.
 pub async fn insert_session(
     conn: &mut PgConnection,

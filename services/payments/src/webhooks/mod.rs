@@ -144,11 +144,18 @@ const LOCK_TIMEOUT: &str = "5s";
 async fn ingest(
     state: &AppState,
     source: &str,
-    event: Event,
+    mut event: Event,
     raw: &Value,
 ) -> Result<Json<Accepted>, Problem> {
     let fail = |e: store::StoreError| store_problem(e);
     let mut tx = state.pool.begin().await.map_err(|e| fail(e.into()))?;
+    if event.order_id.is_none()
+        && let Some(intent) = &event.observed.intent_id
+    {
+        event.order_id = store::order_of_intent(&mut tx, intent)
+            .await
+            .map_err(fail)?;
+    }
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"
     )))

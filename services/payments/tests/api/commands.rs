@@ -248,3 +248,88 @@ async fn a_session_at_an_unknown_provider_fails() {
     let (_, payment) = h.payment(order).await;
     assert_eq!(payment["state"], "failed");
 }
+
+/// A PayPal webhook body about order `order_id`.
+fn paypal_event(event_id: &str, kind: &str, order_id: Uuid, resource_id: &str) -> String {
+    serde_json::json!({
+        "id": event_id,
+        "event_type": kind,
+        "create_time": chrono::Utc::now().to_rfc3339(),
+        "resource": {
+            "id": resource_id,
+            "custom_id": order_id.to_string(),
+            "amount": {"currency_code": "EUR", "value": "12.34"},
+        },
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn a_paypal_payment_goes_from_session_to_refund_with_exact_decimal_amounts() {
+    let h = Harness::start().await;
+    let order = Uuid::now_v7();
+
+    let created = h.open_session(order, "paypal", 1234).await;
+    assert_eq!(created["session_id"], format!("PAYID-{order}"));
+    let body = paypal_event("WH-A", "PAYMENT.AUTHORIZATION.CREATED", order, "AUTH-9");
+    let (status, _) = h.paypal(&body, &h.cert_url(), false).await;
+    assert_eq!(status, 200);
+    h.bus.until("payments.authorized").await;
+    h.bus
+        .send(&CapturePayment {
+            order_id: order,
+            amount: eur(1234),
+        })
+        .await;
+    h.bus.until("payments.captured").await;
+    h.bus
+        .send(&RefundPayment {
+            order_id: order,
+            reason: "requires review".into(),
+        })
+        .await;
+
+    let seen = h.bus.until("payments.refunded").await;
+    assert_eq!(seen.last().unwrap().payload["amount"]["amount_minor"], 1234);
+    let calls = h.calls();
+    assert!(
+        calls.contains(&format!("orders lab-{order}-create-session \"12.34\"")),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&format!("capture AUTH-9 lab-{order}-capture")),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&format!("refund CAPTURE-1 lab-{order}-refund")),
+        "{calls:?}"
+    );
+    let (_, payment) = h.payment(order).await;
+    assert_eq!(payment["state"], "refunded");
+    assert_eq!(payment["authorization_id"], "AUTH-9");
+    assert_eq!(payment["capture_id"], "CAPTURE-1");
+    assert_eq!(payment["refund_id"], "REFUND-1");
+}
+
+#[tokio::test]
+async fn a_paypal_capture_completed_webhook_after_the_capture_command_changes_nothing() {
+    let h = Harness::start().await;
+    let order = Uuid::now_v7();
+    h.open_session(order, "paypal", 1234).await;
+    let body = paypal_event("WH-B", "PAYMENT.AUTHORIZATION.CREATED", order, "AUTH-9");
+    h.paypal(&body, &h.cert_url(), false).await;
+    h.bus.until("payments.authorized").await;
+    h.bus
+        .send(&CapturePayment {
+            order_id: order,
+            amount: eur(1234),
+        })
+        .await;
+    h.bus.until("payments.captured").await;
+
+    let late = paypal_event("WH-C", "PAYMENT.CAPTURE.COMPLETED", order, "CAPTURE-1");
+    let (status, answer) = h.paypal(&late, &h.cert_url(), false).await;
+
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("ignored")));
+    assert!(h.bus.drain(QUIET).await.is_empty());
+}

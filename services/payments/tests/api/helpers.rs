@@ -190,6 +190,71 @@ async fn refund(State(psp): State<Psp>, headers: axum::http::HeaderMap) -> Answe
     ))
 }
 
+async fn paypal_token(State(psp): State<Psp>) -> Answer {
+    psp.note("token".into()).map_err(blip)?;
+    Ok(axum::Json(
+        json!({"access_token": "A21-test", "token_type": "Bearer", "expires_in": 32400}),
+    ))
+}
+
+async fn paypal_order(
+    State(psp): State<Psp>,
+    headers: axum::http::HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Answer {
+    psp.note(format!(
+        "orders {} {}",
+        key(&headers),
+        body["purchase_units"][0]["amount"]["value"]
+    ))
+    .map_err(blip)?;
+    let order = body["purchase_units"][0]["custom_id"]
+        .as_str()
+        .unwrap_or_default();
+    Ok(axum::Json(json!({
+        "id": format!("PAYID-{order}"),
+        "status": "CREATED",
+        "links": [
+            {"rel": "self", "href": format!("{}/paypal/v2/checkout/orders/PAYID-{order}", psp.base)},
+            {"rel": "approve", "href": format!("{}/pay/PAYID-{order}", psp.base)},
+        ],
+    })))
+}
+
+async fn paypal_capture(
+    State(psp): State<Psp>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+    axum::Json(body): axum::Json<Value>,
+) -> Answer {
+    psp.note(format!("capture {id} {}", key(&headers)))
+        .map_err(blip)?;
+    Ok(axum::Json(
+        json!({"id": "CAPTURE-1", "status": "COMPLETED", "amount": body["amount"]}),
+    ))
+}
+
+async fn paypal_void(
+    State(psp): State<Psp>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Answer {
+    psp.note(format!("void {id} {}", key(&headers)))
+        .map_err(blip)?;
+    Ok(axum::Json(json!({"id": id, "status": "VOIDED"})))
+}
+
+async fn paypal_refund(
+    State(psp): State<Psp>,
+    Path(id): Path<String>,
+    headers: axum::http::HeaderMap,
+) -> Answer {
+    psp.note(format!("refund {id} {}", key(&headers)))
+        .map_err(blip)?;
+    Ok(axum::Json(json!({"id": "REFUND-1", "status": "COMPLETED",
+        "amount": {"currency_code": "EUR", "value": "12.34"}})))
+}
+
 async fn leaf_cert(State(psp): State<Psp>) -> String {
     psp.log
         .lock()
@@ -296,6 +361,20 @@ impl Harness {
             .route("/stripe/v1/payment_intents/{id}/capture", post(capture))
             .route("/stripe/v1/payment_intents/{id}/cancel", post(cancel))
             .route("/stripe/v1/refunds", post(refund))
+            .route("/paypal/v1/oauth2/token", post(paypal_token))
+            .route("/paypal/v2/checkout/orders", post(paypal_order))
+            .route(
+                "/paypal/v2/payments/authorizations/{id}/capture",
+                post(paypal_capture),
+            )
+            .route(
+                "/paypal/v2/payments/authorizations/{id}/void",
+                post(paypal_void),
+            )
+            .route(
+                "/paypal/v2/payments/captures/{id}/refund",
+                post(paypal_refund),
+            )
             .route("/certs/leaf.pem", get(leaf_cert))
             .route("/certs/rogue.pem", get(rogue_cert))
             .with_state(psp);

@@ -263,3 +263,34 @@ async fn a_missing_signature_or_a_body_that_is_not_json_is_a_400_problem() {
     assert_eq!(malformed, 400);
     assert_eq!(malformed_problem["type"], "urn:lab:problem:malformed-json");
 }
+
+#[tokio::test]
+async fn a_refund_event_naming_only_its_intent_finds_the_payment() {
+    let h = Harness::start().await;
+    let order = Uuid::now_v7();
+    h.open_session(order, "stripe", 1234).await;
+    let captured = stripe_event("evt_c", "payment_intent.succeeded", order, 1234);
+    h.stripe(
+        &captured,
+        Some(stripe_signature(now(), &captured, &[STRIPE_OLD])),
+    )
+    .await;
+    let refund = serde_json::json!({
+        "id": "evt_r", "object": "event", "type": "charge.refunded", "created": now(),
+        "data": {"object": {"id": "re_1", "object": "refund", "amount": 1234,
+            "currency": "eur", "payment_intent": format!("pi_{order}")}},
+    })
+    .to_string();
+
+    let (status, answer) = h
+        .stripe(
+            &refund,
+            Some(stripe_signature(now(), &refund, &[STRIPE_OLD])),
+        )
+        .await;
+
+    assert_eq!((status, answer["outcome"].as_str()), (200, Some("applied")));
+    let (_, payment) = h.payment(order).await;
+    assert_eq!(payment["state"], "refunded");
+    assert_eq!(payment["refund_id"], "re_1");
+}
