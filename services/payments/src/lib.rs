@@ -166,11 +166,11 @@ impl Default for Settings {
         webhooks::stripe_webhook,
         webhooks::paypal_webhook,
         routes::get_payment,
-        routes::outbox_status,
-        routes::pause_outbox,
-        routes::resume_outbox,
-        routes::list_dead_letters,
-        routes::replay_dead_letter,
+        lab_messaging::admin::outbox_status,
+        lab_messaging::admin::pause_outbox,
+        lab_messaging::admin::resume_outbox,
+        lab_messaging::admin::list_dead_letters,
+        lab_messaging::admin::replay_dead_letter,
     ),
     components(schemas(state::PaymentState))
 )]

@@ -1,14 +1,16 @@
 //! The payments HTTP API: the webhooks ([`crate::webhooks`]), a payment with its history for
-//! operators and tests, and the admin view of the outbox and dead letters.
+//! operators and tests, and lab-messaging's admin routes (outbox, dead letters) behind the
+//! administrator's token.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
+use axum::middleware::from_extractor_with_state;
 use axum::routing::{get, post};
 use lab_config::SecretString;
 use lab_http::{Json, Path, Problem};
-use lab_messaging::{Broker, MessagingError, Topology, dead_letters, outbox};
+use lab_messaging::{Broker, Topology, admin};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -42,11 +44,15 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/stripe", post(webhooks::stripe_webhook))
         .route("/webhooks/paypal", post(webhooks::paypal_webhook))
         .route("/payments/{order_id}", get(get_payment))
-        .route("/admin/outbox", get(outbox_status))
-        .route("/admin/outbox/pause", post(pause_outbox))
-        .route("/admin/outbox/resume", post(resume_outbox))
-        .route("/admin/dead-letters", get(list_dead_letters))
-        .route("/admin/dead-letters/{id}/replay", post(replay_dead_letter))
+        .merge(
+            admin::router(admin::MessagingAdmin {
+                pool: state.pool.clone(),
+                broker: state.broker.clone(),
+                topology: state.topology.clone(),
+            })
+            // The shared routes answer only the administrator (crate::auth).
+            .route_layer(from_extractor_with_state::<Admin, AppState>(state.clone())),
+        )
         .with_state(state)
 }
 
@@ -61,17 +67,6 @@ pub fn store_problem(e: StoreError) -> Problem {
         e => {
             tracing::error!(error = %e, "storing a payment failed");
             Problem::internal()
-        }
-    }
-}
-
-fn messaging_problem(e: MessagingError) -> Problem {
-    match e {
-        MessagingError::NoSuchDeadLetter(id) => Problem::not_found(format!("no dead letter {id}")),
-        MessagingError::Db(e) => store_problem(StoreError::Db(e)),
-        e => {
-            tracing::error!(error = %e, "messaging operation failed");
-            Problem::unavailable("rabbitmq", e.to_string())
         }
     }
 }
@@ -101,107 +96,4 @@ pub async fn get_payment(
         .await
         .map_err(store_problem)?;
     Ok(Json(PaymentView { payment, events }))
-}
-
-/// The outbox as an operator sees it.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct OutboxView {
-    /// Messages written but not yet confirmed by the broker.
-    pub pending: i64,
-    /// Age of the oldest of them in milliseconds; 0 when none.
-    pub oldest_pending_age_ms: u128,
-    /// Whether the relays are paused.
-    pub paused: bool,
-}
-
-/// The outbox backlog and pause flag.
-#[utoipa::path(get, path = "/admin/outbox", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = OutboxView), (status = 401, body = Problem)))]
-pub async fn outbox_status(
-    _admin: Admin,
-    State(state): State<AppState>,
-) -> Result<Json<OutboxView>, Problem> {
-    let s = outbox::status(&state.pool)
-        .await
-        .map_err(messaging_problem)?;
-    Ok(Json(OutboxView {
-        pending: s.pending,
-        oldest_pending_age_ms: s.oldest_pending_age.as_millis(),
-        paused: s.paused,
-    }))
-}
-
-/// Stops the relays publishing (durably) until resumed.
-#[utoipa::path(post, path = "/admin/outbox/pause", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = OutboxView), (status = 401, body = Problem)))]
-pub async fn pause_outbox(
-    admin: Admin,
-    State(state): State<AppState>,
-) -> Result<Json<OutboxView>, Problem> {
-    outbox::pause(&state.pool)
-        .await
-        .map_err(messaging_problem)?;
-    tracing::warn!("outbox paused by the administrator");
-    outbox_status(admin, State(state)).await
-}
-
-/// Lets the relays publish again; they drain the backlog.
-#[utoipa::path(post, path = "/admin/outbox/resume", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = OutboxView), (status = 401, body = Problem)))]
-pub async fn resume_outbox(
-    admin: Admin,
-    State(state): State<AppState>,
-) -> Result<Json<OutboxView>, Problem> {
-    outbox::resume(&state.pool)
-        .await
-        .map_err(messaging_problem)?;
-    tracing::info!("outbox resumed by the administrator");
-    outbox_status(admin, State(state)).await
-}
-
-/// How many dead letters the list shows, newest first.
-const DEAD_LETTER_PAGE: i64 = 100;
-
-/// A dead letter as listed (lab-messaging's record).
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-#[schema(as = DeadLetter)]
-pub struct DeadLetterDoc {
-    pub id: i64,
-    pub message_id: Uuid,
-    pub message_type: String,
-    pub error: String,
-    pub attempts: i32,
-    pub replay_count: i32,
-}
-
-/// The newest dead letters.
-#[utoipa::path(get, path = "/admin/dead-letters", tag = "admin", security(("bearer" = [])),
-    responses((status = 200, body = [DeadLetterDoc]), (status = 401, body = Problem)))]
-pub async fn list_dead_letters(
-    _admin: Admin,
-    State(state): State<AppState>,
-) -> Result<Json<Vec<dead_letters::DeadLetter>>, Problem> {
-    Ok(Json(
-        dead_letters::list(&state.pool, DEAD_LETTER_PAGE)
-            .await
-            .map_err(messaging_problem)?,
-    ))
-}
-
-/// Publishes a dead letter back to the payments queue.
-#[utoipa::path(post, path = "/admin/dead-letters/{id}/replay", tag = "admin",
-    security(("bearer" = [])),
-    params(("id" = i64, Path, description = "The dead letter's id")),
-    responses((status = 200, body = DeadLetterDoc), (status = 401, body = Problem),
-        (status = 404, body = Problem)))]
-pub async fn replay_dead_letter(
-    _admin: Admin,
-    State(state): State<AppState>,
-    Path(id): Path<i64>,
-) -> Result<Json<dead_letters::DeadLetter>, Problem> {
-    let replayed = dead_letters::replay(&state.pool, &state.broker, &state.topology, id)
-        .await
-        .map_err(messaging_problem)?;
-    tracing::info!(id, message_id = %replayed.message_id, "dead letter replayed");
-    Ok(Json(replayed))
 }
