@@ -1,11 +1,11 @@
 //! The psp service. The sandbox payment provider: Stripe-like and PayPal-like APIs, a hosted payment page, signed webhooks.
 //!
-//! `PROTOCOL.md` is the contract. Where each part lives: `stripe.rs` / `stripe_books.rs` and
-//! `paypal.rs` / `paypal_books.rs` (each provider's HTTP edge, then its objects and state
-//! machines), `sandbox.rs` (shared state, scenarios, idempotency), `webhooks.rs` (ordered
-//! delivery with retries and the knobs), `signing.rs` (both providers' signatures), `certs.rs`
-//! (the sandbox CA and signing certificate), `page.rs` and `control.rs` (the hosted page and the
-//! sandbox's own routes).
+//! `PROTOCOL.md` is the contract. Where each part lives: `stripe/` and `paypal/` (each
+//! provider's HTTP edge in `mod.rs`, its objects in `books.rs`, its state machines in `ops.rs`),
+//! `sandbox.rs` (shared state, scenarios, idempotency), `webhooks.rs` (ordered delivery with
+//! retries and the knobs), `signing.rs` (both providers' signatures), `certs.rs` (the sandbox CA
+//! and signing certificate), `page.rs` and `control.rs` (the hosted page and the sandbox's own
+//! routes).
 //!
 //! A library with a thin entry point: [`build`] wires settings to a bound [`Application`]; the
 //! `lab` binary runs it as `lab run psp`, the tests run it in-process on port 0.
@@ -14,11 +14,9 @@ pub mod certs;
 mod control;
 mod page;
 pub mod paypal;
-mod paypal_books;
 pub mod sandbox;
 pub mod signing;
 pub mod stripe;
-mod stripe_books;
 pub mod webhooks;
 
 use std::path::PathBuf;

@@ -7,7 +7,7 @@
 //! starts a new one. The knobs act here: delay, duplicates, reordering, a dropped or wrongly
 //! signed first attempt.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -49,6 +49,10 @@ impl Default for WebhookSettings {
         }
     }
 }
+
+/// The attempt log keeps the latest 10 000 attempts: far more than a test or the pages look
+/// at, and bounded when a benchmark creates sessions for an hour.
+const LOG_CAPACITY: usize = 10_000;
 
 /// Which provider's format and signature an event uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,8 +156,8 @@ struct Inner {
     client: reqwest::Client,
     /// Per session with a live worker, the sender of its queue.
     queues: Mutex<HashMap<String, mpsc::UnboundedSender<Batch>>>,
-    /// Every attempt, oldest first.
-    log: Mutex<Vec<Attempt>>,
+    /// The latest [`LOG_CAPACITY`] attempts, oldest first.
+    log: Mutex<VecDeque<Attempt>>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -321,19 +325,8 @@ impl Inner {
                 return;
             }
             self.log(entry);
-            tokio::time::sleep(self.backoff(attempt)).await;
+            tokio::time::sleep(backoff(&self.settings, attempt)).await;
         }
-    }
-
-    /// The wait after failed attempt `n` (1-based): base × 2ⁿ⁻¹, capped.
-    fn backoff(&self, n: u32) -> Duration {
-        let factor = 1_u64.checked_shl(n.saturating_sub(1)).unwrap_or(u64::MAX);
-        let ms = self
-            .settings
-            .backoff_base_ms
-            .saturating_mul(factor)
-            .min(self.settings.backoff_cap_ms);
-        Duration::from_millis(ms)
     }
 
     /// One signed POST; the receiver's status, or why there was none.
@@ -392,11 +385,47 @@ impl Inner {
     }
 
     fn log(&self, attempt: Attempt) {
-        lock(&self.log).push(attempt);
+        let mut log = lock(&self.log);
+        if log.len() == LOG_CAPACITY {
+            log.pop_front();
+        }
+        log.push_back(attempt);
     }
+}
+
+/// The wait after failed attempt `n` (1-based): base × 2ⁿ⁻¹, capped.
+fn backoff(settings: &WebhookSettings, n: u32) -> Duration {
+    let factor = 1_u64.checked_shl(n.saturating_sub(1)).unwrap_or(u64::MAX);
+    let ms = settings
+        .backoff_base_ms
+        .saturating_mul(factor)
+        .min(settings.backoff_cap_ms);
+    Duration::from_millis(ms)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // Nothing panics while holding these; if something did, the data is still usable.
     mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_backoff_doubles_from_half_a_second_and_stops_at_thirty() {
+        let settings = WebhookSettings::default();
+
+        let waits: Vec<u64> = (1..=9)
+            .map(|n| backoff(&settings, n).as_millis() as u64)
+            .collect();
+
+        assert_eq!(
+            waits,
+            [
+                500, 1_000, 2_000, 4_000, 8_000, 16_000, 30_000, 30_000, 30_000
+            ]
+        );
+        assert_eq!(backoff(&settings, 200), Duration::from_secs(30));
+    }
 }

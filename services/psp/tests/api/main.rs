@@ -15,5 +15,6 @@ mod knobs;
 mod page;
 mod paypal;
 mod retries;
+mod settings;
 mod signatures;
 mod stripe;

@@ -2,7 +2,7 @@
 //! `AUTHORIZE`, capture, void, refund, and the webhook certificate.
 //!
 //! Bodies are JSON; errors are PayPal's `{"name","message","debug_id","details"}`; every POST
-//! honours `PayPal-Request-Id`. The objects and their transitions live in `paypal_books.rs`;
+//! honours `PayPal-Request-Id`. The objects live in `books.rs`, their transitions in `ops.rs`;
 //! this file is the HTTP edge.
 
 use axum::body::Bytes;
@@ -14,9 +14,12 @@ use base64::Engine as _;
 use http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
 
-use crate::paypal_books as books;
-pub use crate::paypal_books::{Books, approve, decline};
+mod books;
+mod ops;
+
 use crate::sandbox::{MIXED, Outbox, Psp, Replay, new_id, now};
+pub use books::Books;
+pub use ops::{approve, decline};
 
 /// PayPal's access tokens live 9 hours.
 const TOKEN_LIFETIME_S: i64 = 32_400;
@@ -169,7 +172,7 @@ pub async fn create_order(State(psp): State<Psp>, headers: HeaderMap, body: Byte
         "/v2/checkout/orders",
         &body,
         true,
-        |b, v, o| books::create_order(b, v, &default, &base, o),
+        |b, v, o| ops::create_order(b, v, &default, &base, o),
     )
 }
 
@@ -197,7 +200,7 @@ pub async fn capture_authorization(
     id: Id,
     body: Bytes,
 ) -> Response {
-    with_id(&psp, &headers, id, "capture", &body, books::capture)
+    with_id(&psp, &headers, id, "capture", &body, ops::capture)
 }
 
 /// Voids an authorization.
@@ -209,7 +212,7 @@ pub async fn void_authorization(
     id: Id,
     body: Bytes,
 ) -> Response {
-    with_id(&psp, &headers, id, "void", &body, books::void)
+    with_id(&psp, &headers, id, "void", &body, ops::void)
 }
 
 /// Refunds a capture (all that is left, or `amount`).
@@ -221,7 +224,7 @@ pub async fn refund_capture(
     id: Id,
     body: Bytes,
 ) -> Response {
-    with_id(&psp, &headers, id, "refund", &body, books::refund)
+    with_id(&psp, &headers, id, "refund", &body, ops::refund)
 }
 
 /// The webhook-signing certificate (PEM), the target of `PAYPAL-CERT-URL`.

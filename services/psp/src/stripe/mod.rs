@@ -2,8 +2,8 @@
 //! intent, capture, cancel, refunds, and the buyer's approval or decline.
 //!
 //! Bodies are form-encoded with Stripe's bracket syntax; errors are Stripe's
-//! `{"error":{"type","code","message"}}`; every POST honours `Idempotency-Key`. The objects and
-//! their transitions live in `stripe_books.rs`; this file is the HTTP edge.
+//! `{"error":{"type","code","message"}}`; every POST honours `Idempotency-Key`. The objects live
+//! in `books.rs`, their transitions in `ops.rs`; this file is the HTTP edge.
 
 use std::collections::BTreeMap;
 
@@ -15,9 +15,13 @@ use axum::routing::{get, post};
 use http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
 
+mod books;
+mod ops;
+
 use crate::sandbox::{Outbox, Psp, Replay};
-use crate::stripe_books::{self as books, Ctx};
-pub use crate::stripe_books::{Books, approve, decline, expire_due};
+pub use books::Books;
+use books::Ctx;
+pub use ops::{approve, decline, expire_due};
 
 /// A Stripe error, shaped and coded as Stripe answers it.
 #[derive(Debug, thiserror::Error)]
@@ -174,7 +178,7 @@ pub async fn create_checkout_session(
         &headers,
         "/v1/checkout/sessions",
         &body,
-        books::create_session,
+        ops::create_session,
     )
 }
 
@@ -194,7 +198,7 @@ pub async fn expire_checkout_session(
     id: Id,
     body: Bytes,
 ) -> Response {
-    with_id(&psp, &headers, id, "expire", &body, books::expire_session)
+    with_id(&psp, &headers, id, "expire", &body, ops::expire_session)
 }
 
 /// The payment intent.
@@ -214,7 +218,7 @@ pub async fn capture_payment_intent(
     id: Id,
     body: Bytes,
 ) -> Response {
-    with_id(&psp, &headers, id, "capture", &body, books::capture)
+    with_id(&psp, &headers, id, "capture", &body, ops::capture)
 }
 
 /// `requires_payment_method`/`requires_capture` → `canceled`.
@@ -226,7 +230,7 @@ pub async fn cancel_payment_intent(
     id: Id,
     body: Bytes,
 ) -> Response {
-    with_id(&psp, &headers, id, "cancel", &body, books::cancel)
+    with_id(&psp, &headers, id, "cancel", &body, ops::cancel)
 }
 
 /// Refunds a succeeded intent, all of it or `amount`.
@@ -234,7 +238,7 @@ pub async fn cancel_payment_intent(
     request_body(content_type = "application/x-www-form-urlencoded", description = "payment_intent, amount"),
     responses((status = 200, description = "the refund"), (status = 400, description = "invalid_request_error"), (status = 404, description = "resource_missing")))]
 pub async fn create_refund(State(psp): State<Psp>, headers: HeaderMap, body: Bytes) -> Response {
-    call(&psp, &headers, "/v1/refunds", &body, books::refund)
+    call(&psp, &headers, "/v1/refunds", &body, ops::refund)
 }
 
 fn authorize(psp: &Psp, headers: &HeaderMap) -> Result<(), StripeError> {

@@ -1,142 +1,15 @@
-//! The Stripe sandbox's objects and their state machines: a checkout session (`open` →
-//! `complete` | `expired`) and its payment intent (`requires_payment_method` →
-//! `requires_capture` → `succeeded` | `canceled`), and refunds of a succeeded intent.
-//!
-//! Each operation validates first and mutates after, so a rejected call changes nothing and
-//! queues no webhook.
-
-use std::collections::{BTreeMap, HashMap};
+//! The Stripe sandbox's transitions, one function per call or buyer action. Each validates
+//! first and mutates after, so a rejected call changes nothing and queues no webhook.
 
 use serde_json::{Value, json};
 
-use crate::page::PageView;
-use crate::sandbox::{Auto, Idempotency, MIXED, Outbox, Scenario, new_id, now};
-use crate::stripe::{Params, StripeError};
+use super::books::{
+    Books, Ctx, Intent, SESSION_LIFETIME_S, Session, declined_error, intent_value, not_found,
+    unexpected,
+};
+use super::{Params, StripeError};
+use crate::sandbox::{Auto, MIXED, Outbox, Scenario, new_id, now};
 use crate::webhooks::{Event, Provider};
-
-/// Stripe's default session lifetime, and its maximum.
-const SESSION_LIFETIME_S: i64 = 24 * 3600;
-
-/// What an operation needs besides the books and the parameters.
-pub struct Ctx {
-    /// Base of the hosted page's URL.
-    pub base_url: String,
-    /// The scenario of sessions that name none.
-    pub default_scenario: Scenario,
-}
-
-/// Everything the Stripe sandbox remembers.
-#[derive(Default)]
-pub struct Books {
-    sessions: HashMap<String, Session>,
-    intents: HashMap<String, Intent>,
-    refunds: HashMap<String, Value>,
-    /// Answers per `Idempotency-Key`.
-    pub idempotency: Idempotency,
-}
-
-/// A checkout session.
-struct Session {
-    id: String,
-    intent: String,
-    amount: i64,
-    currency: String,
-    metadata: BTreeMap<String, String>,
-    /// `open`, `complete` or `expired`.
-    status: &'static str,
-    created: i64,
-    expires_at: i64,
-    success_url: Option<String>,
-    url: String,
-    /// How the buyer and the webhooks of this session behave.
-    scenario: Scenario,
-}
-
-/// A payment intent with `capture_method=manual`.
-struct Intent {
-    id: String,
-    session: String,
-    amount: i64,
-    amount_capturable: i64,
-    amount_received: i64,
-    amount_refunded: i64,
-    currency: String,
-    metadata: BTreeMap<String, String>,
-    status: &'static str,
-    created: i64,
-    last_payment_error: Option<Value>,
-    cancellation_reason: Option<String>,
-}
-
-impl Books {
-    pub fn session_json(&self, id: &str) -> Result<Value, StripeError> {
-        self.sessions
-            .get(id)
-            .map(|s| self.session_value(s))
-            .ok_or_else(|| not_found("checkout.session", id))
-    }
-
-    pub fn intent_json(&self, id: &str) -> Result<Value, StripeError> {
-        self.intents
-            .get(id)
-            .map(intent_value)
-            .ok_or_else(|| not_found("payment_intent", id))
-    }
-
-    /// What the hosted page shows of session `id`, if it is one.
-    pub fn page_view(&self, id: &str) -> Option<PageView> {
-        let s = self.sessions.get(id)?;
-        Some(PageView {
-            provider: "Stripe",
-            amount_minor: s.amount,
-            currency: s.currency.to_ascii_uppercase(),
-            reference: s.metadata.get("order_id").cloned().unwrap_or_default(),
-            status: s.status,
-            return_url: s.success_url.clone(),
-        })
-    }
-
-    /// Replaces the scenario of session `id`; false when there is no such session.
-    pub fn set_scenario(&mut self, id: &str, scenario: &Scenario) -> bool {
-        self.sessions
-            .get_mut(id)
-            .map(|s| s.scenario = scenario.clone())
-            .is_some()
-    }
-
-    fn session_value(&self, s: &Session) -> Value {
-        let payment_status = match self.intents.get(&s.intent).map(|i| i.status) {
-            Some("succeeded") => "paid",
-            _ => "unpaid",
-        };
-        json!({"id": s.id, "object": "checkout.session", "amount_total": s.amount, "currency": s.currency,
-            "status": s.status, "payment_status": payment_status, "payment_intent": s.intent, "url": s.url,
-            "created": s.created, "expires_at": s.expires_at, "success_url": s.success_url,
-            "metadata": s.metadata, "mode": "payment", "livemode": false})
-    }
-}
-
-fn intent_value(i: &Intent) -> Value {
-    json!({"id": i.id, "object": "payment_intent", "amount": i.amount, "amount_capturable": i.amount_capturable,
-        "amount_received": i.amount_received, "currency": i.currency, "status": i.status,
-        "capture_method": "manual", "metadata": i.metadata, "created": i.created,
-        "last_payment_error": i.last_payment_error, "cancellation_reason": i.cancellation_reason,
-        "livemode": false})
-}
-
-fn not_found(kind: &'static str, id: &str) -> StripeError {
-    StripeError::NotFound {
-        kind,
-        id: id.to_owned(),
-    }
-}
-
-fn unexpected(code: &'static str, what: &str, id: &str, status: &str, wanted: &str) -> StripeError {
-    StripeError::State {
-        code,
-        message: format!("This {what} ({id}) has a status of {status}; only {wanted} is allowed."),
-    }
-}
 
 /// `POST /v1/checkout/sessions`.
 pub fn create_session(
@@ -261,11 +134,6 @@ pub fn decline(books: &mut Books, id: &str, outbox: &mut Outbox) -> Result<(), S
     let event = Event::stripe("payment_intent.payment_failed", intent_value(intent));
     outbox.push(id, Provider::Stripe, &session.scenario, vec![event]);
     Ok(())
-}
-
-fn declined_error() -> Value {
-    json!({"type": "card_error", "code": "card_declined", "decline_code": "generic_decline",
-        "message": "Your card was declined."})
 }
 
 /// Expires every open session past its `expires_at`.
