@@ -113,8 +113,8 @@ pub struct PayPalSettings {
     pub client_secret: SecretString,
     /// The webhook's id at PayPal: part of every signed transmission.
     pub webhook_id: String,
-    /// PEM file of the CA that must have issued the signing certificate; empty refuses every
-    /// PayPal webhook.
+    /// PEM file of the CA that must have issued the signing certificate; while it is empty or
+    /// missing every PayPal webhook is refused (it is read when it appears).
     pub ca_pem_file: String,
     /// Hosts (`host` or `host:port`) `PAYPAL-CERT-URL` may point at, comma-separated; any other
     /// URL is refused without being fetched.
@@ -127,10 +127,13 @@ impl Default for PayPalSettings {
     fn default() -> Self {
         Self {
             api_url: "http://127.0.0.1:7107/paypal".into(),
-            client_id: "lab-client".into(),
-            client_secret: SecretString::new("lab-secret"),
-            webhook_id: "WH-LAB".into(),
-            ca_pem_file: String::new(),
+            // The sandbox PSP's defaults, so a local run needs no configuration.
+            client_id: "lab-paypal-client".into(),
+            client_secret: SecretString::new("lab-paypal-secret"),
+            webhook_id: "WH-LAB-SANDBOX".into(),
+            // Where the sandbox PSP writes its CA (its `paypal.cert_dir`), relative to the
+            // working directory `lab up` runs services in.
+            ca_pem_file: ".lab/psp-certs/ca.pem".into(),
             cert_url_hosts: "127.0.0.1:7107".into(),
             // The certificate host is PayPal's CDN (or the local PSP): a couple of seconds is
             // plenty, and the provider retries a webhook we answer 400 anyway.
@@ -212,10 +215,11 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             policy,
         )),
     ]);
-    let ca = if settings.paypal.ca_pem_file.is_empty() {
-        tracing::warn!(
-            "LAB_PAYMENTS__PAYPAL__CA_PEM_FILE is unset: every PayPal webhook will be refused"
-        );
+    let ca_file = (!settings.paypal.ca_pem_file.is_empty())
+        .then(|| std::path::PathBuf::from(&settings.paypal.ca_pem_file));
+    let ca = if ca_file.as_ref().is_none_or(|f| !f.exists()) {
+        tracing::warn!(file = %settings.paypal.ca_pem_file,
+            "no PayPal CA yet (LAB_PAYMENTS__PAYPAL__CA_PEM_FILE): PayPal webhooks are refused until it exists");
         Vec::new()
     } else {
         let pem = std::fs::read(&settings.paypal.ca_pem_file).with_context(|| {
@@ -231,6 +235,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let paypal = webhooks::paypal::PayPalVerifier::new(
         http,
         ca,
+        ca_file,
         settings
             .paypal
             .cert_url_hosts

@@ -6,7 +6,8 @@
 //! configured CA (signature and validity of each link), and verified certificates are cached
 //! (bounded, short-lived) so a burst of webhooks costs one fetch.
 
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::http::HeaderMap;
@@ -52,7 +53,7 @@ pub enum VerifyError {
     SignatureEncoding,
     #[error("the transmission signature does not match")]
     BadSignature,
-    #[error("no PayPal CA is configured")]
+    #[error("no PayPal CA is configured (or its file is not there yet)")]
     NoCa,
 }
 
@@ -71,8 +72,11 @@ struct Verified {
 pub struct PayPalVerifier {
     /// Fetches certificates.
     http: reqwest::Client,
-    /// The trusted CA certificates (DER).
-    ca: Vec<Vec<u8>>,
+    /// The trusted CA certificates (DER), once read.
+    ca: OnceLock<Vec<Vec<u8>>>,
+    /// Where they are read from when they were not there at start (the sandbox PSP writes its
+    /// CA when it first starts, possibly after payments).
+    ca_file: Option<PathBuf>,
     /// Hosts (or `host:port`) certificates may be fetched from.
     allowed_hosts: Vec<String>,
     /// `webhook_id` as configured at PayPal: part of what is signed.
@@ -114,16 +118,24 @@ fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, Ver
 }
 
 impl PayPalVerifier {
+    /// A verifier trusting `ca` (DER certificates), or, while that is empty, whatever
+    /// `ca_file` holds once it exists.
     pub fn new(
         http: reqwest::Client,
         ca: Vec<Vec<u8>>,
+        ca_file: Option<PathBuf>,
         allowed_hosts: Vec<String>,
         webhook_id: String,
         fetch_timeout: Duration,
     ) -> Self {
+        let loaded = OnceLock::new();
+        if !ca.is_empty() {
+            let _ = loaded.set(ca);
+        }
         Self {
             http,
-            ca,
+            ca: loaded,
+            ca_file,
             allowed_hosts,
             webhook_id,
             cache: moka::sync::Cache::builder()
@@ -155,7 +167,8 @@ impl PayPalVerifier {
             .decode(signature)
             .map_err(|_| VerifyError::SignatureEncoding)?;
         let url = self.allowed(cert_url)?;
-        let cert = self.certificate(url).await?;
+        let ca = self.trusted().await?;
+        let cert = self.certificate(url, ca).await?;
         if now < cert.not_before || now > cert.not_after {
             self.cache.invalidate(cert_url);
             return Err(VerifyError::Certificate("expired or not yet valid".into()));
@@ -187,7 +200,18 @@ impl PayPalVerifier {
         Ok(url)
     }
 
-    async fn certificate(&self, url: Url) -> Result<Arc<Verified>, VerifyError> {
+    /// The CA certificates, read from the file on first use when they were not there at start.
+    async fn trusted(&self) -> Result<&[Vec<u8>], VerifyError> {
+        if let Some(ca) = self.ca.get() {
+            return Ok(ca);
+        }
+        let file = self.ca_file.as_ref().ok_or(VerifyError::NoCa)?;
+        let pem = tokio::fs::read(file).await.map_err(|_| VerifyError::NoCa)?;
+        let ca = pem_certificates(&pem).map_err(|_| VerifyError::NoCa)?;
+        Ok(self.ca.get_or_init(|| ca))
+    }
+
+    async fn certificate(&self, url: Url, ca: &[Vec<u8>]) -> Result<Arc<Verified>, VerifyError> {
         if let Some(hit) = self.cache.get(url.as_str()) {
             return Ok(hit);
         }
@@ -212,61 +236,60 @@ impl PayPalVerifier {
             return Err(VerifyError::Fetch("the certificate is too large".into()));
         }
         let chain = pem_certificates(&bytes).map_err(VerifyError::Certificate)?;
-        let verified = Arc::new(self.chain(&chain)?);
+        let verified = Arc::new(chain_to(ca, &chain)?);
         self.cache.insert(url.as_str().to_owned(), verified.clone());
         Ok(verified)
     }
+}
 
-    /// Walks from the leaf (first of `chain`) through the bundle's intermediates to a configured
-    /// CA, checking each signature and validity window.
-    fn chain(&self, chain: &[Vec<u8>]) -> Result<Verified, VerifyError> {
-        if self.ca.is_empty() {
-            return Err(VerifyError::NoCa);
-        }
-        let leaf = parse(&chain[0])?;
-        let spki = leaf.public_key();
-        let mut verified = Verified {
-            public_key: spki.subject_public_key.data.to_vec(),
-            not_after: leaf.validity().not_after.timestamp(),
-            not_before: leaf.validity().not_before.timestamp(),
-        };
-        let mut current = leaf;
-        for _ in 0..MAX_CHAIN {
-            for ca in &self.ca {
-                let ca = parse(ca)?;
-                if ca.subject().as_raw() == current.issuer().as_raw()
-                    && current.verify_signature(Some(ca.public_key())).is_ok()
-                {
-                    verified.not_after =
-                        verified.not_after.min(ca.validity().not_after.timestamp());
-                    verified.not_before = verified
-                        .not_before
-                        .max(ca.validity().not_before.timestamp());
-                    return Ok(verified);
-                }
-            }
-            let next = chain[1..].iter().find_map(|der| {
-                let candidate = parse(der).ok()?;
-                (candidate.subject().as_raw() == current.issuer().as_raw()
-                    && candidate.is_ca()
-                    && current
-                        .verify_signature(Some(candidate.public_key()))
-                        .is_ok())
-                .then_some(candidate)
-            });
-            let Some(next) = next else {
-                return Err(VerifyError::Untrusted);
-            };
-            verified.not_after = verified
-                .not_after
-                .min(next.validity().not_after.timestamp());
-            verified.not_before = verified
-                .not_before
-                .max(next.validity().not_before.timestamp());
-            current = next;
-        }
-        Err(VerifyError::Untrusted)
+/// Walks from the leaf (first of `chain`) through the bundle's intermediates to one of the `ca`
+/// certificates, checking each signature and noting each validity window.
+fn chain_to(trusted: &[Vec<u8>], chain: &[Vec<u8>]) -> Result<Verified, VerifyError> {
+    if trusted.is_empty() {
+        return Err(VerifyError::NoCa);
     }
+    let leaf = parse(&chain[0])?;
+    let spki = leaf.public_key();
+    let mut verified = Verified {
+        public_key: spki.subject_public_key.data.to_vec(),
+        not_after: leaf.validity().not_after.timestamp(),
+        not_before: leaf.validity().not_before.timestamp(),
+    };
+    let mut current = leaf;
+    for _ in 0..MAX_CHAIN {
+        for ca in trusted {
+            let ca = parse(ca)?;
+            if ca.subject().as_raw() == current.issuer().as_raw()
+                && current.verify_signature(Some(ca.public_key())).is_ok()
+            {
+                verified.not_after = verified.not_after.min(ca.validity().not_after.timestamp());
+                verified.not_before = verified
+                    .not_before
+                    .max(ca.validity().not_before.timestamp());
+                return Ok(verified);
+            }
+        }
+        let next = chain[1..].iter().find_map(|der| {
+            let candidate = parse(der).ok()?;
+            (candidate.subject().as_raw() == current.issuer().as_raw()
+                && candidate.is_ca()
+                && current
+                    .verify_signature(Some(candidate.public_key()))
+                    .is_ok())
+            .then_some(candidate)
+        });
+        let Some(next) = next else {
+            return Err(VerifyError::Untrusted);
+        };
+        verified.not_after = verified
+            .not_after
+            .min(next.validity().not_after.timestamp());
+        verified.not_before = verified
+            .not_before
+            .max(next.validity().not_before.timestamp());
+        current = next;
+    }
+    Err(VerifyError::Untrusted)
 }
 
 /// The state a PayPal event type implies; `None` for types payments does not act on.

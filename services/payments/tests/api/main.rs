@@ -13,6 +13,7 @@ mod faults;
 mod health;
 mod helpers;
 mod paypal_webhooks;
+mod psp;
 mod schema;
 mod stripe_webhooks;
 mod view;
