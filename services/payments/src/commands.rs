@@ -164,26 +164,46 @@ impl PaymentCommands {
             },
             expires_at: command.expires_at.timestamp(),
         };
-        let session = match provider.create_session(&request).await {
-            Ok(s) => s,
-            Err(e) if e.is_transient() => return Err(e.into()),
-            Err(e) => {
-                return self
-                    .session_failed(tx, &command, e.to_string(), message)
-                    .await;
-            }
-        };
-        store::insert_session(
+        let mut payment = store::insert_opening(
             tx,
             &store::NewSession {
                 order_id,
                 provider: provider.name(),
                 amount_minor: command.amount.amount_minor,
                 currency: &currency,
-                session_id: &session.session_id,
-                payment_url: &session.payment_url,
-                intent_id: session.intent_id.as_deref(),
             },
+        )
+        .await?;
+        let session = match provider.create_session(&request).await {
+            Ok(s) => s,
+            Err(e) if e.is_transient() => return Err(e.into()),
+            Err(e) => {
+                let reason = e.to_string();
+                tracing::warn!(%order_id, %reason, "payment session refused");
+                let observed = Observed {
+                    reason: Some(reason.clone()),
+                    ..Observed::default()
+                };
+                transitions::advance(
+                    tx,
+                    &mut payment,
+                    PaymentState::Failed,
+                    &observed,
+                    Some(message),
+                    &self.metrics,
+                )
+                .await?;
+                store::record_command(tx, order_id, kind, "failed", &json!({"reason": reason}))
+                    .await?;
+                return Ok(());
+            }
+        };
+        store::set_session(
+            tx,
+            order_id,
+            &session.session_id,
+            &session.payment_url,
+            session.intent_id.as_deref(),
         )
         .await?;
         let event = PaymentSessionCreated {

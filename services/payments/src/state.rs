@@ -100,9 +100,9 @@ impl PaymentState {
             ),
             (Some(_), Some(_)) => None,
             // A side exit from a live state: declined/expired only before the funds are held;
-            // voided before the capture; failed only before a session exists.
+            // voided before the capture; failed only while the session is being opened.
             (Some(from), None) => match to {
-                Self::Declined | Self::Expired if from == 0 => Some(vec![to]),
+                Self::Declined | Self::Expired | Self::Failed if from == 0 => Some(vec![to]),
                 Self::Voided if from <= 1 => Some(vec![to]),
                 _ => None,
             },

@@ -92,15 +92,12 @@ impl Payment {
     }
 }
 
-/// A new session to store.
+/// A session about to be opened.
 pub struct NewSession<'a> {
     pub order_id: Uuid,
     pub provider: &'a str,
     pub amount_minor: i64,
     pub currency: &'a str,
-    pub session_id: &'a str,
-    pub payment_url: &'a str,
-    pub intent_id: Option<&'a str>,
 }
 
 /// The payment of `order_id`, locked until the caller's transaction ends (commands and webhooks
@@ -138,25 +135,44 @@ pub async fn order_of_intent(
     )
 }
 
-/// Stores an opened session.
-pub async fn insert_session(
+/// Claims the order's payment row before the provider is called, so a concurrent void waits
+/// for this transaction (and then finds the session) instead of leaving a tombstone behind a
+/// session that is being opened; the session's ids follow with [`set_session`].
+pub async fn insert_opening(
     conn: &mut PgConnection,
     s: &NewSession<'_>,
 ) -> Result<Payment, StoreError> {
     Ok(sqlx::query_as::<_, Payment>(
-        "INSERT INTO payments (order_id, provider, state, amount_minor, currency, session_id, \
-             payment_url, intent_id) \
-         VALUES ($1, $2, 'session_created', $3, $4, $5, $6, $7) RETURNING *",
+        "INSERT INTO payments (order_id, provider, state, amount_minor, currency) \
+         VALUES ($1, $2, 'session_created', $3, $4) RETURNING *",
     )
     .bind(s.order_id)
     .bind(s.provider)
     .bind(s.amount_minor)
     .bind(s.currency)
-    .bind(s.session_id)
-    .bind(s.payment_url)
-    .bind(s.intent_id)
     .fetch_one(conn)
     .await?)
+}
+
+/// Records the ids of the session the provider opened.
+pub async fn set_session(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    session_id: &str,
+    payment_url: &str,
+    intent_id: Option<&str>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE payments SET session_id = $2, payment_url = $3, intent_id = $4, \
+             updated_at = now() WHERE order_id = $1",
+    )
+    .bind(order_id)
+    .bind(session_id)
+    .bind(payment_url)
+    .bind(intent_id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 /// Stores a payment that ended before any session: `state` is `voided` (a tombstone) or

@@ -53,7 +53,7 @@ pub struct Event {
 /// The answer to an accepted webhook.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Accepted {
-    /// `applied`, `ignored`, `duplicate`, `unknown_order`, `no_order`, `ignored_type`.
+    /// `applied`, `ignored`, `duplicate`, `no_order`, `ignored_type`.
     pub outcome: String,
 }
 
@@ -183,7 +183,25 @@ async fn ingest(
         (Some(_), None) => "no_order".to_owned(),
         (Some(target), Some(order_id)) => {
             match store::lock(&mut tx, order_id).await.map_err(fail)? {
-                None => "unknown_order".to_owned(),
+                None => {
+                    // The session may still be committing (a buyer who approves at once can beat
+                    // the command's transaction): record nothing and let the provider retry.
+                    drop(tx);
+                    tracing::info!(source, event_id = %event.event_id, %order_id,
+                    "webhook for a payment not known yet; asking for a retry");
+                    return Err(Problem::typed(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "payment-not-yet-known",
+                        "The payment is not known yet",
+                    )
+                    .detail(format!(
+                        "no payment for order {order_id} yet; deliver again later"
+                    ))
+                    .header(
+                        axum::http::header::RETRY_AFTER,
+                        axum::http::HeaderValue::from_static("1"),
+                    ));
+                }
                 Some(mut payment) => {
                     let outcome = match target {
                         Target::CaptureFailed => {

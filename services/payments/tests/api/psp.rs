@@ -24,6 +24,11 @@ struct Pair {
 }
 
 async fn pair() -> Pair {
+    pair_with(lab_psp::Scenario::default()).await
+}
+
+/// The pair with the PSP applying `scenario` to every new session.
+async fn pair_with(scenario: lab_psp::Scenario) -> Pair {
     let env = env().await;
     // One certificate directory for every test process: the PSP's RSA key is made once.
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("payments-psp-certs");
@@ -67,6 +72,7 @@ async fn pair() -> Pair {
     psp_settings.stripe.webhook_secrets = SecretString::new(SECRET);
     psp_settings.paypal.webhook_url = payments.url("/webhooks/paypal");
     psp_settings.paypal.cert_dir = dir;
+    psp_settings.scenario = scenario;
     psp_settings.webhooks.backoff_base_ms = 20;
     psp_settings.webhooks.backoff_cap_ms = 200;
     let psp = env.spawn(lab_psp::build, psp_settings).await;
@@ -199,4 +205,41 @@ async fn voiding_an_open_stripe_session_expires_it_and_its_expiry_webhook_change
     assert_eq!(payment["state"], "voided");
     let nothing_more = p.bus.drain(std::time::Duration::from_millis(1_000)).await;
     assert!(nothing_more.is_empty(), "{nothing_more:?}");
+}
+
+#[tokio::test]
+async fn a_buyer_approving_at_once_with_duplicated_out_of_order_webhooks_is_authorized_once() {
+    let p = pair_with(lab_psp::Scenario {
+        auto: lab_psp::Auto::Approve,
+        duplicate_webhooks: true,
+        out_of_order: true,
+        ..lab_psp::Scenario::default()
+    })
+    .await;
+    let order = Uuid::now_v7();
+
+    p.create(order, "paypal").await;
+
+    p.bus.until("payments.authorized").await;
+    let more = p.bus.drain(std::time::Duration::from_millis(1_500)).await;
+    assert!(more.is_empty(), "{more:?}");
+    assert_eq!(p.payment(order).await["state"], "authorized");
+}
+
+#[tokio::test]
+async fn an_authorization_for_another_amount_is_reported_with_what_the_psp_authorized() {
+    let p = pair_with(lab_psp::Scenario {
+        authorize_amount_delta_minor: 100,
+        ..lab_psp::Scenario::default()
+    })
+    .await;
+    let order = Uuid::now_v7();
+    let created = p.create(order, "stripe").await;
+
+    p.buyer(created["session_id"].as_str().unwrap(), "approve")
+        .await;
+
+    let seen = p.bus.until("payments.authorized").await;
+    assert_eq!(seen.last().unwrap().payload["amount"]["amount_minor"], 1334);
+    assert_eq!(p.payment(order).await["amount_mismatch"], true);
 }

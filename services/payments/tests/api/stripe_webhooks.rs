@@ -294,3 +294,27 @@ async fn a_refund_event_naming_only_its_intent_finds_the_payment() {
     assert_eq!(payment["state"], "refunded");
     assert_eq!(payment["refund_id"], "re_1");
 }
+
+#[tokio::test]
+async fn a_webhook_for_a_payment_not_known_yet_asks_for_a_retry_and_records_nothing() {
+    let h = Harness::start().await;
+    let order = Uuid::now_v7();
+    let body = stripe_event(
+        "evt_early",
+        "payment_intent.amount_capturable_updated",
+        order,
+        1234,
+    );
+    let sign = |body: &str| Some(stripe_signature(now(), body, &[STRIPE_OLD]));
+
+    let (early, problem) = h.stripe(&body, sign(&body)).await;
+    h.open_session(order, "stripe", 1234).await;
+    let (retried, answer) = h.stripe(&body, sign(&body)).await;
+
+    assert_eq!(early, 503);
+    assert_eq!(problem["type"], "urn:lab:problem:payment-not-yet-known");
+    assert_eq!(
+        (retried, answer["outcome"].as_str()),
+        (200, Some("applied"))
+    );
+}
