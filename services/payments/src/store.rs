@@ -94,9 +94,13 @@ impl Payment {
 
 /// A session about to be opened.
 pub struct NewSession<'a> {
+    /// The order it pays for.
     pub order_id: Uuid,
+    /// `stripe` or `paypal`.
     pub provider: &'a str,
+    /// The amount asked, in minor units.
     pub amount_minor: i64,
+    /// Its currency, upper-case.
     pub currency: &'a str,
 }
 

@@ -23,7 +23,9 @@ pub struct RetryPolicy {
 
 /// A provider's answer: its status and JSON body (`Null` when it had none).
 pub struct Answer {
+    /// The HTTP status (below 500).
     pub status: StatusCode,
+    /// The JSON body.
     pub body: Value,
 }
 

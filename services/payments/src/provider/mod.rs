@@ -54,7 +54,9 @@ impl ProviderError {
 /// A session to open.
 #[derive(Debug, Clone)]
 pub struct SessionRequest {
+    /// The order it pays for (metadata / custom id, and the idempotency key's root).
     pub order_id: Uuid,
+    /// What the buyer is asked to pay.
     pub amount: Money,
     /// When it must be paid by (unix seconds).
     pub expires_at: i64,

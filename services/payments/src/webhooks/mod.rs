@@ -26,12 +26,19 @@ use crate::transitions::{self, Observed};
 /// What a webhook event means for the payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
+    /// Funds held (Stripe `amount_capturable_updated`, PayPal `AUTHORIZATION.CREATED`).
     Authorized,
+    /// The buyer's payment failed or approval was reversed.
     Declined,
+    /// The session ran out unpaid.
     Expired,
+    /// Funds taken.
     Captured,
+    /// The provider refused a capture (not a state: the payment stays authorized).
     CaptureFailed,
+    /// The intent or authorization was cancelled.
     Voided,
+    /// Funds given back.
     Refunded,
 }
 
