@@ -243,3 +243,39 @@ async fn an_authorization_for_another_amount_is_reported_with_what_the_psp_autho
     assert_eq!(seen.last().unwrap().payload["amount"]["amount_minor"], 1334);
     assert_eq!(p.payment(order).await["amount_mismatch"], true);
 }
+
+#[tokio::test]
+async fn a_capture_the_psp_refuses_is_reported_once_though_both_the_answer_and_a_webhook_say_so() {
+    let p = pair_with(lab_psp::Scenario {
+        fail_capture: true,
+        ..lab_psp::Scenario::default()
+    })
+    .await;
+    let order = Uuid::now_v7();
+    let created = p.create(order, "paypal").await;
+    p.buyer(created["session_id"].as_str().unwrap(), "approve")
+        .await;
+    p.bus.until("payments.authorized").await;
+
+    p.bus
+        .send(&CapturePayment {
+            order_id: order,
+            amount: eur(1234),
+        })
+        .await;
+
+    p.bus.until("payments.capture-failed").await;
+    let denied = lab_test_support::eventually(crate::helpers::DEADLINE, || async {
+        let payment = p.payment(order).await;
+        payment["events"]
+            .as_array()?
+            .iter()
+            .any(|e| e["kind"] == "PAYMENT.CAPTURE.DENIED")
+            .then_some(payment)
+    })
+    .await
+    .expect("the PSP's PAYMENT.CAPTURE.DENIED never arrived");
+    assert_eq!(denied["state"], "authorized");
+    let more = p.bus.drain(std::time::Duration::from_millis(1_000)).await;
+    assert!(more.is_empty(), "{more:?}");
+}
