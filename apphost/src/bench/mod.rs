@@ -6,6 +6,7 @@
 
 mod catalog;
 mod measure;
+mod outbox;
 mod peer;
 
 use clap::{Args, Subcommand};
@@ -22,6 +23,8 @@ pub struct BenchArgs {
 enum Target {
     /// Cached product reads vs bare axum, the cross-replica stale window, concurrent writers.
     Catalog(catalog::CatalogArgs),
+    /// Outbox relay and inbox consumer vs raw lapin; commit→publish latency.
+    Outbox(outbox::OutboxArgs),
     /// The bare axum peer the benchmarks compare against (started by them, pinned to a core).
     #[command(hide = true)]
     Peer(peer::PeerArgs),
@@ -30,6 +33,7 @@ enum Target {
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     match args.target {
         Target::Catalog(a) => catalog::run(a).await,
+        Target::Outbox(a) => outbox::run(a).await,
         Target::Peer(a) => serve_peer(a).await,
     }
 }

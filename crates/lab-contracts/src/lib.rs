@@ -220,3 +220,103 @@ pub struct SagaTransitioned {
     pub compensations: Vec<String>,
 }
 message!(SagaTransitioned, "checkout.saga-transitioned");
+
+// ---- who consumes what ----
+
+/// One consuming service and the messages its queue is bound to.
+#[derive(Debug, Clone, Copy)]
+pub struct Subscription {
+    /// The consuming service (its queue is `lab.<service>`).
+    pub service: &'static str,
+    /// The routing keys its queue is bound to.
+    pub messages: &'static [&'static str],
+}
+
+/// Every service's queue bindings in one table. Consumers bind from it, and producers declare
+/// their consumers' queues from it before their first publish: a topic exchange drops a message
+/// no queue is bound to yet, so on a first boot where the producer starts first the message would
+/// otherwise be lost.
+pub const SUBSCRIPTIONS: &[Subscription] = &[
+    Subscription {
+        service: "catalog",
+        messages: &[ReserveStock::NAME, CommitStock::NAME, ReleaseStock::NAME],
+    },
+    Subscription {
+        service: "checkout",
+        messages: &[
+            OrderPlaced::NAME,
+            StockReserved::NAME,
+            StockReservationFailed::NAME,
+            StockCommitted::NAME,
+            PaymentSessionCreated::NAME,
+            PaymentSessionFailed::NAME,
+            PaymentAuthorized::NAME,
+            PaymentDeclined::NAME,
+            PaymentCaptured::NAME,
+            PaymentCaptureFailed::NAME,
+        ],
+    },
+    Subscription {
+        service: "orders",
+        messages: &[SagaTransitioned::NAME],
+    },
+    Subscription {
+        service: "payments",
+        messages: &[
+            CreatePaymentSession::NAME,
+            CapturePayment::NAME,
+            VoidPayment::NAME,
+            RefundPayment::NAME,
+        ],
+    },
+];
+
+/// The routing keys `service`'s queue is bound to; empty for a service that consumes nothing.
+pub fn subscribed(service: &str) -> Vec<String> {
+    SUBSCRIPTIONS
+        .iter()
+        .filter(|s| s.service == service)
+        .flat_map(|s| s.messages.iter().map(|m| (*m).to_owned()))
+        .collect()
+}
+
+/// Every subscription as owned `(service, routing keys)` pairs, the shape the relay declares.
+pub fn all_subscriptions() -> Vec<(String, Vec<String>)> {
+    SUBSCRIPTIONS
+        .iter()
+        .map(|s| (s.service.to_owned(), subscribed(s.service)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_has_exactly_one_consuming_service() {
+        for command in [
+            ReserveStock::NAME,
+            CommitStock::NAME,
+            ReleaseStock::NAME,
+            CreatePaymentSession::NAME,
+            CapturePayment::NAME,
+            VoidPayment::NAME,
+            RefundPayment::NAME,
+        ] {
+            let consumers = SUBSCRIPTIONS
+                .iter()
+                .filter(|s| s.messages.contains(&command))
+                .count();
+            assert_eq!(consumers, 1, "{command}");
+        }
+    }
+
+    #[test]
+    fn a_service_that_consumes_nothing_has_no_bindings() {
+        assert!(subscribed("bff").is_empty());
+        assert_eq!(
+            subscribed("orders"),
+            vec![SagaTransitioned::NAME.to_owned()]
+        );
+    }
+}

@@ -44,6 +44,11 @@ pub struct RelayConfig {
     pub sweep_every: Duration,
     /// How long published rows are kept (for audits and latency queries) before deletion.
     pub keep_sent: Duration,
+    /// The queues (service, routing keys) that consume what this relay publishes, declared with
+    /// their bindings on every new channel before anything is published: a topic exchange drops
+    /// a message that no queue is bound to yet, which on a first boot (producer up before its
+    /// consumer) would lose it. Services pass `lab_contracts::all_subscriptions()`.
+    pub consumers: Vec<(String, Vec<String>)>,
 }
 
 impl Default for RelayConfig {
@@ -56,6 +61,7 @@ impl Default for RelayConfig {
             sweep_every: Duration::from_secs(1),
             // A week: long enough to answer "was it sent, and when?" about any recent incident.
             keep_sent: Duration::from_secs(7 * 24 * 3_600),
+            consumers: Vec::new(),
         }
     }
 }
@@ -208,6 +214,9 @@ async fn drain(context: &Context, channel: &mut Option<Channel>) -> Result<(), M
             _ => {
                 let c = confirm_channel(&context.broker).await?;
                 context.topology.declare_exchange(&c).await?;
+                for (service, keys) in &context.config.consumers {
+                    context.topology.of(service).declare(&c, keys).await?;
+                }
                 c
             }
         };

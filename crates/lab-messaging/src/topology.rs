@@ -53,6 +53,15 @@ impl Topology {
         }
     }
 
+    /// The same prefix and retry delays for another service (a producer declaring the queue of
+    /// a service it publishes to).
+    pub fn of(&self, service: &str) -> Self {
+        Self {
+            service: service.to_owned(),
+            ..self.clone()
+        }
+    }
+
     /// The service this topology belongs to.
     pub fn service(&self) -> &str {
         &self.service

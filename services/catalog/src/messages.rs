@@ -35,7 +35,10 @@ pub fn start(
         pool.clone(),
         broker.clone(),
         topology.clone(),
-        RelayConfig::default(),
+        RelayConfig {
+            consumers: lab_contracts::all_subscriptions(),
+            ..RelayConfig::default()
+        },
         messaging.clone(),
         shutdown,
     );
@@ -53,9 +56,7 @@ pub fn start(
 
 /// The commands this service consumes (its queue's bindings).
 pub fn routing_keys() -> Vec<String> {
-    [ReserveStock::NAME, CommitStock::NAME, ReleaseStock::NAME]
-        .map(str::to_owned)
-        .to_vec()
+    lab_contracts::subscribed(crate::NAME)
 }
 
 /// Applies stock commands.

@@ -40,7 +40,10 @@ pub fn start(
         pool.clone(),
         broker.clone(),
         topology.clone(),
-        RelayConfig::default(),
+        RelayConfig {
+            consumers: lab_contracts::all_subscriptions(),
+            ..RelayConfig::default()
+        },
         messaging.clone(),
         shutdown,
     );
@@ -62,20 +65,7 @@ pub fn start(
 /// What this service consumes (its queue's bindings): the order that starts a saga and every
 /// reply the saga reacts to.
 pub fn routing_keys() -> Vec<String> {
-    [
-        OrderPlaced::NAME,
-        StockReserved::NAME,
-        StockReservationFailed::NAME,
-        StockCommitted::NAME,
-        PaymentSessionCreated::NAME,
-        PaymentSessionFailed::NAME,
-        PaymentAuthorized::NAME,
-        PaymentDeclined::NAME,
-        PaymentCaptured::NAME,
-        PaymentCaptureFailed::NAME,
-    ]
-    .map(str::to_owned)
-    .to_vec()
+    lab_contracts::subscribed(crate::NAME)
 }
 
 /// Applies saga events.

@@ -30,7 +30,10 @@ pub fn start(
         pool.clone(),
         broker.clone(),
         topology.clone(),
-        RelayConfig::default(),
+        RelayConfig {
+            consumers: lab_contracts::all_subscriptions(),
+            ..RelayConfig::default()
+        },
         messaging.clone(),
         shutdown,
     );
@@ -48,7 +51,7 @@ pub fn start(
 
 /// The events this service consumes (its queue's bindings).
 pub fn routing_keys() -> Vec<String> {
-    vec![SagaTransitioned::NAME.to_owned()]
+    lab_contracts::subscribed(crate::NAME)
 }
 
 /// Follows each order's saga.

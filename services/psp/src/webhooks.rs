@@ -141,8 +141,11 @@ pub struct Endpoints {
 
 /// A session's worth of events queued together, with the scenario that applies.
 struct Batch {
+    /// Whose format and signature.
     provider: Provider,
+    /// The session's scenario when the events were decided.
     scenario: Scenario,
+    /// In the order they happened.
     events: Vec<Event>,
 }
 
@@ -151,14 +154,19 @@ struct Batch {
 pub struct Webhooks(Arc<Inner>);
 
 struct Inner {
+    /// Retries, backoff and timeout.
     settings: WebhookSettings,
+    /// Where and how to send.
     endpoints: Endpoints,
+    /// Shared by every worker; carries the per-attempt timeout.
     client: reqwest::Client,
     /// Per session with a live worker, the sender of its queue.
     queues: Mutex<HashMap<String, mpsc::UnboundedSender<Batch>>>,
     /// The latest [`LOG_CAPACITY`] attempts, oldest first.
     log: Mutex<VecDeque<Attempt>>,
+    /// Tracks the workers.
     tracker: TaskTracker,
+    /// Stops the workers.
     shutdown: CancellationToken,
 }
 

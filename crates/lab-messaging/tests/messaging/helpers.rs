@@ -85,6 +85,15 @@ pub async fn connected_broker(env: &TestEnv, settings: &AmqpSettings) -> Broker 
 impl World {
     /// A relay on this world's outbox with its own metrics.
     pub fn relay(&self, broker: &Broker) -> (Relay, MessagingMetrics) {
+        self.relay_declaring(broker, Vec::new())
+    }
+
+    /// A relay that declares `consumers`' queues (service, routing keys) before publishing.
+    pub fn relay_declaring(
+        &self,
+        broker: &Broker,
+        consumers: Vec<(String, Vec<String>)>,
+    ) -> (Relay, MessagingMetrics) {
         let metrics = MessagingMetrics::default();
         let relay = Relay::start(
             self.pool.clone(),
@@ -92,6 +101,7 @@ impl World {
             self.topology.clone(),
             RelayConfig {
                 batch_size: 100,
+                consumers,
                 ..RelayConfig::default()
             },
             metrics.clone(),

@@ -29,6 +29,21 @@ async fn a_committed_event_arrives_exactly_once_and_a_rolled_back_one_never() {
 }
 
 #[tokio::test]
+async fn events_published_before_their_consumer_ever_started_wait_in_its_queue() {
+    let w = world().await;
+    let consumers = vec![(w.topology.service().to_owned(), vec![EVENT.to_owned()])];
+    let (_relay, _) = w.relay_declaring(&w.broker, consumers);
+
+    let ids = w.commit_events(5).await;
+    w.wait_for_drained_outbox().await;
+    let (_consumer, _) = w.consumer(Recorder).await;
+
+    let effects = w.wait_for_effects(&ids).await;
+    assert_eq!(effects.len(), 5);
+    assert!(effects.values().all(|n| *n == 1), "{effects:?}");
+}
+
+#[tokio::test]
 async fn events_committed_while_the_relay_is_down_arrive_exactly_once_from_the_next_relay() {
     let w = world().await;
     let (_consumer, _) = w.consumer(Recorder).await;

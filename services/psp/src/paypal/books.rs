@@ -19,9 +19,13 @@ pub(super) const AUTHORIZATION_LIFETIME_S: i64 = 29 * 24 * 3600;
 /// Everything the PayPal sandbox remembers.
 #[derive(Default)]
 pub struct Books {
+    /// Orders by id.
     pub(super) orders: HashMap<String, Order>,
+    /// Authorizations by id.
     pub(super) authorizations: HashMap<String, Payment>,
+    /// Captures by id.
     pub(super) captures: HashMap<String, Payment>,
+    /// Refunds by id.
     pub(super) refunds: HashMap<String, Payment>,
     /// Access tokens and the unix second they expire.
     pub tokens: HashMap<String, i64>,
@@ -31,27 +35,43 @@ pub struct Books {
 
 /// A checkout order with one purchase unit.
 pub(super) struct Order {
+    /// PayPal-style 17-character id.
     pub(super) id: String,
+    /// The purchase unit's `reference_id`.
     pub(super) reference_id: String,
+    /// The purchase unit's `custom_id`: the lab's order id.
     pub(super) custom_id: String,
+    /// What was asked (orders) or moved (payments).
     pub(super) amount: Money,
+    /// The PSP's public URL when the order was made, base of its links.
+    pub(super) base_url: String,
     /// `CREATED`, `COMPLETED` or `VOIDED`.
     pub(super) status: &'static str,
+    /// Unix seconds.
     pub(super) created: i64,
+    /// How the buyer and the webhooks of this order behave.
     pub(super) scenario: Scenario,
+    /// Its authorizations, oldest first.
     pub(super) authorizations: Vec<String>,
+    /// Its captures, oldest first.
     pub(super) captures: Vec<String>,
+    /// Its refunds, oldest first.
     pub(super) refunds: Vec<String>,
 }
 
 /// An authorization, capture or refund: they share a shape.
 pub(super) struct Payment {
+    /// PayPal-style 17-character id.
     pub(super) id: String,
+    /// The order it belongs to.
     pub(super) order: String,
     /// The authorization a capture took, or the capture a refund returned.
     pub(super) parent: Option<String>,
+    /// What was asked (orders) or moved (payments).
     pub(super) amount: Money,
+    /// `CREATED`, `CAPTURED`, `VOIDED`, `COMPLETED`, `DECLINED`, `PARTIALLY_REFUNDED` or `REFUNDED`.
     pub(super) status: &'static str,
+    /// Unix seconds.
     pub(super) created: i64,
     /// Refunded so far (captures only).
     pub(super) refunded: i64,
@@ -60,7 +80,9 @@ pub(super) struct Payment {
 /// An amount in minor units and its currency.
 #[derive(Clone)]
 pub struct Money {
+    /// Minor units (cents).
     pub minor: i64,
+    /// Upper-case ISO code.
     pub currency: String,
 }
 
@@ -110,12 +132,12 @@ pub(super) fn parse_decimal(raw: &str) -> Option<i64> {
 }
 
 impl Books {
-    pub fn order_json(&self, id: &str, base_url: &str) -> Result<Value, PaypalError> {
+    pub fn order_json(&self, id: &str) -> Result<Value, PaypalError> {
         let o = self
             .orders
             .get(id)
             .ok_or_else(|| PaypalError::NotFound(id.to_owned()))?;
-        Ok(self.order_value(o, o.status, base_url))
+        Ok(self.order_value(o, o.status))
     }
 
     /// What the hosted page shows of order `id`, if it is one.
@@ -139,7 +161,8 @@ impl Books {
             .is_some()
     }
 
-    pub(super) fn order_value(&self, o: &Order, status: &str, base: &str) -> Value {
+    pub(super) fn order_value(&self, o: &Order, status: &str) -> Value {
+        let base = &o.base_url;
         let list = |ids: &[String], map: &HashMap<String, Payment>, kind| {
             ids.iter()
                 .filter_map(|id| map.get(id))

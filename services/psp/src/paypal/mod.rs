@@ -9,7 +9,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use base64::Engine as _;
 use http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
@@ -117,6 +117,7 @@ pub fn router() -> axum::Router<Psp> {
             post(refund_capture),
         )
         .route("/paypal/certs/{name}", get(get_certificate))
+        .route("/paypal/{*rest}", any(unknown_url))
 }
 
 type Id = Result<Path<String>, PathRejection>;
@@ -182,8 +183,7 @@ pub async fn create_order(State(psp): State<Psp>, headers: HeaderMap, body: Byte
 pub async fn get_order(State(psp): State<Psp>, headers: HeaderMap, id: Id) -> Response {
     let result = authorize(&psp, &headers).and_then(|()| {
         let Path(id) = id.map_err(|e| PaypalError::invalid("id", e.body_text()))?;
-        let base = psp.base_url().to_owned();
-        psp.with_ledger(|ledger, _| ledger.paypal.order_json(&id, &base))
+        psp.with_ledger(|ledger, _| ledger.paypal.order_json(&id))
     });
     match result {
         Ok(value) => axum::Json(value).into_response(),
@@ -240,6 +240,11 @@ pub async fn get_certificate(State(psp): State<Psp>, name: Id) -> Response {
         psp.leaf_cert_pem.to_string(),
     )
         .into_response()
+}
+
+/// Any other path under `/paypal`.
+async fn unknown_url(uri: http::Uri) -> Response {
+    PaypalError::NotFound(uri.path().to_owned()).into_response()
 }
 
 fn authorize(psp: &Psp, headers: &HeaderMap) -> Result<(), PaypalError> {

@@ -54,6 +54,7 @@ pub fn create_order(
             reference_id: text(&unit["reference_id"]),
             custom_id: text(&unit["custom_id"]),
             amount,
+            base_url: base.to_owned(),
             status: "CREATED",
             created: now(),
             scenario: scenario.clone(),
@@ -68,7 +69,7 @@ pub fn create_order(
         Auto::Approve => approve(books, &id, outbox),
         Auto::Decline => decline(books, &id, outbox),
     };
-    Ok((201, books.order_json(&id, base)?))
+    Ok((201, books.order_json(&id)?))
 }
 
 /// The buyer approves; the sandbox authorizes at once on the merchant's behalf.
@@ -77,10 +78,14 @@ pub fn approve(books: &mut Books, id: &str, outbox: &mut Outbox) -> Result<(), S
     if order.status != "CREATED" {
         return Err(format!("the order is {}", order.status));
     }
-    let approved = books.order_value(order, "APPROVED", "");
+    let approved = books.order_value(order, "APPROVED");
     let auth_id = new_id("", 17, UPPER);
     let amount = Money {
-        minor: (order.amount.minor + order.scenario.authorize_amount_delta_minor).max(0),
+        minor: order
+            .amount
+            .minor
+            .saturating_add(order.scenario.authorize_amount_delta_minor)
+            .max(0),
         currency: order.amount.currency.clone(),
     };
     let auth = Payment {
@@ -115,7 +120,7 @@ pub fn decline(books: &mut Books, id: &str, outbox: &mut Outbox) -> Result<(), S
     let Some(order) = books.orders.get(id) else {
         return Err("no such order".into());
     };
-    let value = books.order_value(order, "VOIDED", "");
+    let value = books.order_value(order, "VOIDED");
     books.emit(
         outbox,
         id,

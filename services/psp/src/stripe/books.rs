@@ -2,7 +2,7 @@
 //! payment intent (`requires_payment_method` → `requires_capture` → `succeeded` | `canceled`),
 //! refunds, and how each is written as JSON. The transitions are in `ops.rs`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{Value, json};
 
@@ -24,8 +24,14 @@ pub struct Ctx {
 /// Everything the Stripe sandbox remembers.
 #[derive(Default)]
 pub struct Books {
+    /// Checkout sessions by id.
     pub(super) sessions: HashMap<String, Session>,
+    /// Payment intents by id.
     pub(super) intents: HashMap<String, Intent>,
+    /// `(expires_at, id)` of every session created, soonest first, so the expiry check on each
+    /// call looks at the due ones only; entries of sessions no longer open are skipped.
+    pub(super) expiries: BTreeSet<(i64, String)>,
+    /// Refunds by id, as answered.
     pub(super) refunds: HashMap<String, Value>,
     /// Answers per `Idempotency-Key`.
     pub idempotency: Idempotency,
@@ -33,16 +39,25 @@ pub struct Books {
 
 /// A checkout session.
 pub(super) struct Session {
+    /// `cs_test_…`.
     pub(super) id: String,
+    /// Its payment intent.
     pub(super) intent: String,
+    /// In minor units.
     pub(super) amount: i64,
+    /// Lower-case ISO code, as Stripe writes it.
     pub(super) currency: String,
+    /// `metadata[…]` as given; `order_id` is the lab's order.
     pub(super) metadata: BTreeMap<String, String>,
     /// `open`, `complete` or `expired`.
     pub(super) status: &'static str,
+    /// Unix seconds.
     pub(super) created: i64,
+    /// Unix seconds; an open session past it expires.
     pub(super) expires_at: i64,
+    /// Where the hosted page sends the buyer back to.
     pub(super) success_url: Option<String>,
+    /// The hosted page.
     pub(super) url: String,
     /// How the buyer and the webhooks of this session behave.
     pub(super) scenario: Scenario,
@@ -50,17 +65,29 @@ pub(super) struct Session {
 
 /// A payment intent with `capture_method=manual`.
 pub(super) struct Intent {
+    /// `pi_…`.
     pub(super) id: String,
+    /// The session it was created for.
     pub(super) session: String,
+    /// In minor units.
     pub(super) amount: i64,
+    /// Authorized and not yet captured.
     pub(super) amount_capturable: i64,
+    /// Captured.
     pub(super) amount_received: i64,
+    /// Refunded so far.
     pub(super) amount_refunded: i64,
+    /// Lower-case ISO code, as Stripe writes it.
     pub(super) currency: String,
+    /// `metadata[…]` as given; `order_id` is the lab's order.
     pub(super) metadata: BTreeMap<String, String>,
+    /// `requires_payment_method`, `requires_capture`, `succeeded` or `canceled`.
     pub(super) status: &'static str,
+    /// Unix seconds.
     pub(super) created: i64,
+    /// Why the last attempt to pay failed.
     pub(super) last_payment_error: Option<Value>,
+    /// Why it was canceled.
     pub(super) cancellation_reason: Option<String>,
 }
 

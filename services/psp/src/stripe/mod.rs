@@ -11,7 +11,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
+use base64::Engine as _;
 use http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -160,6 +161,7 @@ pub fn router() -> axum::Router<Psp> {
             post(cancel_payment_intent),
         )
         .route("/stripe/v1/refunds", post(create_refund))
+        .route("/stripe/{*rest}", any(unknown_url))
 }
 
 type Id = Result<Path<String>, PathRejection>;
@@ -241,16 +243,39 @@ pub async fn create_refund(State(psp): State<Psp>, headers: HeaderMap, body: Byt
     call(&psp, &headers, "/v1/refunds", &body, ops::refund)
 }
 
+/// Stripe takes the secret key as a bearer token or, as `curl -u sk_…:` sends it, as the
+/// HTTP Basic user name with an empty password.
 fn authorize(psp: &Psp, headers: &HeaderMap) -> Result<(), StripeError> {
     let expected = psp.settings.stripe.secret_key.expose();
-    let given = headers
+    let value = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .unwrap_or_default();
+    let given = if let Some(token) = value.strip_prefix("Bearer ") {
+        Some(token.to_owned())
+    } else {
+        value
+            .strip_prefix("Basic ")
+            .and_then(|b64| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(b64.trim())
+                    .ok()
+            })
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|pair| pair.split_once(':').map(|(user, _)| user.to_owned()))
+    };
     match given {
         Some(key) if !expected.is_empty() && key == expected => Ok(()),
         _ => Err(StripeError::Unauthorized),
     }
+}
+
+/// Any other path under `/stripe`, answered as Stripe answers an unknown URL.
+async fn unknown_url(method: http::Method, uri: http::Uri) -> Response {
+    let path = uri.path().strip_prefix("/stripe").unwrap_or(uri.path());
+    let error = json!({"type": "invalid_request_error",
+        "message": format!("Unrecognized request URL ({method}: {path}).")});
+    (StatusCode::NOT_FOUND, axum::Json(json!({ "error": error }))).into_response()
 }
 
 fn read(

@@ -11,6 +11,9 @@ use super::{Params, StripeError};
 use crate::sandbox::{Auto, MIXED, Outbox, Scenario, new_id, now};
 use crate::webhooks::{Event, Provider};
 
+/// Stripe's own ceiling for a charge: eight digits of minor units.
+const MAX_AMOUNT: i64 = 99_999_999;
+
 /// `POST /v1/checkout/sessions`.
 pub fn create_session(
     books: &mut Books,
@@ -20,8 +23,11 @@ pub fn create_session(
     outbox: &mut Outbox,
 ) -> Result<Value, StripeError> {
     let amount = p.integer("amount")?.ok_or(StripeError::Missing("amount"))?;
-    if amount == 0 {
-        return Err(StripeError::invalid("amount", "must be at least 1"));
+    if amount == 0 || amount > MAX_AMOUNT {
+        return Err(StripeError::invalid(
+            "amount",
+            format!("must be between 1 and {MAX_AMOUNT}"),
+        ));
     }
     let currency = p.get("currency").ok_or(StripeError::Missing("currency"))?;
     if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_alphabetic()) {
@@ -70,6 +76,7 @@ pub fn create_session(
             cancellation_reason: None,
         },
     );
+    books.expiries.insert((expires_at, id.clone()));
     books.sessions.insert(
         id.clone(),
         Session {
@@ -108,8 +115,10 @@ pub fn approve(books: &mut Books, id: &str, outbox: &mut Outbox) -> Result<(), S
     session.status = "complete";
     intent.status = "requires_capture";
     intent.last_payment_error = None;
-    intent.amount_capturable =
-        (intent.amount + session.scenario.authorize_amount_delta_minor).max(0);
+    intent.amount_capturable = intent
+        .amount
+        .saturating_add(session.scenario.authorize_amount_delta_minor)
+        .max(0);
     let intent = intent_value(intent);
     let session = books.sessions.get(id).ok_or("no such session")?;
     let events = vec![
@@ -138,14 +147,13 @@ pub fn decline(books: &mut Books, id: &str, outbox: &mut Outbox) -> Result<(), S
 
 /// Expires every open session past its `expires_at`.
 pub fn expire_due(books: &mut Books, now: i64, outbox: &mut Outbox) {
-    let due: Vec<String> = books
-        .sessions
-        .values()
-        .filter(|s| s.status == "open" && s.expires_at <= now)
-        .map(|s| s.id.clone())
-        .collect();
-    for id in due {
-        expire(books, &id, outbox);
+    while books.expiries.first().is_some_and(|(at, _)| *at <= now) {
+        let Some((_, id)) = books.expiries.pop_first() else {
+            return;
+        };
+        if books.sessions.get(&id).is_some_and(|s| s.status == "open") {
+            expire(books, &id, outbox);
+        }
     }
 }
 

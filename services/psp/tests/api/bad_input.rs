@@ -11,10 +11,15 @@ type Form<'a> = &'a [(&'a str, &'a str)];
 #[tokio::test]
 async fn malformed_stripe_parameters_are_400_naming_the_parameter() {
     let psp = Psp::start(&[]).await;
-    let cases: [(Form, &str, &str); 6] = [
+    let cases: [(Form, &str, &str); 7] = [
         (&[("currency", "eur")], "parameter_missing", "amount"),
         (
             &[("amount", "abc"), ("currency", "eur")],
+            "parameter_invalid",
+            "amount",
+        ),
+        (
+            &[("amount", "100000000"), ("currency", "eur")],
             "parameter_invalid",
             "amount",
         ),
@@ -159,4 +164,18 @@ async fn sandbox_calls_on_unknown_ids_and_bad_scenarios_are_problems() {
     assert_eq!(bad_preset.status().as_u16(), 422);
     assert_eq!(bad_auto.status().as_u16(), 422);
     assert_eq!(cert.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn an_unknown_url_under_a_provider_is_404_in_that_providers_shape() {
+    let psp = Psp::start(&[]).await;
+
+    let (stripe, stripe_body) = psp.stripe("/v1/charges", &[]).await;
+    let token = psp.paypal_token().await;
+    let (paypal, paypal_body) = psp.paypal(&token, "/v1/payments/payment", None, None).await;
+
+    assert_eq!(stripe, StatusCode::NOT_FOUND);
+    assert_eq!(stripe_body["error"]["type"], "invalid_request_error");
+    assert_eq!(paypal, StatusCode::NOT_FOUND);
+    assert_eq!(paypal_body["name"], "RESOURCE_NOT_FOUND");
 }

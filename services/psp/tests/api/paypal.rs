@@ -78,6 +78,10 @@ async fn an_order_is_approved_authorized_captured_and_refunded_with_a_webhook_fo
             "PAYMENT.CAPTURE.REFUNDED"
         ]
     );
+    let approve_href = hits[0].json["resource"]["links"][1]["href"]
+        .as_str()
+        .unwrap();
+    assert!(approve_href.starts_with("http://"), "{approve_href}");
     for hit in &hits {
         assert_eq!(
             hit.json["resource"]["custom_id"], "order-1",

@@ -243,3 +243,19 @@ async fn a_wrong_or_missing_api_key_is_401_in_stripes_shape() {
     assert_eq!(body["error"]["type"], "invalid_request_error");
     assert_eq!(missing.status().as_u16(), 401);
 }
+
+#[tokio::test]
+async fn the_secret_key_is_also_accepted_as_the_basic_auth_user_as_curl_sends_it() {
+    let psp = Psp::start(&[]).await;
+
+    let response = psp
+        .app
+        .client
+        .get(psp.app.url("/stripe/v1/payment_intents/pi_unknown"))
+        .basic_auth(crate::helpers::SECRET_KEY, Some(""))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status().as_u16(), 404);
+}

@@ -1,27 +1,27 @@
-//! Outbox relay throughput and commit→publish latency, against raw lapin confirmed publishes in
-//! the same run (BENCH.md: measure the peer in the same run, report the ratio).
+//! `lab bench outbox`: outbox relay throughput and commit→publish latency, against raw lapin
+//! confirmed publishes in the same run (BENCH.md: measure the peer in the same run, report the
+//! ratio), and the inbox consumer against raw lapin consuming.
 //!
-//! ```text
-//! CARGO_TARGET_DIR=/var/cache/lab-target cargo run --release -p lab-messaging --example outbox_bench [events]
-//! ```
-//!
-//! Uses the test harness for a throw-away database and a unique AMQP prefix, so it runs against
-//! the machine's PostgreSQL and RabbitMQ without touching anything else. Three rounds each, the
-//! median reported:
+//! Runs against a PostgreSQL and a RabbitMQ given by URL (the machine's by default), in a
+//! database `lab_bench` and under the AMQP prefix `bench.outbox.`, touching nothing else. Three
+//! rounds each, the median reported:
 //! - raw: persistent ~300 B messages to a durable queue, one channel, confirms awaited per window
 //!   of [`WINDOW`] (the relay's batch size), nothing else;
 //! - relay: `events` rows committed while the relay is paused, then resumed; time until the
 //!   outbox is empty and every message is confirmed, same durable queue shape;
 //! - latency: a producer commits one event every 2 ms for 4 s while the relay runs; per row
-//!   `sent_at - created_at` from the table, and `commit()` returned → delivered to a consumer.
+//!   `sent_at - created_at` from the table, and `commit()` returned → delivered to a consumer;
 //! - consume: `events / 4` messages pre-filled into a queue; raw lapin consuming with an ack per
 //!   message against the [`Consumer`] (inbox insert, a one-row handler, commit, ack), both with
 //!   the default prefetch.
+//!
+//! The relay and its peer run in this process, so both share its scheduling alike.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use clap::Args;
 use futures::StreamExt;
 use lab_messaging::lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, QueueBindOptions, QueueDeclareOptions,
@@ -32,72 +32,117 @@ use lab_messaging::{
     AmqpSettings, Broker, Consumer, Envelope, Handler, HandlerError, MessagingMetrics, Relay,
     RelayConfig, Topology, outbox,
 };
-use lab_test_support::{TestEnv, eventually};
 use sqlx::{PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use super::measure::require_quiet;
+use crate::bootstrap;
+
+#[derive(Args)]
+pub struct OutboxArgs {
+    /// Administrator URL of the PostgreSQL to use (a database `lab_bench` is created in it).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pg_admin_url: String,
+    #[arg(long, default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp_url: String,
+    /// Events per relay round (a quarter of them per consume round).
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Measure even when the machine is busy (figures will be noisy).
+    #[arg(long)]
+    allow_busy: bool,
+}
+
+const DATABASE: &str = "lab_bench";
+/// Any service's schema holds the outbox tables; payments is the one whose relay this models.
+const SCHEMA: &str = "payments";
 
 /// Confirms in flight per window, equal to the relay's batch size so both sides wait alike.
 const WINDOW: usize = 500;
 /// Rounds per measurement; the median is reported (BENCH.md practice).
 const ROUNDS: usize = 3;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let events: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(20_000);
-    let env = TestEnv::builder().with_database(&[]).start().await;
-    let pool = lab_db::connect(&env.database("payments"), "payments", "outbox-bench", "-").await?;
+pub async fn run(args: OutboxArgs) -> anyhow::Result<()> {
+    if !args.allow_busy {
+        require_quiet().await?;
+    }
+    let events = args.events.max(1_000);
+    bootstrap::prepare(
+        &args.pg_admin_url,
+        DATABASE,
+        lab_db::bootstrap::STATIC_PASSWORD,
+        None,
+    )
+    .await?;
+    let db_url = bootstrap::service_url(
+        &args.pg_admin_url,
+        DATABASE,
+        SCHEMA,
+        lab_db::bootstrap::STATIC_PASSWORD,
+    )?;
+    let db = lab_db::DbSettings {
+        url: lab_config::SecretString::new(db_url),
+        ..lab_db::DbSettings::local(SCHEMA)
+    };
+    let pool = lab_db::connect(&db, SCHEMA, "outbox-bench", "--pg-admin-url").await?;
     lab_messaging::migrate(&pool).await?;
-    let settings = env.amqp();
-    let broker = Broker::start(&settings, "outbox-bench", env.shutdown_token());
-    eventually(Duration::from_secs(10), || {
-        let b = broker.clone();
-        async move { b.connection().ok() }
-    })
-    .await
-    .context("RabbitMQ not reachable")?;
-    let topology = Topology::new(&settings, "payments");
+    sqlx::query("DELETE FROM lab_outbox").execute(&pool).await?;
+    let settings = AmqpSettings {
+        url: lab_config::SecretString::new(args.amqp_url.clone()),
+        prefix: "bench.outbox.".to_owned(),
+        ..AmqpSettings::default()
+    };
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let broker = Broker::start(&settings, "outbox-bench", shutdown.clone());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while broker.connection().is_err() {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "RabbitMQ not reachable at --amqp-url"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let topology = Topology::new(&settings, SCHEMA);
     let sink = declare_sink(&broker, &topology, &settings).await?;
 
     let mut raw = Vec::new();
     let mut relayed = Vec::new();
     // Warm-up: one small round of each, not counted.
     raw_round(&broker, &sink, 2_000).await?;
-    relay_round(&pool, &broker, &topology, &env, 2_000).await?;
+    relay_round(&pool, &broker, &topology, &shutdown, 2_000).await?;
     for _ in 0..ROUNDS {
         raw.push(raw_round(&broker, &sink, events).await?);
         purge(&broker, &sink).await?;
-        relayed.push(relay_round(&pool, &broker, &topology, &env, events).await?);
+        relayed.push(relay_round(&pool, &broker, &topology, &shutdown, events).await?);
         purge(&broker, &sink).await?;
     }
-    let [p50, p99, c50, c99] = latency(&pool, &broker, &topology, &env, &sink).await?;
+    let [p50, p99, c50, c99] = latency(&pool, &broker, &topology, &shutdown, &sink).await?;
     let (mut raw_consumed, mut consumed) = (Vec::new(), Vec::new());
     for _ in 0..ROUNDS {
-        let (r, c) = consume_round(&pool, &broker, &topology, &env, &settings, events / 4).await?;
+        let (r, c) =
+            consume_round(&pool, &broker, &topology, &shutdown, &settings, events / 4).await?;
         raw_consumed.push(r);
         consumed.push(c);
     }
     let raw_rate = median(&mut raw);
     let relay_rate = median(&mut relayed);
-    println!("raw lapin confirmed publishes: {raw_rate:.0} msg/s (rounds {raw:.0?})");
-    println!("outbox relayed:                {relay_rate:.0} msg/s (rounds {relayed:.0?})");
-    println!(
-        "ratio relay / raw:             {:.2}",
-        relay_rate / raw_rate
-    );
-    println!("at 500 commits/s, row written → confirmed (table): p50 {p50:.1} ms, p99 {p99:.1} ms");
-    println!("at 500 commits/s, commit returned → delivered:    p50 {c50:.1} ms, p99 {c99:.1} ms");
     let raw_consume_rate = median(&mut raw_consumed);
     let consume_rate = median(&mut consumed);
+    println!("## lab bench outbox ({events} events per round, median of {ROUNDS})\n");
+    println!("| measure | Lab | peer | ratio |\n|---|---|---|---|");
     println!(
-        "raw lapin consume, ack each:   {raw_consume_rate:.0} msg/s (rounds {raw_consumed:.0?})"
+        "| relayed, msg/s | {relay_rate:.0} (rounds {relayed:.0?}) | raw lapin confirmed publishes: {raw_rate:.0} (rounds {raw:.0?}) | **{:.2}** |",
+        relay_rate / raw_rate
     );
     println!(
-        "consumer (inbox+handler+commit, ack): {consume_rate:.0} msg/s (rounds {consumed:.0?})"
+        "| at 500 commits/s, row written → confirmed (table) | p50 {p50:.1} ms, p99 {p99:.1} ms | | |"
     );
     println!(
-        "ratio consumer / raw consume:  {:.2}",
+        "| at 500 commits/s, commit returned → delivered | p50 {c50:.1} ms, p99 {c99:.1} ms | | |"
+    );
+    println!(
+        "| consumed (inbox + handler + commit, ack), msg/s | {consume_rate:.0} (rounds {consumed:.0?}) | raw lapin consume, ack each: {raw_consume_rate:.0} | **{:.2}** |",
         consume_rate / raw_consume_rate
     );
     let channel = broker
@@ -107,6 +152,12 @@ async fn main() -> anyhow::Result<()> {
         .await?;
     let _ = channel
         .queue_delete(sink.as_str().into(), Default::default())
+        .await;
+    let _ = channel
+        .queue_delete(
+            format!("{}bench.raw-consume", settings.prefix).into(),
+            Default::default(),
+        )
         .await;
     let _ = topology.delete(&channel).await;
     Ok(())
@@ -195,7 +246,7 @@ async fn relay_round(
     pool: &PgPool,
     broker: &Broker,
     topology: &Topology,
-    env: &TestEnv,
+    shutdown: &CancellationToken,
     events: usize,
 ) -> anyhow::Result<f64> {
     outbox::pause(pool).await?;
@@ -205,7 +256,7 @@ async fn relay_round(
         topology.clone(),
         RelayConfig::default(),
         MessagingMetrics::default(),
-        &env.shutdown_token(),
+        shutdown,
     );
     // 100 events per transaction: filling the table is not what is measured.
     for chunk in (0..events).collect::<Vec<_>>().chunks(100) {
@@ -236,7 +287,7 @@ async fn latency(
     pool: &PgPool,
     broker: &Broker,
     topology: &Topology,
-    env: &TestEnv,
+    shutdown: &CancellationToken,
     sink: &str,
 ) -> anyhow::Result<[f64; 4]> {
     sqlx::query("DELETE FROM lab_outbox").execute(pool).await?;
@@ -271,7 +322,7 @@ async fn latency(
         topology.clone(),
         RelayConfig::default(),
         MessagingMetrics::default(),
-        &env.shutdown_token(),
+        shutdown,
     );
     let mut committed: Vec<(String, Instant)> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(2));
@@ -318,7 +369,7 @@ async fn consume_round(
     pool: &PgPool,
     broker: &Broker,
     topology: &Topology,
-    env: &TestEnv,
+    shutdown: &CancellationToken,
     settings: &AmqpSettings,
     n: usize,
 ) -> anyhow::Result<(f64, f64)> {
@@ -387,7 +438,7 @@ async fn consume_round(
         settings.prefetch,
         Effects,
         MessagingMetrics::default(),
-        &env.shutdown_token(),
+        shutdown,
     );
     loop {
         let done: i64 = sqlx::query_scalar("SELECT count(*) FROM bench_effects")
