@@ -41,7 +41,10 @@ pub fn start(
         pool.clone(),
         broker.clone(),
         topology.clone(),
-        RelayConfig::default(),
+        RelayConfig {
+            consumers: lab_contracts::all_subscriptions(),
+            ..RelayConfig::default()
+        },
         messaging.clone(),
         shutdown,
     );
@@ -57,16 +60,9 @@ pub fn start(
     );
 }
 
-/// The commands this service consumes (its queue's bindings).
+/// The commands this service consumes (its queue's bindings, from lab-contracts' table).
 pub fn routing_keys() -> Vec<String> {
-    [
-        CreatePaymentSession::NAME,
-        CapturePayment::NAME,
-        VoidPayment::NAME,
-        RefundPayment::NAME,
-    ]
-    .map(str::to_owned)
-    .to_vec()
+    lab_contracts::subscribed(crate::NAME)
 }
 
 /// Applies payment commands.
