@@ -13,11 +13,11 @@
 pub mod certs;
 mod control;
 mod page;
-pub mod paypal;
-pub mod sandbox;
-pub mod signing;
-pub mod stripe;
-pub mod webhooks;
+mod paypal;
+mod sandbox;
+mod signing;
+mod stripe;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};

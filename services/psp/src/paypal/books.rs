@@ -43,6 +43,9 @@ pub(super) struct Order {
     pub(super) custom_id: String,
     /// What was asked (orders) or moved (payments).
     pub(super) amount: Money,
+    /// Where the hosted page sends the buyer back to (`return_url` of the order's
+    /// `payment_source.paypal.experience_context` or older `application_context`).
+    pub(super) return_url: Option<String>,
     /// The PSP's public URL when the order was made, base of its links.
     pub(super) base_url: String,
     /// `CREATED`, `COMPLETED` or `VOIDED`.
@@ -149,7 +152,7 @@ impl Books {
             currency: o.amount.currency.clone(),
             reference: o.custom_id.clone(),
             status: o.status,
-            return_url: None,
+            return_url: o.return_url.clone(),
         })
     }
 

@@ -55,6 +55,11 @@ pub fn create_order(
             custom_id: text(&unit["custom_id"]),
             amount,
             base_url: base.to_owned(),
+            return_url: body
+                .pointer("/payment_source/paypal/experience_context/return_url")
+                .or_else(|| body.pointer("/application_context/return_url"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             status: "CREATED",
             created: now(),
             scenario: scenario.clone(),

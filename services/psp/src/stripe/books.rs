@@ -115,7 +115,11 @@ impl Books {
             currency: s.currency.to_ascii_uppercase(),
             reference: s.metadata.get("order_id").cloned().unwrap_or_default(),
             status: s.status,
-            return_url: s.success_url.clone(),
+            // Stripe fills this template in the success URL with the session's id.
+            return_url: s
+                .success_url
+                .as_ref()
+                .map(|url| url.replace("{CHECKOUT_SESSION_ID}", &s.id)),
         })
     }
 

@@ -51,3 +51,51 @@ async fn the_page_of_an_unknown_id_is_404() {
 
     assert_eq!(response.status().as_u16(), 404);
 }
+
+#[tokio::test]
+async fn the_page_links_back_to_the_shop_with_the_session_id_filled_in() {
+    let psp = Psp::start(&[]).await;
+    let session = psp
+        .stripe_session(
+            "1234",
+            "order-44",
+            &[(
+                "success_url",
+                "http://shop.test/done?s={CHECKOUT_SESSION_ID}",
+            )],
+        )
+        .await;
+    let id = session["id"].as_str().unwrap();
+
+    let html = psp
+        .app
+        .get(&format!("/pay/{id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+
+    assert!(
+        html.contains(&format!("http://shop.test/done?s={id}")),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn the_page_of_a_paypal_order_links_back_to_its_return_url() {
+    let psp = Psp::start(&[]).await;
+    let token = psp.paypal_token().await;
+    let extra = serde_json::json!({"payment_source": {"paypal": {"experience_context": {"return_url": "http://shop.test/back"}}}});
+    let order = psp.paypal_order(&token, "5.00", "order-45", extra).await;
+
+    let html = psp
+        .app
+        .get(&format!("/pay/{}", order["id"].as_str().unwrap()))
+        .await
+        .text()
+        .await
+        .unwrap();
+
+    assert!(html.contains("http://shop.test/back"), "{html}");
+    assert!(html.contains("5.00 EUR"));
+}
