@@ -151,7 +151,7 @@ pub async fn bring_up(
         undo(dir, &instances).await;
         return Err(e.into());
     }
-    match prepare(args, &instances, secrets).await {
+    match prepare(dir, args, &instances, secrets).await {
         Ok(wiring) => Ok(Infra {
             rows: rows(args, &instances, &wiring),
             summary: summary(args, &instances),
@@ -185,6 +185,7 @@ fn port_of(instances: &[Instance], name: &str) -> Option<u16> {
 
 /// Database, schemas, logins and OpenBao's engine; returns what the services are told.
 async fn prepare(
+    dir: &DataDir,
     args: &InfraArgs,
     instances: &[Instance],
     secrets: &Secrets,
@@ -253,6 +254,7 @@ async fn prepare(
         redis_url,
         amqp_url,
         vault_addr: vault.as_ref().map(|v| v.addr().to_owned()),
+        psp_cert_dir: dir.root().join("psp-certs"),
     })
 }
 

@@ -23,9 +23,9 @@ const SERVICES: [ServiceDef; 7] = [
     svc("identity", 1, true, true, false),
     svc("catalog", 2, true, true, true),
     svc("orders", 1, true, false, true),
+    svc("psp", 1, false, false, false),
     svc("payments", 1, true, false, true),
     svc("checkout", 1, true, false, true),
-    svc("psp", 1, false, false, false),
     svc("bff", 1, false, true, false),
 ];
 
@@ -56,6 +56,9 @@ pub struct Wiring {
     pub amqp_url: String,
     /// OpenBao's address, when it is in play.
     pub vault_addr: Option<String>,
+    /// Where the sandbox PSP keeps its CA and signing certificate (made on its first start),
+    /// and where payments reads the CA it trusts for PayPal webhooks.
+    pub psp_cert_dir: std::path::PathBuf,
 }
 
 /// One process to run.
@@ -132,6 +135,7 @@ pub fn plan(wiring: &Wiring, mut listen: impl FnMut(&str) -> SocketAddr) -> Vec<
         }
     }
     wire_catalog_users(&mut procs);
+    wire_payments(&mut procs, wiring);
     wire_bff(&mut procs, wiring);
     procs
 }
@@ -159,6 +163,52 @@ fn wire_catalog_users(procs: &mut [ProcSpec]) {
             }
             _ => {}
         }
+    }
+}
+
+/// Payments calls the sandbox PSP as its Stripe and PayPal, trusts the PSP's CA and starts after
+/// it (so the CA exists); the PSP sends its webhooks to payments.
+fn wire_payments(procs: &mut [ProcSpec], wiring: &Wiring) {
+    let url_of = |service: &str| {
+        procs
+            .iter()
+            .find(|p| p.service == service)
+            .map(|p| (p.name.clone(), p.url(), p.listen.to_string()))
+    };
+    let (Some((psp_name, psp, psp_addr)), Some((_, payments, _))) =
+        (url_of("psp"), url_of("payments"))
+    else {
+        return;
+    };
+    let certs = wiring.psp_cert_dir.display().to_string();
+    let ca = wiring.psp_cert_dir.join("ca.pem").display().to_string();
+    for p in procs.iter_mut() {
+        let env: Vec<(&str, String)> = match p.service {
+            "psp" => vec![
+                ("LAB_PSP__PUBLIC_URL", psp.clone()),
+                (
+                    "LAB_PSP__STRIPE__WEBHOOK_URL",
+                    format!("{payments}/webhooks/stripe"),
+                ),
+                (
+                    "LAB_PSP__PAYPAL__WEBHOOK_URL",
+                    format!("{payments}/webhooks/paypal"),
+                ),
+                ("LAB_PSP__PAYPAL__CERT_DIR", certs.clone()),
+            ],
+            "payments" => {
+                p.after.push(psp_name.clone());
+                vec![
+                    ("LAB_PAYMENTS__STRIPE__API_URL", format!("{psp}/stripe")),
+                    ("LAB_PAYMENTS__PAYPAL__API_URL", format!("{psp}/paypal")),
+                    ("LAB_PAYMENTS__PAYPAL__CERT_URL_HOSTS", psp_addr.clone()),
+                    ("LAB_PAYMENTS__PAYPAL__CA_PEM_FILE", ca.clone()),
+                ]
+            }
+            _ => continue,
+        };
+        p.env
+            .extend(env.into_iter().map(|(k, v)| (k.to_owned(), v)));
     }
 }
 
@@ -199,6 +249,7 @@ mod tests {
             redis_url: "redis://r".into(),
             amqp_url: "amqp://a".into(),
             vault_addr: Some("http://v".into()),
+            psp_cert_dir: "/lab/psp-certs".into(),
         };
         let mut port = 9000;
         let procs = plan(&wiring, |_| {
@@ -213,9 +264,9 @@ mod tests {
                 "catalog-1",
                 "catalog-2",
                 "orders",
+                "psp",
                 "payments",
                 "checkout",
-                "psp",
                 "bff"
             ]
         );
@@ -240,11 +291,22 @@ mod tests {
                 .any(|(k, v)| k == "LAB_CATALOG__PEERS" && v.contains("9003"))
         );
         assert_eq!(bff.after.len(), 7);
-        let psp = &procs[6];
-        assert!(
-            psp.env
-                .iter()
-                .all(|(k, _)| k.starts_with("LAB_PSP__HTTP__"))
+        let psp = procs.iter().find(|p| p.service == "psp").unwrap();
+        let payments = procs.iter().find(|p| p.service == "payments").unwrap();
+        let psp_env: std::collections::BTreeMap<_, _> = psp.env.iter().cloned().collect();
+        let payments_env: std::collections::BTreeMap<_, _> = payments.env.iter().cloned().collect();
+        assert_eq!(
+            psp_env["LAB_PSP__STRIPE__WEBHOOK_URL"],
+            format!("{}/webhooks/stripe", payments.url())
         );
+        assert_eq!(
+            payments_env["LAB_PAYMENTS__PAYPAL__API_URL"],
+            format!("{}/paypal", psp.url())
+        );
+        assert_eq!(
+            payments_env["LAB_PAYMENTS__PAYPAL__CA_PEM_FILE"],
+            "/lab/psp-certs/ca.pem"
+        );
+        assert_eq!(payments.after, ["psp"]);
     }
 }
