@@ -1,0 +1,23 @@
+//! Authentication for every Lab service: identity's access tokens checked locally.
+//!
+//! - [`jwt`]: EdDSA-only compact JWTs, signing (identity) and verification (everyone).
+//! - [`jwks`]: the published key set and the rate-limited cache that fetches it from identity.
+//! - [`revocation`]: revoked JTIs in Redis, followed over pub/sub into a local set.
+//! - [`Verifier`]: signature, `iss`, `aud`, `exp`/`nbf` with leeway, revocation, in one call.
+//! - [`extract`]: axum extractors (`Authenticated`, `RequireRole<Admin>`, `RequireScope<_>`)
+//!   answering 401/403 problem+json with `WWW-Authenticate`.
+//!
+//! A service keeps a [`Verifier`] in its state (`Verifier: FromRef<State>`) and takes the
+//! extractors in its handlers.
+
+pub mod extract;
+pub mod jwks;
+pub mod jwt;
+pub mod revocation;
+mod verifier;
+
+pub use extract::{Admin, Authenticated, RequireRole, RequireScope, Role, Scope};
+pub use jwks::{HttpKeySource, Jwk, Jwks, JwksCache, KeySource};
+pub use jwt::{Audience, Claims, SigningKey};
+pub use revocation::{RevocationError, Revocations};
+pub use verifier::{AuthError, AuthSettings, Verifier};
