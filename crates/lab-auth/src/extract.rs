@@ -156,7 +156,7 @@ impl Role for Admin {
 }
 
 /// An [`Authenticated`] caller holding role `R`, else 403.
-pub struct RequireRole<R: Role>(pub Authenticated, PhantomData<R>);
+pub struct RequireRole<R: Role>(pub Authenticated, pub PhantomData<R>);
 
 impl<R: Role, S> FromRequestParts<S> for RequireRole<R>
 where
@@ -178,7 +178,7 @@ pub trait Scope: Send + Sync {
 }
 
 /// An [`Authenticated`] caller whose token grants scope `S`, else 403.
-pub struct RequireScope<Sc: Scope>(pub Authenticated, PhantomData<Sc>);
+pub struct RequireScope<Sc: Scope>(pub Authenticated, pub PhantomData<Sc>);
 
 impl<Sc: Scope, S> FromRequestParts<S> for RequireScope<Sc>
 where

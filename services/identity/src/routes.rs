@@ -1,0 +1,358 @@
+//! The identity HTTP API: register, login, refresh, logout, `/me`, the JWKS, and the
+//! administrator's key rotation and session revocation.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{FromRef, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use lab_auth::{Admin, Authenticated, Jwks, RequireRole, Revocations, Verifier};
+use lab_http::{Json, Path, Problem};
+use serde::{Deserialize, Serialize};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use crate::accounts::{self, AccountError, User};
+use crate::domain::{Email, Password};
+use crate::keys::KeyRing;
+use crate::passwords::Hasher;
+use crate::sessions::{self, SessionError, Subject, TokenPair};
+use crate::throttle::Throttle;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub keys: KeyRing,
+    pub hasher: Hasher,
+    pub throttle: Throttle,
+    /// Checks identity's own tokens (keys from the ring, revocations from Redis).
+    pub verifier: Verifier,
+    pub settings: Arc<crate::Settings>,
+}
+
+impl FromRef<AppState> for Verifier {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
+impl AppState {
+    fn revocations(&self) -> &Revocations {
+        self.verifier.revocations()
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/register", post(register))
+        .route("/login", post(login))
+        .route("/token/refresh", post(refresh))
+        .route("/logout", post(logout))
+        .route("/me", get(me))
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/admin/keys/rotate", post(rotate_keys))
+        .route("/admin/users/{id}/sessions", delete(revoke_user_sessions))
+        .with_state(state)
+}
+
+/// A database failure: logged once here, answered as 503.
+fn db_problem(e: &sqlx::Error) -> Problem {
+    tracing::error!(error = %e, "database error");
+    Problem::unavailable("postgres", lab_db::short_reason(e))
+}
+
+fn session_problem(e: SessionError) -> Problem {
+    match e {
+        SessionError::Db(e) => db_problem(&e),
+        SessionError::InvalidRefresh => Problem::typed(
+            StatusCode::UNAUTHORIZED,
+            "invalid-refresh-token",
+            "Invalid refresh token",
+        )
+        .detail("the refresh token is unknown, expired, revoked or already used; log in again"),
+        SessionError::Revocation(e) => {
+            tracing::error!(error = %e, "revocation failed");
+            Problem::unavailable("redis", "the revocation could not be recorded; try again")
+        }
+        SessionError::Sign(e) => {
+            tracing::error!(error = %e, "signing failed");
+            Problem::internal()
+        }
+    }
+}
+
+/// The one answer for a wrong password and an unknown email alike.
+fn invalid_credentials() -> Problem {
+    Problem::typed(
+        StatusCode::UNAUTHORIZED,
+        "invalid-credentials",
+        "Invalid credentials",
+    )
+    .detail("the email or the password is wrong")
+}
+
+/// Email and password, as a form sends them. Optional here so a missing one is a 422 that
+/// names it rather than a serde message.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct Credentials {
+    /// An address like `name@example.com`; compared case-insensitively.
+    #[serde(default)]
+    email: Option<String>,
+    /// 8–256 characters.
+    #[serde(default)]
+    #[schema(format = Password)]
+    password: Option<String>,
+}
+
+/// Creates an account.
+#[utoipa::path(post, path = "/register", tag = "identity", request_body = Credentials, responses(
+    (status = 201, description = "created", body = User),
+    (status = 409, description = "the email is taken", body = Problem),
+    (status = 422, description = "a field is invalid (named in `field`)", body = Problem),
+))]
+pub async fn register(
+    State(state): State<AppState>,
+    Json(body): Json<Credentials>,
+) -> Result<Response, Problem> {
+    let email = Email::parse(body.email.as_deref())?;
+    let password = Password::parse(body.password.as_deref())?;
+    let hash = state.hasher.hash(&password).await.map_err(|e| {
+        tracing::error!(error = %e, "hashing failed");
+        Problem::internal()
+    })?;
+    let roles = if state.settings.is_admin_email(email.as_str()) {
+        vec!["admin".to_owned()]
+    } else {
+        Vec::new()
+    };
+    match accounts::create(&state.pool, &email, &hash, &roles).await {
+        Ok(user) => Ok((StatusCode::CREATED, Json(user)).into_response()),
+        Err(AccountError::Taken) => Err(Problem::typed(
+            StatusCode::CONFLICT,
+            "email-taken",
+            "Email already registered",
+        )
+        .detail("an account with this email exists; log in instead")
+        .with("field", "email")),
+        Err(AccountError::Db(e)) => Err(db_problem(&e)),
+    }
+}
+
+/// The caller's address for throttling: the first `X-Forwarded-For` hop when trusted.
+fn client_address(headers: &HeaderMap, trust_forwarded_for: bool) -> String {
+    let forwarded = trust_forwarded_for
+        .then(|| headers.get("x-forwarded-for"))
+        .flatten()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.len() <= 64);
+    forwarded.unwrap_or("direct").to_owned()
+}
+
+/// Exchanges email and password for a token pair.
+#[utoipa::path(post, path = "/login", tag = "identity", request_body = Credentials, responses(
+    (status = 200, description = "logged in", body = TokenPair),
+    (status = 401, description = "wrong email or password (the same answer for both)", body = Problem),
+    (status = 422, description = "a field is missing", body = Problem),
+    (status = 429, description = "too many attempts; see Retry-After", body = Problem),
+))]
+pub async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(body): Json<Credentials>,
+) -> Result<Json<TokenPair>, Problem> {
+    let email = Email::parse(body.email.as_deref())?;
+    let password = Password::for_login(body.password.as_deref())?;
+    let address = client_address(&headers, state.throttle.settings().trust_forwarded_for);
+    if let Err(throttled) = state
+        .throttle
+        .before_attempt(&address, email.as_str())
+        .await
+    {
+        let seconds = throttled.retry_after.as_secs();
+        return Err(Problem::typed(
+            StatusCode::TOO_MANY_REQUESTS,
+            "login-throttled",
+            "Too many login attempts",
+        )
+        .detail(format!("wait {seconds} s before trying again"))
+        .header(header::RETRY_AFTER, HeaderValue::from(seconds)));
+    }
+    let found = accounts::by_email(&state.pool, &email)
+        .await
+        .map_err(|e| db_problem(&e))?;
+    let (user, hash) = match found {
+        Some((user, hash)) => (Some(user), Some(hash)),
+        None => (None, None),
+    };
+    let matched = state.hasher.verify(&password, hash).await;
+    let Some(user) = user.filter(|_| matched) else {
+        state.throttle.failed(email.as_str()).await;
+        return Err(invalid_credentials());
+    };
+    state.throttle.succeeded(email.as_str()).await;
+    let subject = Subject {
+        id: user.id,
+        roles: user.roles,
+    };
+    sessions::start(&state.pool, &state.keys, &state.settings.tokens, &subject)
+        .await
+        .map(Json)
+        .map_err(session_problem)
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct RefreshRequest {
+    /// The refresh token of the last pair.
+    #[serde(default)]
+    refresh_token: Option<String>,
+}
+
+/// Trades a refresh token for the next pair; a reused token ends the whole session.
+#[utoipa::path(post, path = "/token/refresh", tag = "identity", request_body = RefreshRequest, responses(
+    (status = 200, description = "the next pair", body = TokenPair),
+    (status = 401, description = "unknown, expired, revoked or reused", body = Problem),
+    (status = 422, description = "refresh_token is missing", body = Problem),
+))]
+pub async fn refresh(
+    State(state): State<AppState>,
+    Json(body): Json<RefreshRequest>,
+) -> Result<Json<TokenPair>, Problem> {
+    let token = body
+        .refresh_token
+        .filter(|t| !t.is_empty() && t.len() <= 256)
+        .ok_or_else(|| Problem::invalid_field("refresh_token", "refresh_token is required"))?;
+    sessions::refresh(
+        &state.pool,
+        &state.keys,
+        state.revocations(),
+        &state.settings.tokens,
+        &token,
+    )
+    .await
+    .map(Json)
+    .map_err(session_problem)
+}
+
+/// Ends the caller's session: revokes this access token and its refresh-token family.
+#[utoipa::path(post, path = "/logout", tag = "identity", security(("bearer" = [])), responses(
+    (status = 204, description = "logged out"),
+    (status = 401, description = "no valid token", body = Problem),
+))]
+pub async fn logout(
+    State(state): State<AppState>,
+    caller: Authenticated,
+) -> Result<StatusCode, Problem> {
+    let claims = &caller.claims;
+    state
+        .revocations()
+        .revoke(&claims.jti, claims.exp)
+        .await
+        .map_err(|e| session_problem(e.into()))?;
+    if let Some(family) = claims.sid.as_deref().and_then(|s| Uuid::parse_str(s).ok()) {
+        sessions::revoke_family(&state.pool, state.revocations(), family)
+            .await
+            .map_err(session_problem)?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The caller's account.
+#[utoipa::path(get, path = "/me", tag = "identity", security(("bearer" = [])), responses(
+    (status = 200, description = "the caller", body = User),
+    (status = 401, description = "no valid token", body = Problem),
+))]
+pub async fn me(
+    State(state): State<AppState>,
+    caller: Authenticated,
+) -> Result<Json<User>, Problem> {
+    let id = Uuid::parse_str(&caller.sub)
+        .map_err(|_| Problem::new(StatusCode::FORBIDDEN).detail("this token is not a user's"))?;
+    accounts::by_id(&state.pool, id)
+        .await
+        .map_err(|e| db_problem(&e))?
+        .map(Json)
+        .ok_or_else(|| Problem::not_found("the account no longer exists"))
+}
+
+/// The public keys that verify identity's tokens: the current one and, after a rotation, the
+/// previous one.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "identity", responses(
+    (status = 200, description = "the key set", body = Jwks),
+))]
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let mut response = Json(state.keys.current().jwks()).into_response();
+    // Short: services refetch on an unknown kid anyway; this only spares repeated fetches.
+    response.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    response
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Rotated {
+    /// Signs every token from now on.
+    pub kid: String,
+    /// Still published until the next rotation.
+    pub previous_kid: String,
+}
+
+/// Rotates the signing key (administrators only).
+#[utoipa::path(post, path = "/admin/keys/rotate", tag = "admin", security(("bearer" = [])), responses(
+    (status = 200, description = "rotated", body = Rotated),
+    (status = 401, description = "no valid token", body = Problem),
+    (status = 403, description = "not an administrator", body = Problem),
+    (status = 503, description = "OpenBao is unreachable", body = Problem),
+))]
+pub async fn rotate_keys(
+    State(state): State<AppState>,
+    RequireRole(caller, ..): RequireRole<Admin>,
+) -> Result<Json<Rotated>, Problem> {
+    let (kid, previous_kid) = state.keys.rotate().await.map_err(|e| {
+        tracing::error!(error = %e, "key rotation failed");
+        Problem::unavailable("openbao", e.to_string())
+    })?;
+    tracing::warn!(target: "security", by = %caller.sub, %kid, %previous_kid, "signing key rotated");
+    let by = Uuid::parse_str(&caller.sub).ok();
+    let detail = serde_json::json!({ "kid": kid, "previous_kid": previous_kid });
+    if let Err(e) = sessions::record_event(&state.pool, "key_rotated", by, detail).await {
+        tracing::error!(error = %e, "could not record the key rotation event");
+    }
+    Ok(Json(Rotated { kid, previous_kid }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Revoked {
+    /// Sessions that were live and are now ended.
+    pub sessions: u64,
+}
+
+/// Ends every session of a user, access tokens included (administrators only).
+#[utoipa::path(delete, path = "/admin/users/{id}/sessions", tag = "admin", security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "the user")),
+    responses(
+        (status = 200, description = "revoked", body = Revoked),
+        (status = 400, description = "the id is not a UUID", body = Problem),
+        (status = 401, description = "no valid token", body = Problem),
+        (status = 403, description = "not an administrator", body = Problem),
+    ))]
+pub async fn revoke_user_sessions(
+    State(state): State<AppState>,
+    RequireRole(caller, ..): RequireRole<Admin>,
+    Path(user): Path<Uuid>,
+) -> Result<Json<Revoked>, Problem> {
+    let sessions = sessions::revoke_user(&state.pool, state.revocations(), user)
+        .await
+        .map_err(session_problem)?;
+    tracing::warn!(target: "security", by = %caller.sub, user = %user, sessions, "all sessions of a user revoked");
+    let by = serde_json::json!({ "by": caller.sub, "sessions": sessions });
+    sessions::record_event(&state.pool, "sessions_revoked_by_admin", Some(user), by)
+        .await
+        .map_err(|e| db_problem(&e))?;
+    Ok(Json(Revoked { sessions }))
+}
