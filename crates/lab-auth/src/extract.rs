@@ -1,7 +1,9 @@
 //! Route-level authorization as axum extractors.
 //!
 //! A handler that takes [`Authenticated`] runs only for a valid, unrevoked token; one that takes
-//! [`RequireRole<Admin>`] or [`RequireScope<S>`] also needs the role or scope. Refusals are
+//! [`RequireRole<Admin>`] or [`RequireScope<S>`] also needs the role or scope; [`RequireUser`]
+//! refuses the narrow client tokens identity issues for anonymous demo calls (a user's token has
+//! no scope list and is limited by its roles; a client token grants only its scopes). Refusals are
 //! problem+json: 401 with `WWW-Authenticate: Bearer … error="invalid_token"` (RFC 6750), 403 with
 //! `error="insufficient_scope"`, 503 when the keys cannot be fetched at all. The verified caller is
 //! kept in the request's extensions, so stacking extractors verifies once.
@@ -41,6 +43,12 @@ impl Authenticated {
     /// by its roles instead; a scoped (service) token grants only what it lists.
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scopes.is_empty() || self.scopes.iter().any(|s| s == scope)
+    }
+
+    /// Whether this is a scoped client token (a service's, for anonymous demo calls) rather
+    /// than a user's.
+    pub fn is_client(&self) -> bool {
+        !self.scopes.is_empty()
     }
 
     /// 403 unless the caller has `role`.
@@ -191,5 +199,28 @@ where
         let caller = Authenticated::from_request_parts(parts, state).await?;
         caller.require_scope(Sc::NAME)?;
         Ok(Self(caller, PhantomData))
+    }
+}
+
+/// An [`Authenticated`] *user*: a scoped client token (however valid) gets 403. For routes that
+/// act on a person's behalf (their orders, their account).
+pub struct RequireUser(pub Authenticated);
+
+impl<S> FromRequestParts<S> for RequireUser
+where
+    Verifier: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let caller = Authenticated::from_request_parts(parts, state).await?;
+        if caller.is_client() {
+            return Err(forbidden(
+                "this needs a user's token, not a client's".into(),
+                None,
+            ));
+        }
+        Ok(Self(caller))
     }
 }

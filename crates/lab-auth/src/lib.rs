@@ -16,8 +16,8 @@ pub mod jwt;
 pub mod revocation;
 mod verifier;
 
-pub use extract::{Admin, Authenticated, RequireRole, RequireScope, Role, Scope};
+pub use extract::{Admin, Authenticated, RequireRole, RequireScope, RequireUser, Role, Scope};
 pub use jwks::{HttpKeySource, Jwk, Jwks, JwksCache, KeySource};
 pub use jwt::{Audience, Claims, SigningKey};
 pub use revocation::{RevocationError, Revocations};
-pub use verifier::{AuthError, AuthSettings, Verifier};
+pub use verifier::{AuthError, AuthSettings, StartError, Verifier};

@@ -70,6 +70,15 @@ pub enum AuthError {
     Revoked,
 }
 
+/// Why a verifier could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("the JWKS HTTP client could not be built: {0}")]
+    Client(String),
+    #[error(transparent)]
+    Revocation(#[from] RevocationError),
+}
+
 struct Inner {
     settings: AuthSettings,
     jwks: JwksCache,
@@ -105,9 +114,8 @@ impl Verifier {
         settings: AuthSettings,
         redis: &RedisSettings,
         shutdown: CancellationToken,
-    ) -> Result<Self, RevocationError> {
-        let source =
-            HttpKeySource::new(settings.jwks_url.clone()).map_err(RevocationError::Redis)?;
+    ) -> Result<Self, StartError> {
+        let source = HttpKeySource::new(settings.jwks_url.clone()).map_err(StartError::Client)?;
         let revocations = Revocations::new(redis)?;
         revocations.spawn_subscriber(shutdown);
         Ok(Self::new(settings, Arc::new(source), revocations))

@@ -3,13 +3,14 @@
 //! Where each part lives: `domain.rs` (validated email and password), `passwords.rs` (Argon2id,
 //! the dummy hash that makes an unknown email cost the same), `keys.rs` (Ed25519 signing keys in
 //! OpenBao, rotation), `sessions.rs` (token pairs, refresh rotation, reuse detection,
-//! revocation), `throttle.rs` (login limits per account and address), `routes.rs` (the API).
+//! revocation), `clients.rs` (narrow client tokens for anonymous demo calls), `throttle.rs` (login limits per account and address), `routes.rs` (the API).
 //! Token checking itself is `lab-auth`'s, shared with every other service.
 //!
 //! A library with a thin entry point: [`build`] wires settings to a bound [`Application`]; the
 //! `lab` binary runs it as `lab run identity`, the tests run it in-process on port 0.
 
 pub mod accounts;
+pub mod clients;
 pub mod domain;
 pub mod keys;
 pub mod passwords;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
+pub use clients::ClientSettings;
 pub use keys::VaultSettings;
 pub use sessions::TokenSettings;
 pub use throttle::ThrottleSettings;
@@ -57,6 +59,8 @@ pub struct Settings {
     pub tokens: TokenSettings,
     /// Login limits (`LAB_IDENTITY__THROTTLE__ACCOUNT_FAILURES`, …).
     pub throttle: ThrottleSettings,
+    /// The client that may get narrow client tokens for anonymous demo calls.
+    pub client: ClientSettings,
     /// Comma-separated emails that get the `admin` role when they register: how a fresh
     /// installation gets its first administrator.
     pub admin_emails: String,
@@ -71,6 +75,7 @@ impl Default for Settings {
             vault: VaultSettings::default(),
             tokens: TokenSettings::default(),
             throttle: ThrottleSettings::default(),
+            client: ClientSettings::default(),
             admin_emails: String::new(),
         }
     }
@@ -95,6 +100,7 @@ impl Settings {
         routes::register,
         routes::login,
         routes::refresh,
+        routes::client_token,
         routes::logout,
         routes::me,
         routes::jwks,
@@ -104,6 +110,8 @@ impl Settings {
     components(schemas(
         routes::Credentials,
         routes::RefreshRequest,
+        routes::ClientCredentials,
+        clients::ClientToken,
         routes::Rotated,
         routes::Revoked,
         accounts::User,

@@ -8,13 +8,14 @@ use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use lab_auth::{Admin, Authenticated, Jwks, RequireRole, Revocations, Verifier};
+use lab_auth::{Admin, Jwks, RequireRole, RequireUser, Revocations, Verifier};
 use lab_http::{Json, Path, Problem};
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::accounts::{self, AccountError, User};
+use crate::clients::ClientToken;
 use crate::domain::{Email, Password};
 use crate::keys::KeyRing;
 use crate::passwords::Hasher;
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .route("/register", post(register))
         .route("/login", post(login))
         .route("/token/refresh", post(refresh))
+        .route("/token/client", post(client_token))
         .route("/logout", post(logout))
         .route("/me", get(me))
         .route("/.well-known/jwks.json", get(jwks))
@@ -238,6 +240,48 @@ pub async fn refresh(
     .map_err(session_problem)
 }
 
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct ClientCredentials {
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_secret: Option<String>,
+}
+
+/// Issues the configured client a narrow token (its scopes only, no roles, minutes long).
+#[utoipa::path(post, path = "/token/client", tag = "identity", request_body = ClientCredentials, responses(
+    (status = 200, description = "a client token", body = ClientToken),
+    (status = 401, description = "unknown client or wrong secret", body = Problem),
+    (status = 422, description = "a field is missing", body = Problem),
+))]
+pub async fn client_token(
+    State(state): State<AppState>,
+    Json(body): Json<ClientCredentials>,
+) -> Result<Json<ClientToken>, Problem> {
+    let id = body
+        .client_id
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Problem::invalid_field("client_id", "client_id is required"))?;
+    let secret = body
+        .client_secret
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| Problem::invalid_field("client_secret", "client_secret is required"))?;
+    let client = &state.settings.client;
+    if !client.authenticates(&id, &secret) {
+        return Err(
+            Problem::typed(StatusCode::UNAUTHORIZED, "invalid-client", "Invalid client")
+                .detail("the client id or secret is wrong"),
+        );
+    }
+    client
+        .issue(&state.keys, &state.settings.tokens.issuer)
+        .map(Json)
+        .map_err(|e| {
+            tracing::error!(error = %e, "signing a client token failed");
+            Problem::internal()
+        })
+}
+
 /// Ends the caller's session: revokes this access token and its refresh-token family.
 #[utoipa::path(post, path = "/logout", tag = "identity", security(("bearer" = [])), responses(
     (status = 204, description = "logged out"),
@@ -245,7 +289,7 @@ pub async fn refresh(
 ))]
 pub async fn logout(
     State(state): State<AppState>,
-    caller: Authenticated,
+    RequireUser(caller): RequireUser,
 ) -> Result<StatusCode, Problem> {
     let claims = &caller.claims;
     state
@@ -268,7 +312,7 @@ pub async fn logout(
 ))]
 pub async fn me(
     State(state): State<AppState>,
-    caller: Authenticated,
+    RequireUser(caller): RequireUser,
 ) -> Result<Json<User>, Problem> {
     let id = Uuid::parse_str(&caller.sub)
         .map_err(|_| Problem::new(StatusCode::FORBIDDEN).detail("this token is not a user's"))?;

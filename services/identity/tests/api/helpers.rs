@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use lab_auth::{Admin, AuthSettings, Authenticated, RequireRole, Verifier};
+use lab_auth::{Admin, AuthSettings, Authenticated, RequireRole, RequireScope, Scope, Verifier};
 use lab_config::SecretString;
 use lab_identity::{NAME, Settings, ThrottleSettings, VaultSettings};
 use lab_test_support::{ServiceMigrator, TestApp, TestEnv, test_client};
@@ -131,6 +131,7 @@ impl OtherService {
         let router = axum::Router::new()
             .route("/whoami", axum::routing::get(whoami))
             .route("/admin-only", axum::routing::get(admin_only))
+            .route("/demo", axum::routing::get(demo_only))
             .with_state(verifier);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -187,5 +188,16 @@ async fn whoami(caller: Authenticated) -> axum::Json<Value> {
 }
 
 async fn admin_only(RequireRole(caller, ..): RequireRole<Admin>) -> axum::Json<Value> {
+    axum::Json(json!({ "sub": caller.sub }))
+}
+
+/// The scope identity's client tokens carry.
+pub struct Demo;
+
+impl Scope for Demo {
+    const NAME: &'static str = "demo";
+}
+
+async fn demo_only(RequireScope(caller, ..): RequireScope<Demo>) -> axum::Json<Value> {
     axum::Json(json!({ "sub": caller.sub }))
 }

@@ -253,3 +253,75 @@ async fn a_revoked_token_is_still_refused_after_the_other_service_restarts() {
     assert_eq!(status, 401, "{body}");
     assert_eq!(body["detail"], "the token has been revoked");
 }
+
+#[tokio::test]
+async fn the_configured_client_gets_a_demo_token_that_opens_scoped_routes_but_not_user_ones() {
+    let env = crate::helpers::env().await;
+    let settings = lab_identity::Settings {
+        client: lab_identity::ClientSettings {
+            secret: SecretString::new("demo-secret"),
+            ..lab_identity::ClientSettings::default()
+        },
+        ..crate::helpers::settings(&env)
+    };
+    let app = env.spawn(lab_identity::build, settings).await;
+    let other = OtherService::start(&app).await;
+
+    let (status, issued) = post(
+        &app,
+        "/token/client",
+        json!({"client_id": "bff", "client_secret": "demo-secret"}),
+        None,
+    )
+    .await;
+    let (wrong, wrong_body) = post(
+        &app,
+        "/token/client",
+        json!({"client_id": "bff", "client_secret": "guess"}),
+        None,
+    )
+    .await;
+    let token = issued["access_token"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let (demo, _, _) = other.get("/demo", &token).await;
+    let (admin, _, _) = other.get("/admin-only", &token).await;
+    let me = app
+        .client
+        .get(app.url("/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("GET /me");
+
+    assert_eq!(status, 200, "{issued}");
+    assert_eq!(issued["scope"], "demo");
+    assert_eq!(wrong, 401, "{wrong_body}");
+    assert_eq!(demo, 200);
+    assert_eq!(admin, 403);
+    assert_eq!(me.status(), 403);
+}
+
+#[tokio::test]
+async fn without_a_configured_secret_no_client_token_is_issued() {
+    let app = spawn_app().await;
+
+    let (status, _) = post(
+        &app,
+        "/token/client",
+        json!({"client_id": "bff", "client_secret": ""}),
+        None,
+    )
+    .await;
+    let (anyone, _) = post(
+        &app,
+        "/token/client",
+        json!({"client_id": "bff", "client_secret": "x"}),
+        None,
+    )
+    .await;
+
+    assert_eq!(status, 422);
+    assert_eq!(anyone, 401);
+}
