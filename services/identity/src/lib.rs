@@ -3,13 +3,14 @@
 //! Where each part lives: `domain.rs` (validated email and password), `passwords.rs` (Argon2id,
 //! the dummy hash that makes an unknown email cost the same), `keys.rs` (Ed25519 signing keys in
 //! OpenBao, rotation), `sessions.rs` (token pairs, refresh rotation, reuse detection,
-//! revocation), `clients.rs` (narrow client tokens for anonymous demo calls), `throttle.rs` (login limits per account and address), `routes.rs` (the API).
+//! revocation), `clients.rs` (narrow client tokens for anonymous demo calls), `throttle.rs` (login limits per account and address), `routes.rs` and `admin.rs` (the API).
 //! Token checking itself is `lab-auth`'s, shared with every other service.
 //!
 //! A library with a thin entry point: [`build`] wires settings to a bound [`Application`]; the
 //! `lab` binary runs it as `lab run identity`, the tests run it in-process on port 0.
 
 pub mod accounts;
+pub mod admin;
 pub mod clients;
 pub mod domain;
 pub mod keys;
@@ -104,23 +105,43 @@ impl Settings {
         routes::logout,
         routes::me,
         routes::jwks,
-        routes::rotate_keys,
-        routes::revoke_user_sessions,
+        admin::rotate_keys,
+        admin::revoke_user_sessions,
     ),
     components(schemas(
         routes::Credentials,
         routes::RefreshRequest,
         routes::ClientCredentials,
         clients::ClientToken,
-        routes::Rotated,
-        routes::Revoked,
+        admin::Rotated,
+        admin::Revoked,
         accounts::User,
         sessions::TokenPair,
         lab_auth::Jwks,
         lab_auth::Jwk,
-    ))
+    )),
+    modifiers(&BearerScheme)
 )]
 struct ApiDoc;
+
+/// Declares the `bearer` scheme the protected routes name: identity's EdDSA JWTs.
+struct BearerScheme;
+
+impl utoipa::Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// Connects what the service needs, applies its migrations, loads its signing keys from
 /// OpenBao, and binds its listener.

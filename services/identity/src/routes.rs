@@ -1,5 +1,5 @@
-//! The identity HTTP API: register, login, refresh, logout, `/me`, the JWKS, and the
-//! administrator's key rotation and session revocation.
+//! The identity HTTP API: register, login, refresh, client tokens, logout, `/me`, the JWKS;
+//! the administrator's routes are in `admin.rs`.
 
 use std::sync::Arc;
 
@@ -8,13 +8,14 @@ use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use lab_auth::{Admin, Jwks, RequireRole, RequireUser, Revocations, Verifier};
-use lab_http::{Json, Path, Problem};
-use serde::{Deserialize, Serialize};
+use lab_auth::{Jwks, RequireUser, Revocations, Verifier};
+use lab_http::{Json, Problem};
+use serde::Deserialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::accounts::{self, AccountError, User};
+use crate::admin;
 use crate::clients::ClientToken;
 use crate::domain::{Email, Password};
 use crate::keys::KeyRing;
@@ -41,7 +42,7 @@ impl FromRef<AppState> for Verifier {
 }
 
 impl AppState {
-    fn revocations(&self) -> &Revocations {
+    pub(crate) fn revocations(&self) -> &Revocations {
         self.verifier.revocations()
     }
 }
@@ -55,18 +56,21 @@ pub fn router(state: AppState) -> Router {
         .route("/logout", post(logout))
         .route("/me", get(me))
         .route("/.well-known/jwks.json", get(jwks))
-        .route("/admin/keys/rotate", post(rotate_keys))
-        .route("/admin/users/{id}/sessions", delete(revoke_user_sessions))
+        .route("/admin/keys/rotate", post(admin::rotate_keys))
+        .route(
+            "/admin/users/{id}/sessions",
+            delete(admin::revoke_user_sessions),
+        )
         .with_state(state)
 }
 
 /// A database failure: logged once here, answered as 503.
-fn db_problem(e: &sqlx::Error) -> Problem {
+pub(crate) fn db_problem(e: &sqlx::Error) -> Problem {
     tracing::error!(error = %e, "database error");
     Problem::unavailable("postgres", lab_db::short_reason(e))
 }
 
-fn session_problem(e: SessionError) -> Problem {
+pub(crate) fn session_problem(e: SessionError) -> Problem {
     match e {
         SessionError::Db(e) => db_problem(&e),
         SessionError::InvalidRefresh => Problem::typed(
@@ -336,67 +340,4 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("public, max-age=60"),
     );
     response
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Rotated {
-    /// Signs every token from now on.
-    pub kid: String,
-    /// Still published until the next rotation.
-    pub previous_kid: String,
-}
-
-/// Rotates the signing key (administrators only).
-#[utoipa::path(post, path = "/admin/keys/rotate", tag = "admin", security(("bearer" = [])), responses(
-    (status = 200, description = "rotated", body = Rotated),
-    (status = 401, description = "no valid token", body = Problem),
-    (status = 403, description = "not an administrator", body = Problem),
-    (status = 503, description = "OpenBao is unreachable", body = Problem),
-))]
-pub async fn rotate_keys(
-    State(state): State<AppState>,
-    RequireRole(caller, ..): RequireRole<Admin>,
-) -> Result<Json<Rotated>, Problem> {
-    let (kid, previous_kid) = state.keys.rotate().await.map_err(|e| {
-        tracing::error!(error = %e, "key rotation failed");
-        Problem::unavailable("openbao", e.to_string())
-    })?;
-    tracing::warn!(target: "security", by = %caller.sub, %kid, %previous_kid, "signing key rotated");
-    let by = Uuid::parse_str(&caller.sub).ok();
-    let detail = serde_json::json!({ "kid": kid, "previous_kid": previous_kid });
-    if let Err(e) = sessions::record_event(&state.pool, "key_rotated", by, detail).await {
-        tracing::error!(error = %e, "could not record the key rotation event");
-    }
-    Ok(Json(Rotated { kid, previous_kid }))
-}
-
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct Revoked {
-    /// Sessions that were live and are now ended.
-    pub sessions: u64,
-}
-
-/// Ends every session of a user, access tokens included (administrators only).
-#[utoipa::path(delete, path = "/admin/users/{id}/sessions", tag = "admin", security(("bearer" = [])),
-    params(("id" = Uuid, Path, description = "the user")),
-    responses(
-        (status = 200, description = "revoked", body = Revoked),
-        (status = 400, description = "the id is not a UUID", body = Problem),
-        (status = 401, description = "no valid token", body = Problem),
-        (status = 403, description = "not an administrator", body = Problem),
-    ))]
-pub async fn revoke_user_sessions(
-    State(state): State<AppState>,
-    RequireRole(caller, ..): RequireRole<Admin>,
-    Path(user): Path<Uuid>,
-) -> Result<Json<Revoked>, Problem> {
-    let sessions = sessions::revoke_user(&state.pool, state.revocations(), user)
-        .await
-        .map_err(session_problem)?;
-    tracing::warn!(target: "security", by = %caller.sub, user = %user, sessions, "all sessions of a user revoked");
-    let by = serde_json::json!({ "by": caller.sub, "sessions": sessions });
-    sessions::record_event(&state.pool, "sessions_revoked_by_admin", Some(user), by)
-        .await
-        .map_err(|e| db_problem(&e))?;
-    Ok(Json(Revoked { sessions }))
 }
