@@ -133,13 +133,20 @@ impl KeyRing {
         let stored = match vault.kv_get::<StoredKeys>(&mount, &path).await? {
             Some(stored) => stored,
             None => {
-                let stored = StoredKeys {
+                let fresh = StoredKeys {
                     current: StoredKey::generate(),
                     previous: None,
                 };
-                vault.kv_put(&mount, &path, &stored).await?;
-                tracing::info!(kid = %stored.current.kid, "created the first token signing key in OpenBao");
-                stored
+                // Check-and-set: of two replicas starting at once, one key wins and both use it.
+                if vault.kv_create(&mount, &path, &fresh).await? {
+                    tracing::info!(kid = %fresh.current.kid, "created the first token signing key in OpenBao");
+                    fresh
+                } else {
+                    vault
+                        .kv_get::<StoredKeys>(&mount, &path)
+                        .await?
+                        .ok_or_else(|| KeyError::Invalid("the key document disappeared".into()))?
+                }
             }
         };
         let keys = Keys::from_stored(&stored)?;

@@ -106,3 +106,18 @@ async fn only_an_admin_may_rotate_the_keys() {
     assert_eq!(status, 403, "{body}");
     assert_eq!(anonymous, 401);
 }
+
+#[tokio::test]
+async fn two_replicas_starting_at_once_against_an_empty_openbao_agree_on_one_key() {
+    let env = crate::helpers::env().await;
+
+    let (first, second) = tokio::join!(
+        env.spawn(lab_identity::build, crate::helpers::settings(&env)),
+        env.spawn(lab_identity::build, crate::helpers::settings(&env)),
+    );
+    let (_, first_jwks) = first.get_json("/.well-known/jwks.json").await;
+    let (_, second_jwks) = second.get_json("/.well-known/jwks.json").await;
+
+    assert_eq!(first_jwks["keys"].as_array().map(Vec::len), Some(1));
+    assert_eq!(first_jwks, second_jwks);
+}
