@@ -130,6 +130,11 @@ impl KeyRing {
         let vault = Vault::new(&settings.addr, settings.token.clone())?;
         let mount = settings.kv_mount.clone();
         let path = settings.signing_keys_path.clone();
+        // A dev server has `secret/` already; elsewhere the mount may be missing. Best effort:
+        // a token without the right to mount gets its answer from the read below.
+        if let Err(e) = vault.mount(&mount, "kv").await {
+            tracing::debug!(error = %e, mount = %mount, "could not ensure the KV mount");
+        }
         let stored = match vault.kv_get::<StoredKeys>(&mount, &path).await? {
             Some(stored) => stored,
             None => {

@@ -92,3 +92,58 @@ impl Hasher {
         matched && known
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    async fn fastest_of_three(
+        hasher: &Hasher,
+        password: &Password,
+        hash: Option<&str>,
+    ) -> Duration {
+        let mut best = Duration::MAX;
+        for _ in 0..3 {
+            let started = Instant::now();
+            let _ = hasher.verify(password, hash.map(str::to_owned)).await;
+            best = best.min(started.elapsed());
+        }
+        best
+    }
+
+    #[tokio::test]
+    async fn the_right_password_verifies_and_a_wrong_one_does_not() {
+        let hasher = Hasher::new().await.expect("hasher");
+        let password = Password::parse(Some("correct horse")).expect("password");
+        let hash = hasher.hash(&password).await.expect("hash");
+        let wrong = Password::parse(Some("wrong horse")).expect("password");
+
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        assert!(hasher.verify(&password, Some(hash.clone())).await);
+        assert!(!hasher.verify(&wrong, Some(hash)).await);
+        assert!(!hasher.verify(&password, None).await);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_account_costs_about_as_much_as_a_wrong_password() {
+        let hasher = Hasher::new().await.expect("hasher");
+        let password = Password::parse(Some("correct horse")).expect("password");
+        let hash = hasher.hash(&password).await.expect("hash");
+        let wrong = Password::parse(Some("wrong horse")).expect("password");
+
+        let known = fastest_of_three(&hasher, &wrong, Some(&hash)).await;
+        let unknown = fastest_of_three(&hasher, &wrong, None).await;
+
+        // Both run one full Argon2id; the bound is loose because tests share the machine.
+        let ratio = unknown.as_secs_f64() / known.as_secs_f64();
+        assert!(
+            (0.33..3.0).contains(&ratio),
+            "known {known:?}, unknown {unknown:?}"
+        );
+    }
+}
