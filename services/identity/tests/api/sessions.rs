@@ -208,3 +208,23 @@ async fn a_non_admin_cannot_revoke_sessions() {
     assert_eq!(forbidden.status(), 403);
     assert!(matches!(bad_id.status().as_u16(), 400 | 403));
 }
+
+#[tokio::test]
+async fn a_refresh_token_is_stored_only_as_its_sha256() {
+    let app = spawn_app().await;
+    let (_, pair) = signed_in(&app, "hashed@example.com").await;
+    let token = refresh_token(&pair);
+    let mut db = app.env.db().admin_connection().await.expect("connection");
+
+    let (by_hash, by_text): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE token_hash = sha256(convert_to($1, 'UTF8'))),
+                count(*) FILTER (WHERE position(convert_to($1, 'UTF8') IN token_hash) > 0)
+         FROM identity.refresh_tokens",
+    )
+    .bind(&token)
+    .fetch_one(&mut db)
+    .await
+    .expect("query");
+
+    assert_eq!((by_hash, by_text), (1, 0));
+}
