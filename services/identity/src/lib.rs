@@ -205,3 +205,40 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let router = app.router(routes::router(state));
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_come_from_lab_identity_variables_nested_by_double_underscores() {
+        let vars = [
+            ("LAB_IDENTITY__VAULT__ADDR", "http://bao:8200"),
+            ("LAB_IDENTITY__VAULT__TOKEN", "s.token"),
+            ("LAB_IDENTITY__TOKENS__ACCESS_TTL_S", "60"),
+            ("LAB_IDENTITY__THROTTLE__ACCOUNT_FAILURES", "3"),
+            ("LAB_IDENTITY__CLIENT__SECRET", "shh"),
+            ("LAB_IDENTITY__ADMIN_EMAILS", "a@example.com, B@example.com"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+
+        let settings: Settings = lab_config::load_from(NAME, vars).expect("settings");
+
+        assert_eq!(settings.vault.addr, "http://bao:8200");
+        assert_eq!(settings.vault.token.expose(), "s.token");
+        assert_eq!(settings.tokens.access_ttl_s, 60);
+        assert_eq!(settings.throttle.account_failures, 3);
+        assert_eq!(settings.client.secret.expose(), "shh");
+        assert!(settings.is_admin_email("b@example.com"));
+        assert!(!settings.is_admin_email("c@example.com"));
+    }
+
+    #[test]
+    fn by_default_no_signing_key_or_client_secret_is_configured() {
+        let settings = Settings::default();
+
+        assert_eq!(settings.vault.token.expose(), "");
+        assert_eq!(settings.client.secret.expose(), "");
+        assert_eq!(settings.admin_emails, "");
+    }
+}
