@@ -1,6 +1,8 @@
 //! The administrator's routes: rotating the signing key and ending all of a user's sessions.
 //! Both are security events: logged under the `security` target and kept in `security_events`.
 
+use std::time::Duration;
+
 use axum::extract::State;
 use lab_auth::{Admin, RequireRole};
 use lab_http::{Json, Path, Problem};
@@ -14,7 +16,7 @@ use crate::sessions;
 pub struct Rotated {
     /// Signs every token from now on.
     pub kid: String,
-    /// Still published until the next rotation.
+    /// The key just retired; still published while its tokens can be alive.
     pub previous_kid: String,
 }
 
@@ -29,7 +31,12 @@ pub async fn rotate_keys(
     State(state): State<AppState>,
     RequireRole(caller, ..): RequireRole<Admin>,
 ) -> Result<Json<Rotated>, Problem> {
-    let (kid, previous_kid) = state.keys.rotate().await.map_err(|e| {
+    // A retired key stays published while a token it signed can still be accepted anywhere:
+    // the token lifetime plus the verifiers' default clock leeway.
+    let lifetime = state.settings.tokens.access_ttl_s.max(0) as u64
+        + lab_auth::AuthSettings::default().leeway_s;
+    let rotated = state.keys.rotate(Duration::from_secs(lifetime)).await;
+    let (kid, previous_kid) = rotated.map_err(|e| {
         tracing::error!(error = %e, "key rotation failed");
         Problem::unavailable("openbao", e.to_string())
     })?;

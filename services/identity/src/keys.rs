@@ -1,9 +1,11 @@
 //! The token signing keys: kept in OpenBao (KV v2), never in source, env or the database.
 //!
 //! At start identity reads the key document; when there is none it creates a key and stores it.
-//! A rotation makes a new current key and keeps the old one as `previous`, so the JWKS lists
-//! both and tokens signed before the rotation verify until they expire; the rotation after next
-//! drops it (by then every token it signed has long expired, access tokens living minutes).
+//! A rotation makes a new current key and keeps the old one among the `previous` keys, so the
+//! JWKS lists them all and tokens signed before the rotation verify until they expire. A retired
+//! key is dropped at a later rotation once every token it signed must have expired (retired
+//! longer ago than the access-token lifetime plus leeway), so even two quick rotations in a row
+//! invalidate nothing.
 //! Other replicas pick a rotation up by re-reading the document every `key_reload_s`.
 
 use std::sync::Arc;
@@ -60,14 +62,18 @@ pub enum KeyError {
 struct StoredKey {
     kid: String,
     seed: String,
+    /// When it stopped signing (unix seconds); absent for the current key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    retired_at: Option<i64>,
 }
 
 /// The document at `kv_mount/signing_keys_path`.
 #[derive(Clone, Serialize, Deserialize)]
 struct StoredKeys {
     current: StoredKey,
+    /// Retired keys whose tokens may still be alive, newest first.
     #[serde(default)]
-    previous: Option<StoredKey>,
+    previous: Vec<StoredKey>,
 }
 
 impl StoredKey {
@@ -77,6 +83,7 @@ impl StoredKey {
             // Time-ordered, so operators can tell which key is newer.
             kid: uuid::Uuid::now_v7().to_string(),
             seed: lab_auth::jwt::b64url(&seed),
+            retired_at: None,
         }
     }
 
@@ -92,8 +99,8 @@ impl StoredKey {
 pub struct Keys {
     /// Signs every new token.
     pub current: SigningKey,
-    /// Still published, so tokens it signed verify until they expire.
-    pub previous: Option<SigningKey>,
+    /// Retired but still published, so tokens they signed verify until they expire; newest first.
+    pub previous: Vec<SigningKey>,
 }
 
 impl Keys {
@@ -102,15 +109,15 @@ impl Keys {
             current: stored.current.signing_key()?,
             previous: stored
                 .previous
-                .as_ref()
+                .iter()
                 .map(StoredKey::signing_key)
-                .transpose()?,
+                .collect::<Result<_, _>>()?,
         })
     }
 
     pub fn jwks(&self) -> Jwks {
         let mut keys = vec![self.current.jwk()];
-        keys.extend(self.previous.as_ref().map(SigningKey::jwk));
+        keys.extend(self.previous.iter().map(SigningKey::jwk));
         Jwks { keys }
     }
 }
@@ -140,7 +147,7 @@ impl KeyRing {
             None => {
                 let fresh = StoredKeys {
                     current: StoredKey::generate(),
-                    previous: None,
+                    previous: Vec::new(),
                 };
                 // Check-and-set: of two replicas starting at once, one key wins and both use it.
                 if vault.kv_create(&mount, &path, &fresh).await? {
@@ -167,26 +174,35 @@ impl KeyRing {
         self.keys.load_full()
     }
 
-    /// Makes a new current key, keeps the current one as previous, stores both, and swaps them in.
-    /// Returns the new and the previous kid.
-    pub async fn rotate(&self) -> Result<(String, String), KeyError> {
+    /// Makes a new current key, retires the current one, drops retired keys older than
+    /// `token_lifetime`, stores the result and swaps it in. Returns the new and the retired kid.
+    pub async fn rotate(&self, token_lifetime: Duration) -> Result<(String, String), KeyError> {
         // Start from what OpenBao holds, in case another replica rotated since we last read.
         let latest = self
             .vault
             .kv_get::<StoredKeys>(&self.mount, &self.path)
             .await?
             .ok_or_else(|| KeyError::Invalid("the key document disappeared".into()))?;
+        let now = chrono::Utc::now().timestamp();
+        let oldest_needed = now.saturating_sub(token_lifetime.as_secs() as i64);
+        let retiring = StoredKey {
+            retired_at: Some(now),
+            ..latest.current
+        };
+        let previous = retiring.kid.clone();
+        let mut retired = vec![retiring];
+        retired.extend(
+            latest
+                .previous
+                .into_iter()
+                .filter(|k| k.retired_at.unwrap_or(now) >= oldest_needed),
+        );
         let stored = StoredKeys {
             current: StoredKey::generate(),
-            previous: Some(latest.current),
+            previous: retired,
         };
         let keys = Keys::from_stored(&stored)?;
         self.vault.kv_put(&self.mount, &self.path, &stored).await?;
-        let previous = keys
-            .previous
-            .as_ref()
-            .map(|k| k.kid().to_owned())
-            .unwrap_or_default();
         let current = keys.current.kid().to_owned();
         self.keys.store(Arc::new(keys));
         Ok((current, previous))

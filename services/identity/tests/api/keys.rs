@@ -121,3 +121,23 @@ async fn two_replicas_starting_at_once_against_an_empty_openbao_agree_on_one_key
     assert_eq!(first_jwks["keys"].as_array().map(Vec::len), Some(1));
     assert_eq!(first_jwks, second_jwks);
 }
+
+#[tokio::test]
+async fn two_rotations_in_a_row_keep_every_key_whose_tokens_may_be_alive() {
+    let app = spawn_app().await;
+    let other = OtherService::start(&app).await;
+    let (admin, _) = signed_in(&app, ADMIN_EMAIL).await;
+    let (first_token, _) = signed_in(&app, "early@example.com").await;
+
+    let (first, _) = post(&app, "/admin/keys/rotate", json!({}), Some(&admin)).await;
+    let (second, rotated) = post(&app, "/admin/keys/rotate", json!({}), Some(&admin)).await;
+    let (_, jwks) = app.get_json("/.well-known/jwks.json").await;
+
+    assert_eq!((first, second), (200, 200), "{rotated}");
+    assert_eq!(jwks["keys"].as_array().map(Vec::len), Some(3), "{jwks}");
+    assert_eq!(
+        other.get("/whoami", &first_token).await.0,
+        200,
+        "a token of the key retired two rotations ago is still within its lifetime"
+    );
+}
