@@ -40,6 +40,7 @@ pub async fn rotate_keys(
         tracing::error!(error = %e, "key rotation failed");
         Problem::unavailable("openbao", e.to_string())
     })?;
+    state.metrics.key_rotations.inc();
     tracing::warn!(target: "security", by = %caller.sub, %kid, %previous_kid, "signing key rotated");
     let by = Uuid::parse_str(&caller.sub).ok();
     let detail = serde_json::json!({ "kid": kid, "previous_kid": previous_kid });

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod clients;
 pub mod domain;
 pub mod keys;
+pub mod metrics;
 pub mod passwords;
 pub mod routes;
 pub mod sessions;
@@ -187,10 +188,12 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             redis: redis.clone(),
             critical: false,
         });
+    let registry = Metrics::default();
+    let metrics = metrics::IdentityMetrics::register(&registry);
     let app = ServiceApp {
         name: NAME,
         instance_id: instance_id.clone().into(),
-        metrics: Metrics::default(),
+        metrics: registry,
         readiness,
         openapi: ApiDoc::openapi(),
     };
@@ -200,6 +203,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         hasher,
         throttle,
         verifier,
+        metrics,
         settings: Arc::new(settings.clone()),
     };
     let router = app.router(routes::router(state));

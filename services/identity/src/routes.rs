@@ -32,6 +32,8 @@ pub struct AppState {
     pub throttle: Throttle,
     /// Checks identity's own tokens (keys from the ring, revocations from Redis).
     pub verifier: Verifier,
+    /// Logins, refreshes, reuse, rotations.
+    pub metrics: crate::metrics::IdentityMetrics,
     pub settings: Arc<crate::Settings>,
 }
 
@@ -73,7 +75,7 @@ pub(crate) fn db_problem(e: &sqlx::Error) -> Problem {
 pub(crate) fn session_problem(e: SessionError) -> Problem {
     match e {
         SessionError::Db(e) => db_problem(&e),
-        SessionError::InvalidRefresh => Problem::typed(
+        SessionError::InvalidRefresh | SessionError::Reused => Problem::typed(
             StatusCode::UNAUTHORIZED,
             "invalid-refresh-token",
             "Invalid refresh token",
@@ -179,6 +181,7 @@ pub async fn login(
         .before_attempt(&address, email.as_str())
         .await
     {
+        state.metrics.logins_throttled.inc();
         let seconds = throttled.retry_after.as_secs();
         return Err(Problem::typed(
             StatusCode::TOO_MANY_REQUESTS,
@@ -198,6 +201,7 @@ pub async fn login(
     let matched = state.hasher.verify(&password, hash).await;
     let Some(user) = user.filter(|_| matched) else {
         state.throttle.failed(email.as_str()).await;
+        state.metrics.logins_failed.inc();
         return Err(invalid_credentials());
     };
     state.throttle.succeeded(email.as_str()).await;
@@ -205,10 +209,11 @@ pub async fn login(
         id: user.id,
         roles: user.roles,
     };
-    sessions::start(&state.pool, &state.keys, &state.settings.tokens, &subject)
+    let pair = sessions::start(&state.pool, &state.keys, &state.settings.tokens, &subject)
         .await
-        .map(Json)
-        .map_err(session_problem)
+        .map_err(session_problem)?;
+    state.metrics.logins.inc();
+    Ok(Json(pair))
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -232,16 +237,26 @@ pub async fn refresh(
         .refresh_token
         .filter(|t| !t.is_empty() && t.len() <= 256)
         .ok_or_else(|| Problem::invalid_field("refresh_token", "refresh_token is required"))?;
-    sessions::refresh(
+    let refreshed = sessions::refresh(
         &state.pool,
         &state.keys,
         state.revocations(),
         &state.settings.tokens,
         &token,
     )
-    .await
-    .map(Json)
-    .map_err(session_problem)
+    .await;
+    match refreshed {
+        Ok(pair) => {
+            state.metrics.refreshes.inc();
+            Ok(Json(pair))
+        }
+        Err(e) => {
+            if matches!(e, SessionError::Reused) {
+                state.metrics.refresh_reuse.inc();
+            }
+            Err(session_problem(e))
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]

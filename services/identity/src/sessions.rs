@@ -50,9 +50,13 @@ pub enum SessionError {
     Sign(String),
     #[error(transparent)]
     Revocation(#[from] lab_auth::RevocationError),
-    /// Unknown, expired, revoked or reused: all the same to the caller.
+    /// Unknown, expired or revoked.
     #[error("the refresh token is not valid")]
     InvalidRefresh,
+    /// Already used: the session has just been revoked. The caller gets the same answer as for
+    /// [`SessionError::InvalidRefresh`].
+    #[error("the refresh token was already used")]
+    Reused,
 }
 
 /// What a login or a refresh hands the client.
@@ -204,6 +208,7 @@ pub async fn refresh(
         )
         .await?;
         revoke_family(pool, revocations, family).await?;
+        return Err(SessionError::Reused);
     }
     Err(SessionError::InvalidRefresh)
 }

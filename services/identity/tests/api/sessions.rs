@@ -97,6 +97,11 @@ async fn reusing_a_spent_refresh_token_revokes_the_whole_family_and_logs_a_secur
         "the family's access token stayed valid"
     );
     assert_eq!(events, vec![("refresh_token_reuse".to_owned(),)]);
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    assert!(
+        metrics.contains("identity_refresh_reuse_total 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

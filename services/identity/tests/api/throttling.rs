@@ -78,6 +78,15 @@ async fn an_unknown_account_is_throttled_exactly_like_a_known_one() {
     let response = login_from(&app, "10.0.0.1", "ghost@example.com", "whatever1").await;
 
     assert_eq!(response.status(), 429);
+    let metrics = app.get("/metrics").await.text().await.expect("metrics");
+    assert!(
+        metrics.contains("identity_logins_throttled_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("identity_logins_failed_total 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
