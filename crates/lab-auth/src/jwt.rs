@@ -258,6 +258,30 @@ mod tests {
     }
 
     #[test]
+    fn every_algorithm_but_eddsa_is_refused_before_any_key_is_looked_at() {
+        for alg in [
+            "none", "None", "HS256", "HS512", "RS256", "ES256", "eddsa", "",
+        ] {
+            let header = b64url(format!(r#"{{"alg":"{alg}","kid":"k1"}}"#).as_bytes());
+            let token = format!("{header}.e30.");
+
+            let refused = decode(&token).err();
+
+            assert_eq!(refused, Some(JwtError::Algorithm(alg.into())), "{alg}");
+        }
+    }
+
+    #[test]
+    fn a_token_without_a_kid_is_refused() {
+        let header = b64url(br#"{"alg":"EdDSA"}"#);
+
+        assert_eq!(
+            decode(&format!("{header}.e30.")).err(),
+            Some(JwtError::MissingKid)
+        );
+    }
+
+    #[test]
     fn garbage_is_malformed_not_a_panic() {
         for token in ["", "a", "a.b", "a.b.c.d", "!!.!!.!!", "e30.e30.e30"] {
             assert!(decode(token).is_err(), "{token:?} was accepted");
