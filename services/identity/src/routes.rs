@@ -149,13 +149,15 @@ pub async fn register(
     }
 }
 
-/// The caller's address for throttling: the first `X-Forwarded-For` hop when trusted.
+/// The caller's address for throttling: with `trust_forwarded_for`, the *last* `X-Forwarded-For`
+/// entry, the one the proxy in front of identity (the BFF) appended; earlier entries come from
+/// the client and could be anything.
 fn client_address(headers: &HeaderMap, trust_forwarded_for: bool) -> String {
     let forwarded = trust_forwarded_for
         .then(|| headers.get("x-forwarded-for"))
         .flatten()
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.rsplit(',').next())
         .map(str::trim)
         .filter(|v| !v.is_empty() && v.len() <= 64);
     forwarded.unwrap_or("direct").to_owned()
@@ -355,4 +357,22 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
         HeaderValue::from_static("public, max-age=60"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_address_is_the_hop_the_proxy_appended_not_what_the_client_claims() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.2.3.4, 203.0.113.9"),
+        );
+
+        assert_eq!(client_address(&headers, true), "203.0.113.9");
+        assert_eq!(client_address(&headers, false), "direct");
+        assert_eq!(client_address(&HeaderMap::new(), true), "direct");
+    }
 }

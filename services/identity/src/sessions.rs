@@ -94,12 +94,13 @@ pub fn access_token(
     subject: &Subject,
     family: Uuid,
     now: DateTime<Utc>,
-) -> Result<(Claims, String), SessionError> {
+) -> Result<(Uuid, Claims, String), SessionError> {
+    let jti = Uuid::new_v4();
     let claims = Claims {
         iss: settings.issuer.clone(),
         aud: Audience::One(settings.audience.clone()),
         sub: subject.id.to_string(),
-        jti: Uuid::new_v4().to_string(),
+        jti: jti.to_string(),
         exp: now.timestamp() + settings.access_ttl_s,
         iat: now.timestamp(),
         nbf: None,
@@ -112,7 +113,7 @@ pub fn access_token(
         .current
         .sign(&claims)
         .map_err(|e| SessionError::Sign(e.to_string()))?;
-    Ok((claims, token))
+    Ok((jti, claims, token))
 }
 
 /// Issues a pair in `family` (a new one at login) and records the refresh token, inside `tx`.
@@ -124,7 +125,7 @@ async fn issue(
     family: Uuid,
 ) -> Result<TokenPair, SessionError> {
     let now = Utc::now();
-    let (claims, access) = access_token(keys, settings, subject, family, now)?;
+    let (jti, claims, access) = access_token(keys, settings, subject, family, now)?;
     let refresh = lab_auth::jwt::b64url(&rand::random::<[u8; 32]>());
     let access_exp = DateTime::from_timestamp(claims.exp, 0).unwrap_or(now);
     sqlx::query(
@@ -134,7 +135,7 @@ async fn issue(
     .bind(hash(&refresh))
     .bind(family)
     .bind(subject.id)
-    .bind(Uuid::parse_str(&claims.jti).unwrap_or_default())
+    .bind(jti)
     .bind(access_exp)
     .bind(now + ChronoDuration::seconds(settings.refresh_ttl_s))
     .execute(&mut *tx)

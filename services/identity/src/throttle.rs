@@ -24,8 +24,8 @@ pub struct ThrottleSettings {
     pub address_attempts: u32,
     /// The per-address window.
     pub address_window_s: u64,
-    /// Take the client address from `X-Forwarded-For` (identity is reached through the BFF,
-    /// which sets it); without it every caller counts as one address.
+    /// Take the client address from the last `X-Forwarded-For` hop (identity is reached through
+    /// the BFF, which appends it); without it every caller counts as one address.
     pub trust_forwarded_for: bool,
 }
 
