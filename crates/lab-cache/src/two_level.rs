@@ -80,10 +80,12 @@ type Flight<V> = Arc<OnceCell<Result<Option<(Arc<Versioned<V>>, Source)>, String
 pub struct TwoLevel<V> {
     config: CacheConfig,
     redis: Redis,
-    l1: moka::sync::Cache<String, Arc<Versioned<V>>>,
+    /// Hashed with foldhash: a read hashes its key once here, and SipHash was measured at a
+    /// few percent of a cached read's instructions (callgrind).
+    l1: moka::sync::Cache<String, Arc<Versioned<V>>, foldhash::fast::RandomState>,
     /// Newest invalidated version per key; loads older than it are not cached. Kept longer than
     /// any load can take, so a slow load still finds its floor.
-    floors: moka::sync::Cache<String, i64>,
+    floors: moka::sync::Cache<String, i64, foldhash::fast::RandomState>,
     /// Loads in progress, so N concurrent misses of one key make one database query.
     inflight: Mutex<HashMap<String, Flight<V>>>,
     /// Whether the invalidation subscriber is connected; false means L1 may lag other replicas.
@@ -120,11 +122,11 @@ where
             l1: moka::sync::Cache::builder()
                 .max_capacity(config.l1_capacity)
                 .time_to_live(config.l1_ttl)
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             floors: moka::sync::Cache::builder()
                 .max_capacity(config.l1_capacity.saturating_mul(4))
                 .time_to_live(FLOOR_TTL)
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             inflight: Mutex::new(HashMap::new()),
             subscribed: AtomicBool::new(false),
             stats: CacheStats::default(),

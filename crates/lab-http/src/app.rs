@@ -39,6 +39,8 @@ pub struct Application {
     pub instance_id: String,
     listener: TcpListener,
     router: Router,
+    /// Served in front of the router when the service has one.
+    fast: Option<crate::FastPath>,
     shutdown: CancellationToken,
     grace: Duration,
 }
@@ -63,6 +65,7 @@ impl Application {
             instance_id,
             listener,
             router,
+            fast: None,
             shutdown,
             grace: Duration::from_millis(settings.shutdown_grace_ms),
         })
@@ -75,6 +78,12 @@ impl Application {
         self
     }
 
+    /// Serves `fast` in front of the router (see [`crate::ServiceApp::router_with_fast_path`]).
+    pub fn with_fast_path(mut self, fast: crate::FastPath) -> Self {
+        self.fast = Some(fast);
+        self
+    }
+
     /// `http://127.0.0.1:<port>`
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
@@ -83,6 +92,15 @@ impl Application {
     /// Serves until the shutdown token is cancelled, then drains within the grace period.
     pub async fn run(self) -> std::io::Result<()> {
         tracing::info!(addr = %self.addr, instance = %self.instance_id, "listening");
-        crate::serve(self.listener, self.router, self.shutdown, self.grace).await
+        match self.fast {
+            Some(fast) => {
+                let front = crate::fast::Front {
+                    fast,
+                    router: self.router,
+                };
+                crate::serve(self.listener, front, self.shutdown, self.grace).await
+            }
+            None => crate::serve(self.listener, self.router, self.shutdown, self.grace).await,
+        }
     }
 }

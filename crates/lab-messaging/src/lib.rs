@@ -9,10 +9,13 @@
 //! - [`Consumer`] runs a service's [`Handler`] on each delivery once: inbox row, state change and
 //!   outgoing outbox rows in one transaction (effectively-once), with retries through TTL'd
 //!   queues and [`dead_letters`] (listed and replayed by operators).
+//! - [`admin`]: the operator's routes over the outbox and dead letters, mounted by each service
+//!   behind its own admin check.
 //! - [`MessagingMetrics`]: backlog, commit→publish latency, retries, dead letters, duplicates.
 //!
 //! The tables live in the calling service's schema; [`migrate`] creates them.
 
+pub mod admin;
 mod broker;
 pub mod consumer;
 pub mod dead_letters;

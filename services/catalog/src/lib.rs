@@ -160,8 +160,13 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             .build()?,
         self_url: self_url.clone(),
     };
-    let router = app.router(routes::router(state));
-    let application = Application::bind(&settings.http, instance_id, router, shutdown).await?;
+    let (router, fast) = app.router_with_fast_path(
+        routes::router(state.clone()),
+        routes::fast_product_reads(state),
+    );
+    let application = Application::bind(&settings.http, instance_id, router, shutdown)
+        .await?
+        .with_fast_path(fast);
     let _ = self_url.set(application.base_url());
     Ok(application)
 }

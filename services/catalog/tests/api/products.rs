@@ -39,6 +39,38 @@ async fn a_product_read_carries_its_xmin_etag_and_says_which_cache_level_answere
 }
 
 #[tokio::test]
+async fn a_product_read_on_the_fast_path_gets_the_platform_headers_and_metrics_of_its_route() {
+    let app = one().await;
+    let path = format!("/products/{}", demo_id("LAB-MUG"));
+
+    let plain = app.get(&path).await;
+    let with_id = app
+        .client
+        .get(app.url(&path))
+        .header("x-request-id", "caller-chosen-id")
+        .send()
+        .await
+        .unwrap();
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+
+    assert_eq!(plain.status(), 200);
+    assert!(plain.headers().contains_key("x-request-id"));
+    assert!(
+        plain.headers()["x-instance-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("catalog-")
+    );
+    assert_eq!(plain.headers()["content-type"], "application/json");
+    assert_eq!(with_id.headers()["x-request-id"], "caller-chosen-id");
+    assert!(
+        metrics
+            .contains(r#"http_requests_total{method="GET",route="/products/{id}",status="200"} 2"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn a_matching_if_none_match_gets_304() {
     let app = one().await;
     let path = format!("/products/{}", demo_id("LAB-MUG"));

@@ -5,5 +5,5 @@ lab_test_support::platform_tests! {
     spawn_with_routes: crate::helpers::spawn_app_with_routes,
     service: "psp",
     dependencies: [],
-    paths: [],
+    paths: ["/stripe/v1/checkout/sessions/{id}", "/paypal/v2/checkout/orders/{id}", "/sandbox/webhooks", "/pay/{id}"],
 }
