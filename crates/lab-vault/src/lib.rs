@@ -168,6 +168,29 @@ impl Vault {
         Ok(())
     }
 
+    /// KV v2 write of `data` at `mount/path` only if nothing was ever written there
+    /// (check-and-set 0); `false` when another writer got there first.
+    pub async fn kv_create<T: Serialize>(
+        &self,
+        mount: &str,
+        path: &str,
+        data: &T,
+    ) -> Result<bool, VaultError> {
+        let body = serde_json::json!({ "options": { "cas": 0 }, "data": data });
+        match self
+            .call(Method::POST, &format!("{mount}/data/{path}"), Some(&body))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(VaultError::Api {
+                status: 400,
+                errors,
+                ..
+            }) if errors.contains("check-and-set") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// KV v2 read of the latest version at `mount/path`; `None` when there is none.
     pub async fn kv_get<T: DeserializeOwned>(
         &self,

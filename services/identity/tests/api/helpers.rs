@@ -1,23 +1,52 @@
-//! `spawn_app()` and friends: the identity service started by the shared harness.
+//! `spawn_app()` and friends: the identity service started by the shared harness, with an
+//! OpenBao dev server for its keys, plus a small "other service" that checks tokens with
+//! lab-auth the way every Lab service will.
 
-use lab_identity::{NAME, Settings};
-use lab_test_support::{ServiceMigrator, TestApp, TestEnv};
+use std::time::Duration;
+
+use lab_auth::{Admin, AuthSettings, Authenticated, RequireRole, RequireScope, Scope, Verifier};
+use lab_config::SecretString;
+use lab_identity::{NAME, Settings, ThrottleSettings, VaultSettings};
+use lab_test_support::{ServiceMigrator, TestApp, TestEnv, test_client};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 /// The migrations the test template holds.
 pub const MIGRATIONS: &[ServiceMigrator] = &[(NAME, &lab_identity::MIGRATOR)];
 
-/// Settings wiring the service to `env`'s infrastructure.
+/// Registers with this address to become an administrator.
+pub const ADMIN_EMAIL: &str = "admin@example.com";
+/// A password that passes the rules.
+pub const PASSWORD: &str = "correct horse battery staple";
+
+/// Settings wiring the service to `env`'s infrastructure (its OpenBao dev server included).
 pub fn settings(env: &TestEnv) -> Settings {
     Settings {
         http: env.http(1),
         database: env.database(NAME),
         redis: env.redis(),
+        vault: VaultSettings {
+            addr: env.vault().addr.clone(),
+            token: SecretString::new(env.vault().root_token.clone()),
+            ..VaultSettings::default()
+        },
+        admin_emails: ADMIN_EMAIL.into(),
+        throttle: ThrottleSettings {
+            // Generous, so only the throttling tests (which lower them) ever meet a limit.
+            address_attempts: 1_000,
+            ..ThrottleSettings::default()
+        },
+        ..Settings::default()
     }
 }
 
-/// A fresh environment (its own database, Redis prefix).
+/// A fresh environment (its own database, Redis prefix, OpenBao).
 pub async fn env() -> TestEnv {
-    TestEnv::builder().with_database(MIGRATIONS).start().await
+    TestEnv::builder()
+        .with_database(MIGRATIONS)
+        .with_vault()
+        .start()
+        .await
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -29,4 +58,146 @@ pub async fn spawn_app_with_routes(routes: axum::Router) -> TestApp {
     let env = env().await;
     env.spawn_with_routes(lab_identity::build, settings(&env), routes)
         .await
+}
+
+/// `POST path` with a JSON body (and a bearer token), as status and JSON body.
+pub async fn post(app: &TestApp, path: &str, body: Value, bearer: Option<&str>) -> (u16, Value) {
+    let mut request = app.client.post(app.url(path)).json(&body);
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.expect("POST");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// Registers `email` with [`PASSWORD`]; panics unless 201.
+pub async fn register(app: &TestApp, email: &str) -> Value {
+    let (status, body) = post(
+        app,
+        "/register",
+        json!({"email": email, "password": PASSWORD}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+/// Logs `email` in with [`PASSWORD`]; panics unless 200. Returns the token pair.
+pub async fn login(app: &TestApp, email: &str) -> Value {
+    let (status, body) = post(
+        app,
+        "/login",
+        json!({"email": email, "password": PASSWORD}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// Registers and logs in; returns the access token and the whole pair.
+pub async fn signed_in(app: &TestApp, email: &str) -> (String, Value) {
+    register(app, email).await;
+    let pair = login(app, email).await;
+    (
+        pair["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned(),
+        pair,
+    )
+}
+
+/// Another Lab service: nothing but lab-auth's extractors in front of two routes.
+pub struct OtherService {
+    pub base_url: String,
+    shutdown: CancellationToken,
+}
+
+impl OtherService {
+    /// Starts it against `identity`'s JWKS and `env`'s Redis.
+    pub async fn start(identity: &TestApp) -> Self {
+        let shutdown = CancellationToken::new();
+        let settings = AuthSettings {
+            jwks_url: identity.url("/.well-known/jwks.json"),
+            // Tests rotate keys and expect the new kid to be fetched at once.
+            jwks_min_refresh_ms: 50,
+            ..AuthSettings::default()
+        };
+        let verifier = Verifier::start(settings, &identity.env.redis(), shutdown.clone())
+            .expect("the verifier");
+        let router = axum::Router::new()
+            .route("/whoami", axum::routing::get(whoami))
+            .route("/admin-only", axum::routing::get(admin_only))
+            .route("/demo", axum::routing::get(demo_only))
+            .with_state(verifier);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await;
+        });
+        Self {
+            base_url: format!("http://{addr}"),
+            shutdown,
+        }
+    }
+
+    /// `GET path` with `token`, as status, `WWW-Authenticate` and JSON body.
+    pub async fn get(&self, path: &str, token: &str) -> (u16, Option<String>, Value) {
+        let response = test_client()
+            .get(format!("{}{path}", self.base_url))
+            .bearer_auth(token)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .expect("GET on the other service");
+        let status = response.status().as_u16();
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        (
+            status,
+            challenge,
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// Stops it (as a restart's first half).
+    pub fn stop(self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Drop for OtherService {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+async fn whoami(caller: Authenticated) -> axum::Json<Value> {
+    axum::Json(json!({ "sub": caller.sub, "roles": caller.roles }))
+}
+
+async fn admin_only(RequireRole(caller, ..): RequireRole<Admin>) -> axum::Json<Value> {
+    axum::Json(json!({ "sub": caller.sub }))
+}
+
+/// The scope identity's client tokens carry.
+pub struct Demo;
+
+impl Scope for Demo {
+    const NAME: &'static str = "demo";
+}
+
+async fn demo_only(RequireScope(caller, ..): RequireScope<Demo>) -> axum::Json<Value> {
+    axum::Json(json!({ "sub": caller.sub }))
 }
