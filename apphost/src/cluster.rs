@@ -254,6 +254,10 @@ async fn prepare(
         redis_url,
         amqp_url,
         vault_addr: vault.as_ref().map(|v| v.addr().to_owned()),
+        vault_token: vault.as_ref().map(|_| match &args.vault_addr {
+            Some(_) => args.vault_token.clone().unwrap_or_default(),
+            None => secrets.vault_root_token.clone(),
+        }),
         psp_cert_dir: dir.root().join("psp-certs"),
     })
 }
@@ -356,6 +360,7 @@ fn summary(args: &InfraArgs, instances: &[Instance]) -> Vec<String> {
     }
     if args.no_vault {
         out.push("openbao: skipped (--no-vault)".into());
+        out.push("identity: skipped (its signing keys live only in OpenBao)".into());
     }
     out
 }

@@ -56,6 +56,9 @@ pub struct Wiring {
     pub amqp_url: String,
     /// OpenBao's address, when it is in play.
     pub vault_addr: Option<String>,
+    /// A token for it (the private server's root token, or `--vault-token`): identity keeps its
+    /// signing keys there.
+    pub vault_token: Option<String>,
     /// Where the sandbox PSP keeps its CA and signing certificate (made on its first start),
     /// and where payments reads the CA it trusts for PayPal webhooks.
     pub psp_cert_dir: std::path::PathBuf,
@@ -105,6 +108,11 @@ fn name(s: &ServiceDef, replica: u16) -> String {
 pub fn plan(wiring: &Wiring, mut listen: impl FnMut(&str) -> SocketAddr) -> Vec<ProcSpec> {
     let mut procs: Vec<ProcSpec> = Vec::new();
     for s in &SERVICES {
+        // Identity's signing keys live only in OpenBao (never a default key): without it,
+        // identity does not run.
+        if s.name == "identity" && wiring.vault_addr.is_none() {
+            continue;
+        }
         for replica in 1..=s.replicas {
             let name = name(s, replica);
             let addr = listen(&name);
@@ -136,6 +144,7 @@ pub fn plan(wiring: &Wiring, mut listen: impl FnMut(&str) -> SocketAddr) -> Vec<
     }
     wire_catalog_users(&mut procs);
     wire_payments(&mut procs, wiring);
+    wire_identity(&mut procs, wiring);
     wire_bff(&mut procs, wiring);
     procs
 }
@@ -212,6 +221,19 @@ fn wire_payments(procs: &mut [ProcSpec], wiring: &Wiring) {
     }
 }
 
+/// Identity reads and writes its signing keys in OpenBao's KV.
+fn wire_identity(procs: &mut [ProcSpec], wiring: &Wiring) {
+    let (Some(addr), Some(token)) = (&wiring.vault_addr, &wiring.vault_token) else {
+        return;
+    };
+    for p in procs.iter_mut().filter(|p| p.service == "identity") {
+        p.env
+            .push(("LAB_IDENTITY__VAULT__ADDR".into(), addr.clone()));
+        p.env
+            .push(("LAB_IDENTITY__VAULT__TOKEN".into(), token.clone()));
+    }
+}
+
 /// The BFF learns every other instance's URL and starts after all of them.
 fn wire_bff(procs: &mut [ProcSpec], wiring: &Wiring) {
     let mut upstreams: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
@@ -249,6 +271,7 @@ mod tests {
             redis_url: "redis://r".into(),
             amqp_url: "amqp://a".into(),
             vault_addr: Some("http://v".into()),
+            vault_token: Some("t".into()),
             psp_cert_dir: "/lab/psp-certs".into(),
         };
         let mut port = 9000;
@@ -308,5 +331,26 @@ mod tests {
             "/lab/psp-certs/ca.pem"
         );
         assert_eq!(payments.after, ["psp"]);
+        let identity = procs.iter().find(|p| p.service == "identity").unwrap();
+        assert!(
+            identity
+                .env
+                .contains(&("LAB_IDENTITY__VAULT__TOKEN".to_owned(), "t".to_owned()))
+        );
+    }
+
+    #[test]
+    fn without_openbao_identity_does_not_run() {
+        let wiring = Wiring {
+            database_urls: Default::default(),
+            redis_url: "redis://r".into(),
+            amqp_url: "amqp://a".into(),
+            vault_addr: None,
+            vault_token: None,
+            psp_cert_dir: "/lab/psp-certs".into(),
+        };
+        let procs = plan(&wiring, |_| crate::ports::loopback(0));
+        assert!(procs.iter().all(|p| p.service != "identity"));
+        assert!(procs.iter().any(|p| p.service == "catalog"));
     }
 }
