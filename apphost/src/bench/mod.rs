@@ -9,6 +9,7 @@ mod checkout;
 mod measure;
 mod outbox;
 mod peer;
+mod pgbench;
 
 use clap::{Args, Subcommand};
 
