@@ -246,3 +246,28 @@ pub fn retried_sessions(now: &HashSet<Attempt>, before: &HashSet<Attempt>) -> (u
         .collect();
     (sessions.len(), retried.len())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attempt(session: &str, event: &str, n: u64) -> Attempt {
+        (session.to_owned(), event.to_owned(), n)
+    }
+
+    #[test]
+    fn only_sessions_new_since_the_snapshot_count_and_a_second_attempt_marks_a_retry() {
+        let before = HashSet::from([attempt("cs_old", "evt_1", 1), attempt("cs_old", "evt_1", 2)]);
+        let now: HashSet<Attempt> = before
+            .iter()
+            .cloned()
+            .chain([
+                attempt("cs_a", "evt_2", 1),
+                attempt("cs_a", "evt_3", 1),
+                attempt("cs_b", "evt_4", 1),
+                attempt("cs_b", "evt_4", 2),
+            ])
+            .collect();
+        assert_eq!(retried_sessions(&now, &before), (2, 1));
+    }
+}
