@@ -234,17 +234,43 @@ pub async fn webhook_attempts(
         .collect())
 }
 
-/// Of the sessions with attempts in `now` but not in `before`: how many, and how many needed
-/// more than one attempt (payments answered 503 "not known yet", or anything else but 2xx).
-pub fn retried_sessions(now: &HashSet<Attempt>, before: &HashSet<Attempt>) -> (usize, usize) {
+/// Of the sessions with attempts in `now` but not in `before`: how many, and which needed more
+/// than one attempt (payments answered 503 "not known yet", or anything else but 2xx).
+pub fn retried_sessions(
+    now: &HashSet<Attempt>,
+    before: &HashSet<Attempt>,
+) -> (usize, HashSet<String>) {
     let fresh: Vec<&Attempt> = now.difference(before).collect();
     let sessions: HashSet<&str> = fresh.iter().map(|a| a.0.as_str()).collect();
-    let retried: HashSet<&str> = fresh
+    let retried = fresh
         .iter()
         .filter(|a| a.2 > 1)
-        .map(|a| a.0.as_str())
+        .map(|a| a.0.clone())
         .collect();
-    (sessions.len(), retried.len())
+    (sessions.len(), retried)
+}
+
+/// The orders of PSP `sessions`, from payments' table (read as the administrator: no service
+/// login may read another's schema).
+pub async fn orders_of_sessions(
+    admin_url: &str,
+    sessions: &HashSet<String>,
+) -> anyhow::Result<HashSet<Uuid>> {
+    use sqlx::Connection;
+    let mut url = reqwest::Url::parse(admin_url).context("--pg-admin-url")?;
+    url.set_path(&format!("/{DATABASE}"));
+    let mut conn = sqlx::PgConnection::connect(url.as_str())
+        .await
+        .context("connecting to the bench database as administrator")?;
+    let sessions: Vec<&str> = sessions.iter().map(String::as_str).collect();
+    let ids: Vec<Uuid> =
+        sqlx::query_scalar("SELECT order_id FROM payments.payments WHERE session_id = ANY($1)")
+            .bind(&sessions)
+            .fetch_all(&mut conn)
+            .await
+            .context("looking up the orders of retried sessions")?;
+    let _ = conn.close().await;
+    Ok(ids.into_iter().collect())
 }
 
 #[cfg(test)]
@@ -268,6 +294,9 @@ mod tests {
                 attempt("cs_b", "evt_4", 2),
             ])
             .collect();
-        assert_eq!(retried_sessions(&now, &before), (2, 1));
+        assert_eq!(
+            retried_sessions(&now, &before),
+            (2, HashSet::from(["cs_b".to_owned()]))
+        );
     }
 }
