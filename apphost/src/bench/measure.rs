@@ -1,7 +1,7 @@
 //! Tools every benchmark shares: a quiet-machine check, pinned child processes, wrk runs parsed,
 //! medians and percentiles.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -58,12 +58,32 @@ pub fn spawn_pinned(
     args: &[&str],
     envs: &[(String, String)],
 ) -> anyhow::Result<Child> {
+    spawn_pinned_logged(core, exe, args, envs, None)
+}
+
+/// [`spawn_pinned`], with stdout and stderr appended to `log` when one is given.
+pub fn spawn_pinned_logged(
+    core: &str,
+    exe: &PathBuf,
+    args: &[&str],
+    envs: &[(String, String)],
+    log: Option<&Path>,
+) -> anyhow::Result<Child> {
     let mut cmd = Command::new("taskset");
     cmd.arg("-c").arg(core).arg(exe).args(args);
     cmd.envs(envs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
+    let (out, err) = match log {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            (Stdio::from(file.try_clone()?), Stdio::from(file))
+        }
+        None => (Stdio::null(), Stdio::null()),
+    };
+    cmd.stdout(out).stderr(err).kill_on_drop(true);
     cmd.spawn()
         .with_context(|| format!("starting {} (is taskset installed?)", exe.display()))
 }

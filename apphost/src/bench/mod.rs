@@ -5,9 +5,11 @@
 //! generator to core 0; the machine is checked for quiet first; each figure is the median of 3.
 
 mod catalog;
+mod checkout;
 mod measure;
 mod outbox;
 mod peer;
+mod pgbench;
 
 use clap::{Args, Subcommand};
 
@@ -23,6 +25,8 @@ pub struct BenchArgs {
 enum Target {
     /// Cached product reads vs bare axum, the cross-replica stale window, concurrent writers.
     Catalog(catalog::CatalogArgs),
+    /// Completed orders/s through the whole saga vs pgbench TPC-B; place→Completed latency.
+    Checkout(checkout::CheckoutArgs),
     /// Outbox relay and inbox consumer vs raw lapin; commit→publish latency.
     Outbox(outbox::OutboxArgs),
     /// The bare axum peer the benchmarks compare against (started by them, pinned to a core).
@@ -33,6 +37,7 @@ enum Target {
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     match args.target {
         Target::Catalog(a) => catalog::run(a).await,
+        Target::Checkout(a) => checkout::run(a).await,
         Target::Outbox(a) => outbox::run(a).await,
         Target::Peer(a) => serve_peer(a).await,
     }
