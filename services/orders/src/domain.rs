@@ -76,19 +76,34 @@ impl Ttl {
     }
 }
 
-/// Who placed an order: for now the visitor's session id the BFF sends in `X-Lab-Customer`.
+/// Who placed an order: a signed-in user (`user:<sub>`, from identity's token) or a visitor's
+/// session id (the BFF's `X-Lab-Customer`). A session id may not pose as a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Customer(String);
 
+/// Prefix of a signed-in user's customer id.
+pub const USER_PREFIX: &str = "user:";
+
 impl Customer {
-    pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        if printable(raw) {
+    /// A visitor's session id: 1–255 printable characters, not starting with `user:`.
+    pub fn visitor(raw: &str) -> Result<Self, Invalid> {
+        if printable(raw) && !raw.starts_with(USER_PREFIX) {
             Ok(Self(raw.to_owned()))
         } else {
             Err(invalid(
                 "X-Lab-Customer",
-                format!("1–{KEY_MAX} printable characters"),
+                format!("1–{KEY_MAX} printable characters, not starting with {USER_PREFIX:?}"),
             ))
+        }
+    }
+
+    /// The signed-in user whose token names `sub`.
+    pub fn user(sub: &str) -> Result<Self, Invalid> {
+        let id = format!("{USER_PREFIX}{sub}");
+        if printable(sub) && printable(&id) {
+            Ok(Self(id))
+        } else {
+            Err(invalid("sub", format!("1–{KEY_MAX} printable characters")))
         }
     }
 

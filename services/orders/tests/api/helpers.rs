@@ -27,6 +27,7 @@ pub fn settings(env: &TestEnv) -> Settings {
         http: env.http(1),
         database: env.database(NAME),
         amqp: env.amqp(),
+        redis: env.redis(),
         catalog_urls: lab_test_support::closed_port_url("http"),
         ..Settings::default()
     }
