@@ -15,6 +15,11 @@ pub const PASSWORD: &str = "correct horse battery staple";
 /// in `admin_emails`.
 pub const ADMIN_EMAIL: &str = "admin@example.com";
 
+/// Where `identity` publishes its signing keys: a service's `auth.jwks_url`.
+pub fn jwks_url(identity: &TestApp) -> String {
+    identity.url("/.well-known/jwks.json")
+}
+
 /// `POST path` on `app` with a JSON body (and a bearer token), as status and JSON body.
 pub async fn post(app: &TestApp, path: &str, body: Value, bearer: Option<&str>) -> (u16, Value) {
     let mut request = app.client.post(app.url(path)).json(&body);

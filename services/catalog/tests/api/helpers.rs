@@ -79,7 +79,7 @@ pub async fn spawn_identity(env: &TestEnv) -> TestApp {
 /// Where `identity` publishes its keys, as a service's auth settings name it.
 pub fn auth_settings(identity: &TestApp) -> lab_auth::AuthSettings {
     lab_auth::AuthSettings {
-        jwks_url: identity.url("/.well-known/jwks.json"),
+        jwks_url: lab_test_support::identity::jwks_url(identity),
         ..lab_auth::AuthSettings::default()
     }
 }
