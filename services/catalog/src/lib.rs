@@ -2,7 +2,8 @@
 //!
 //! Where each pattern lives: `occ.rs` (ETag from `xmin`, `If-Match`, one-statement conditional
 //! writes), `stock.rs` (reservations that cannot oversell, idempotent per order),
-//! `lab_cache::TwoLevel` (L1 + L2 + pub/sub invalidation, wired here), `demo.rs` (the demos).
+//! `lab_cache::TwoLevel` (L1 + L2 + pub/sub invalidation, wired here), `demo.rs` (the demos),
+//! `auth.rs` (administrators: identity's tokens with role `admin`, or the break-glass token).
 //!
 //! A library with a thin entry point: [`build`] wires settings to a bound [`Application`]; the
 //! `lab` binary runs it as `lab run catalog`, the tests run it in-process on port 0.

@@ -3,7 +3,8 @@
 //! Where each pattern lives: `claims.rs` (idempotency via `INSERT … ON CONFLICT … RETURNING
 //! claim_id, (xmax = 0)`), `orders.rs` (claim, order and outbox event in one transaction),
 //! `prices.rs` (price snapshots from catalog: round-robin, timeouts, jittered retries),
-//! `messages.rs` (following the checkout saga to the order's final state).
+//! `messages.rs` (following the checkout saga to the order's final state), `auth.rs` (the
+//! customer: a signed-in user from identity's token, else the visitor's session).
 //!
 //! A library with a thin entry point: [`build`] wires settings to a bound [`Application`]; the
 //! `lab` binary runs it as `lab run orders`, the tests run it in-process on port 0.
