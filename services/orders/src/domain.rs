@@ -224,6 +224,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_visitor_session_cannot_pose_as_a_signed_in_user() {
+        assert!(Customer::visitor("session-1").is_ok());
+        assert!(Customer::visitor("user:1234").is_err());
+        assert!(Customer::visitor("").is_err());
+        assert_eq!(Customer::user("1234").unwrap().as_str(), "user:1234");
+        assert!(Customer::user("").is_err());
+        assert!(Customer::user(&"x".repeat(251)).is_err());
+    }
+
+    #[test]
     fn keys_are_one_to_255_printable_characters() {
         assert!(ClaimKey::parse("key", "a").is_ok());
         assert!(ClaimKey::parse("key", &"é".repeat(255)).is_ok());

@@ -202,3 +202,45 @@ async fn a_visitor_without_a_token_still_edits_demo_products_only() {
 
     assert_eq!(response.status(), 403);
 }
+
+#[tokio::test]
+async fn without_identity_configured_a_token_is_refused_and_the_break_glass_token_works() {
+    // As `lab up` runs catalog when identity cannot run: an empty JWKS URL.
+    let env = crate::helpers::env().await;
+    let catalog = env
+        .spawn(
+            lab_catalog::build,
+            lab_catalog::Settings {
+                auth: lab_auth::AuthSettings {
+                    jwks_url: String::new(),
+                    ..lab_auth::AuthSettings::default()
+                },
+                admin_token: Some(SecretString::new(ADMIN)),
+                ..settings(&env)
+            },
+        )
+        .await;
+    let stranger = lab_auth::SigningKey::from_seed("nobody", &[7u8; 32]).unwrap();
+    let now = chrono::Utc::now().timestamp();
+    let token = stranger
+        .sign(&lab_auth::Claims {
+            iss: "lab-identity".into(),
+            aud: lab_auth::Audience::One("lab".into()),
+            sub: "someone".into(),
+            jti: uuid::Uuid::now_v7().to_string(),
+            exp: now + 600,
+            iat: now,
+            nbf: None,
+            roles: vec!["admin".into()],
+            scope: String::new(),
+            sid: None,
+        })
+        .unwrap();
+
+    let (refused, _, ctype, body) = admin_probe(&catalog, &token).await;
+    let (glass, ..) = admin_probe(&catalog, ADMIN).await;
+
+    assert_eq!(refused, 503, "{body}");
+    assert_eq!(ctype, "application/problem+json");
+    assert_eq!(glass, 428);
+}
