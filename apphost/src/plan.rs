@@ -22,7 +22,7 @@ struct ServiceDef {
 const SERVICES: [ServiceDef; 7] = [
     svc("identity", 1, true, true, false),
     svc("catalog", 2, true, true, true),
-    svc("orders", 1, true, false, true),
+    svc("orders", 1, true, true, true),
     svc("psp", 1, false, false, false),
     svc("payments", 1, true, false, true),
     svc("checkout", 1, true, false, true),
@@ -145,6 +145,7 @@ pub fn plan(wiring: &Wiring, mut listen: impl FnMut(&str) -> SocketAddr) -> Vec<
     wire_catalog_users(&mut procs);
     wire_payments(&mut procs, wiring);
     wire_identity(&mut procs, wiring);
+    wire_token_checks(&mut procs);
     wire_bff(&mut procs, wiring);
     procs
 }
@@ -234,6 +235,27 @@ fn wire_identity(procs: &mut [ProcSpec], wiring: &Wiring) {
     }
 }
 
+/// The services that check identity's access tokens (lab-auth) fetch its key set from it; the
+/// issuer and audience keep lab-auth's defaults, which are identity's. Without identity (no
+/// OpenBao) the URL is empty: tokens are refused (503, no keys) rather than checked against
+/// whatever else might listen on identity's default port, while catalog's break-glass token and
+/// orders' visitor sessions keep working.
+fn wire_token_checks(procs: &mut [ProcSpec]) {
+    let jwks = procs
+        .iter()
+        .find(|p| p.service == "identity")
+        .map(|p| format!("{}/.well-known/jwks.json", p.url()))
+        .unwrap_or_default();
+    for p in procs
+        .iter_mut()
+        .filter(|p| matches!(p.service, "catalog" | "orders"))
+    {
+        let prefix = lab_config::env_prefix(p.service);
+        p.env
+            .push((format!("{prefix}AUTH__JWKS_URL"), jwks.clone()));
+    }
+}
+
 /// The BFF learns every other instance's URL and starts after all of them.
 fn wire_bff(procs: &mut [ProcSpec], wiring: &Wiring) {
     let mut upstreams: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
@@ -307,6 +329,20 @@ mod tests {
             "http://127.0.0.1:9002,http://127.0.0.1:9003"
         );
         assert_eq!(orders.after, ["catalog-1", "catalog-2"]);
+        let identity_jwks = format!(
+            "{}/.well-known/jwks.json",
+            procs
+                .iter()
+                .find(|p| p.service == "identity")
+                .unwrap()
+                .url()
+        );
+        assert_eq!(orders_env["LAB_ORDERS__AUTH__JWKS_URL"], identity_jwks);
+        assert_eq!(orders_env["LAB_ORDERS__REDIS__URL"], "redis://r");
+        assert!(procs[1].env.contains(&(
+            "LAB_CATALOG__AUTH__JWKS_URL".to_owned(),
+            identity_jwks.clone()
+        )));
         assert!(
             procs[1]
                 .env
@@ -352,5 +388,11 @@ mod tests {
         let procs = plan(&wiring, |_| crate::ports::loopback(0));
         assert!(procs.iter().all(|p| p.service != "identity"));
         assert!(procs.iter().any(|p| p.service == "catalog"));
+        let orders = procs.iter().find(|p| p.service == "orders").unwrap();
+        assert!(
+            orders
+                .env
+                .contains(&("LAB_ORDERS__AUTH__JWKS_URL".to_owned(), String::new()))
+        );
     }
 }

@@ -25,6 +25,7 @@ pub mod app;
 pub mod bus;
 pub mod db;
 pub mod faults;
+pub mod identity;
 pub mod platform;
 pub mod poll;
 pub mod process;

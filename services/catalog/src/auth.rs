@@ -1,28 +1,39 @@
-//! Who is calling. Until identity's JWTs reach the services (the identity issue), the
-//! administrator is whoever presents the operator's admin token as a bearer token; everyone else
-//! is a visitor, who may change only demo products.
+//! Who is calling catalog. An administrator presents identity's access token with the `admin`
+//! role (checked by lab-auth: signature, `iss`, `aud`, `exp`, revocation), or the operator's
+//! break-glass token from settings (`LAB_CATALOG__ADMIN_TOKEN`: for tests, demos and an identity
+//! outage). Without an `Authorization` header the caller is a visitor, who may change only demo
+//! products. Any other credential is refused with 401, never treated as a visitor.
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::header;
 use axum::http::request::Parts;
-use axum::http::{StatusCode, header};
+use lab_auth::extract::{bearer, forbidden, unauthorized};
+use lab_auth::{Admin, AuthError, Authenticated, Role as _, Verifier};
 use lab_http::Problem;
 
 use crate::routes::AppState;
 
+impl FromRef<AppState> for Verifier {
+    fn from_ref(state: &AppState) -> Self {
+        state.verifier.clone()
+    }
+}
+
 /// The caller of a request.
 #[derive(Debug, Clone, Copy)]
 pub struct Caller {
-    /// Presented the administrator's token.
+    /// Holds the `admin` role, or presented the break-glass token.
     pub admin: bool,
 }
 
 impl Caller {
+    /// 403 (with a `WWW-Authenticate: Bearer … insufficient_scope` challenge) unless an
+    /// administrator.
     pub fn require_admin(&self, what: &str) -> Result<(), Problem> {
         if self.admin {
             Ok(())
         } else {
-            Err(Problem::new(StatusCode::FORBIDDEN)
-                .detail(format!("only an administrator may {what}")))
+            Err(forbidden(format!("only an administrator may {what}"), None))
         }
     }
 }
@@ -36,6 +47,13 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Whether `token` is the operator's break-glass token (never, when none is configured).
+fn is_break_glass(state: &AppState, token: &str) -> bool {
+    state.settings.admin_token.as_ref().is_some_and(|t| {
+        !t.expose().is_empty() && constant_time_eq(token.as_bytes(), t.expose().as_bytes())
+    })
+}
+
 impl FromRequestParts<AppState> for Caller {
     type Rejection = Problem;
 
@@ -43,23 +61,17 @@ impl FromRequestParts<AppState> for Caller {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let presented = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let admin = match (presented, &state.settings.admin_token) {
-            (Some(token), Some(expected)) if !expected.expose().is_empty() => {
-                if constant_time_eq(token.as_bytes(), expected.expose().as_bytes()) {
-                    true
-                } else {
-                    return Err(Problem::new(StatusCode::UNAUTHORIZED)
-                        .detail("the bearer token is not valid"));
-                }
-            }
-            _ => false,
-        };
-        Ok(Self { admin })
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return Ok(Self { admin: false });
+        }
+        let token = bearer(parts).ok_or_else(|| unauthorized(&AuthError::Missing))?;
+        if is_break_glass(state, token) {
+            return Ok(Self { admin: true });
+        }
+        let user = Authenticated::from_request_parts(parts, state).await?;
+        Ok(Self {
+            admin: user.has_role(Admin::NAME),
+        })
     }
 }
 

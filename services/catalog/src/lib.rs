@@ -2,7 +2,8 @@
 //!
 //! Where each pattern lives: `occ.rs` (ETag from `xmin`, `If-Match`, one-statement conditional
 //! writes), `stock.rs` (reservations that cannot oversell, idempotent per order),
-//! `lab_cache::TwoLevel` (L1 + L2 + pub/sub invalidation, wired here), `demo.rs` (the demos).
+//! `lab_cache::TwoLevel` (L1 + L2 + pub/sub invalidation, wired here), `demo.rs` (the demos),
+//! `auth.rs` (administrators: identity's tokens with role `admin`, or the break-glass token).
 //!
 //! A library with a thin entry point: [`build`] wires settings to a bound [`Application`]; the
 //! `lab` binary runs it as `lab run catalog`, the tests run it in-process on port 0.
@@ -20,6 +21,8 @@ pub mod stock;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use anyhow::Context as _;
+use lab_auth::{AuthSettings, Verifier};
 use lab_cache::{CacheConfig, Redis, RedisProbe, RedisSettings, TwoLevel};
 use lab_config::SecretString;
 use lab_db::{DbSettings, PgProbe};
@@ -49,8 +52,12 @@ pub struct Settings {
     pub redis: RedisSettings,
     /// Its RabbitMQ broker.
     pub amqp: AmqpSettings,
-    /// Bearer token of the administrator (create and delete products, edit non-demo ones);
-    /// unset means nobody is an administrator.
+    /// How identity's access tokens are checked (`LAB_CATALOG__AUTH__JWKS_URL`, `…__ISSUER`,
+    /// `…__AUDIENCE`, …): a token with the `admin` role may create, delete and edit any product.
+    pub auth: AuthSettings,
+    /// The operator's break-glass token: a bearer token that makes its holder an administrator
+    /// without identity (tests, demos, an identity outage). Unset means only tokens with the
+    /// `admin` role; keep it out of anything a browser sees.
     pub admin_token: Option<SecretString>,
     /// Base URLs of every catalog replica, this one included, comma-separated: the race and
     /// cache demos spread their requests over them. Empty: this replica alone.
@@ -66,6 +73,7 @@ impl Default for Settings {
             database: DbSettings::local(NAME),
             redis: RedisSettings::default(),
             amqp: AmqpSettings::default(),
+            auth: AuthSettings::default(),
             admin_token: None,
             peers: String::new(),
             single_flight: true,
@@ -121,6 +129,10 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         tracing::info!(seeded, "seed products created");
     }
     let redis = Redis::new(&settings.redis, NAME)?;
+    let verifier = Verifier::start(settings.auth.clone(), &settings.redis, shutdown.clone())
+        .context(
+            "starting the access-token verifier (LAB_CATALOG__AUTH__…, LAB_CATALOG__REDIS__…)",
+        )?;
     let broker = Broker::start(&settings.amqp, &instance_id, shutdown.clone());
     let readiness = Readiness::new()
         .with(PgProbe(pool.clone()))
@@ -159,6 +171,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             .connect_timeout(Duration::from_millis(500))
             .build()?,
         self_url: self_url.clone(),
+        verifier,
     };
     let (router, fast) = app.router_with_fast_path(
         routes::router(state.clone()),

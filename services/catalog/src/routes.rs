@@ -30,6 +30,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// This replica's own base URL, known once the listener is bound.
     pub self_url: Arc<std::sync::OnceLock<String>>,
+    /// Checks identity's access tokens on the administrator's routes.
+    pub verifier: lab_auth::Verifier,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -334,7 +336,7 @@ pub struct CreateProduct {
 
 /// Creates a product and its stock (administrators only).
 #[utoipa::path(post, path = "/products", tag = "catalog", request_body = CreateProduct, responses(
-    (status = 201, body = Product), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
+    (status = 201, body = Product), (status = 401, body = Problem), (status = 403, body = Problem), (status = 409, body = Problem), (status = 422, body = Problem)))]
 pub async fn create_product(
     State(state): State<AppState>,
     caller: Caller,
@@ -407,7 +409,7 @@ async fn authorize_edit(state: &AppState, id: Uuid, caller: &Caller) -> Result<(
 /// Changes a product if `If-Match` still names its current version: 428 without it, 412 with
 /// the current row when another write got there first.
 #[utoipa::path(patch, path = "/products/{id}", tag = "catalog", request_body = UpdateProduct, responses(
-    (status = 200, body = Product), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+    (status = 200, body = Product), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
     (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
 pub async fn update_product(
     State(state): State<AppState>,
@@ -454,7 +456,7 @@ pub async fn update_product(
 
 /// Deletes a product and its stock (administrators only), if `If-Match` is current.
 #[utoipa::path(delete, path = "/products/{id}", tag = "catalog", responses(
-    (status = 204), (status = 403, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem), (status = 428, body = Problem)))]
+    (status = 204), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem), (status = 412, body = Problem), (status = 428, body = Problem)))]
 pub async fn delete_product(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
@@ -502,7 +504,7 @@ pub struct SetInventory {
 
 /// Sets the free stock if `If-Match` is current (the race demo's write).
 #[utoipa::path(put, path = "/products/{id}/inventory", tag = "catalog", request_body = SetInventory, responses(
-    (status = 200, body = Inventory), (status = 400, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
+    (status = 200, body = Inventory), (status = 400, body = Problem), (status = 401, body = Problem), (status = 403, body = Problem), (status = 404, body = Problem),
     (status = 412, body = Problem), (status = 422, body = Problem), (status = 428, body = Problem)))]
 pub async fn update_inventory(
     State(state): State<AppState>,

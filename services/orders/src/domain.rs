@@ -76,19 +76,34 @@ impl Ttl {
     }
 }
 
-/// Who placed an order: for now the visitor's session id the BFF sends in `X-Lab-Customer`.
+/// Who placed an order: a signed-in user (`user:<sub>`, from identity's token) or a visitor's
+/// session id (the BFF's `X-Lab-Customer`). A session id may not pose as a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Customer(String);
 
+/// Prefix of a signed-in user's customer id.
+pub const USER_PREFIX: &str = "user:";
+
 impl Customer {
-    pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        if printable(raw) {
+    /// A visitor's session id: 1–255 printable characters, not starting with `user:`.
+    pub fn visitor(raw: &str) -> Result<Self, Invalid> {
+        if printable(raw) && !raw.starts_with(USER_PREFIX) {
             Ok(Self(raw.to_owned()))
         } else {
             Err(invalid(
                 "X-Lab-Customer",
-                format!("1–{KEY_MAX} printable characters"),
+                format!("1–{KEY_MAX} printable characters, not starting with {USER_PREFIX:?}"),
             ))
+        }
+    }
+
+    /// The signed-in user whose token names `sub`.
+    pub fn user(sub: &str) -> Result<Self, Invalid> {
+        let id = format!("{USER_PREFIX}{sub}");
+        if printable(sub) && printable(&id) {
+            Ok(Self(id))
+        } else {
+            Err(invalid("sub", format!("1–{KEY_MAX} printable characters")))
         }
     }
 
@@ -207,6 +222,16 @@ impl OrderStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_visitor_session_cannot_pose_as_a_signed_in_user() {
+        assert!(Customer::visitor("session-1").is_ok());
+        assert!(Customer::visitor("user:1234").is_err());
+        assert!(Customer::visitor("").is_err());
+        assert_eq!(Customer::user("1234").unwrap().as_str(), "user:1234");
+        assert!(Customer::user("").is_err());
+        assert!(Customer::user(&"x".repeat(251)).is_err());
+    }
 
     #[test]
     fn keys_are_one_to_255_printable_characters() {

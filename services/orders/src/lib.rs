@@ -3,11 +3,13 @@
 //! Where each pattern lives: `claims.rs` (idempotency via `INSERT … ON CONFLICT … RETURNING
 //! claim_id, (xmax = 0)`), `orders.rs` (claim, order and outbox event in one transaction),
 //! `prices.rs` (price snapshots from catalog: round-robin, timeouts, jittered retries),
-//! `messages.rs` (following the checkout saga to the order's final state).
+//! `messages.rs` (following the checkout saga to the order's final state), `auth.rs` (the
+//! customer: a signed-in user from identity's token, else the visitor's session).
 //!
 //! A library with a thin entry point: [`build`] wires settings to a bound [`Application`]; the
 //! `lab` binary runs it as `lab run orders`, the tests run it in-process on port 0.
 
+mod auth;
 pub mod claims;
 pub mod domain;
 pub mod messages;
@@ -20,6 +22,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use lab_auth::{AuthSettings, Verifier};
+use lab_cache::RedisSettings;
 use lab_db::{DbSettings, PgProbe};
 use lab_http::{Application, HttpSettings, Readiness, ServiceApp, new_instance_id};
 use lab_messaging::{AmqpProbe, AmqpSettings, Broker};
@@ -45,6 +49,11 @@ pub struct Settings {
     pub database: DbSettings,
     /// Its RabbitMQ broker.
     pub amqp: AmqpSettings,
+    /// Its Redis: only to follow identity's revoked tokens (`auth:` keys and channel).
+    pub redis: RedisSettings,
+    /// How identity's access tokens are checked (`LAB_ORDERS__AUTH__JWKS_URL`, `…__ISSUER`,
+    /// `…__AUDIENCE`, …): a signed-in user is the customer `user:<sub>`.
+    pub auth: AuthSettings,
     /// Base URLs of every catalog replica, comma-separated; prices are read round-robin.
     pub catalog_urls: String,
     /// Bound on one price request to catalog, connect included.
@@ -61,6 +70,8 @@ impl Default for Settings {
             http: HttpSettings::default(),
             database: DbSettings::local(NAME),
             amqp: AmqpSettings::default(),
+            redis: RedisSettings::default(),
+            auth: AuthSettings::default(),
             // The BFF's local defaults for catalog's two replicas. `lab up` picks its own ports,
             // so it must pass LAB_ORDERS__CATALOG_URLS (as it passes the BFF its upstreams).
             catalog_urls: "http://127.0.0.1:7102,http://127.0.0.1:7103".into(),
@@ -117,6 +128,10 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         settings.catalog_attempts,
     )
     .context("LAB_ORDERS__CATALOG_URLS names no catalog")?;
+    let verifier = Verifier::start(settings.auth.clone(), &settings.redis, shutdown.clone())
+        .context(
+            "starting the access-token verifier (LAB_ORDERS__AUTH__…, LAB_ORDERS__REDIS__…)",
+        )?;
     let broker = Broker::start(&settings.amqp, &instance_id, shutdown.clone());
     let readiness = Readiness::new()
         .with(PgProbe(pool.clone()))
@@ -136,6 +151,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         catalog,
         metrics: orders_metrics,
         settings: Arc::new(settings.clone()),
+        verifier,
     };
     let router = app.router(routes::router(state));
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)

@@ -13,7 +13,8 @@ use lab_http::{Json, Path, Problem};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{self, ClaimKey, Customer, Invalid, OrderStatus, Provider, Ttl};
+use crate::auth::Requester;
+use crate::domain::{self, ClaimKey, Invalid, OrderStatus, Provider, Ttl};
 use crate::orders::{self, LineView, NewOrder, OrderError, Placed, Transition};
 use crate::prices::{Catalog, PriceError};
 
@@ -26,6 +27,8 @@ pub struct AppState {
     /// Placements, replays, claims.
     pub metrics: crate::metrics::OrdersMetrics,
     pub settings: Arc<crate::Settings>,
+    /// Checks identity's access tokens: a signed-in customer, an administrator.
+    pub verifier: lab_auth::Verifier,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -58,23 +61,9 @@ fn order_problem(e: OrderError) -> Problem {
     }
 }
 
-/// Header carrying the customer until identity's JWTs arrive: the BFF sets it from the
-/// visitor's session.
-pub const CUSTOMER_HEADER: &str = "x-lab-customer";
+pub use crate::auth::CUSTOMER_HEADER;
 /// The header that makes `POST /orders` safe to retry.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
-
-/// The customer of a request: 401 without one, 400 when malformed.
-fn customer(headers: &HeaderMap) -> Result<Customer, Problem> {
-    let Some(raw) = headers.get(CUSTOMER_HEADER) else {
-        return Err(Problem::new(StatusCode::UNAUTHORIZED)
-            .detail("orders belong to a customer: send X-Lab-Customer"));
-    };
-    let raw = raw
-        .to_str()
-        .map_err(|_| Problem::bad_request("X-Lab-Customer is not visible ASCII"))?;
-    Customer::parse(raw).map_err(|e| Problem::bad_request(e.to_string()))
-}
 
 fn idempotency_key(headers: &HeaderMap) -> Result<ClaimKey, Problem> {
     let invalid = || {
@@ -176,16 +165,16 @@ fn repeat(
 /// one transaction. 202 with where to watch it; a repeat of the key answers the same order.
 #[utoipa::path(post, path = "/orders", tag = "orders", request_body = PlaceOrder,
     params(("Idempotency-Key" = String, Header, description = "1–255 printable characters; the same on every retry"),
-           ("X-Lab-Customer" = String, Header, description = "the customer (set by the BFF)")),
+           ("X-Lab-Customer" = Option<String>, Header, description = "a visitor's session (set by the BFF); ignored with a user's bearer token")),
     responses((status = 202, body = Accepted), (status = 400, body = Problem), (status = 401, body = Problem),
               (status = 422, body = Problem), (status = 503, body = Problem)))]
 pub async fn place_order(
     State(state): State<AppState>,
+    Requester { customer, .. }: Requester,
     headers: HeaderMap,
     Json(body): Json<PlaceOrder>,
 ) -> Result<Response, Problem> {
     let key = idempotency_key(&headers)?;
-    let customer = customer(&headers)?;
     let raw: Vec<(Uuid, i64)> = body
         .lines
         .iter()
@@ -299,23 +288,22 @@ pub struct OrderView {
     pub links: Links,
 }
 
-/// The order with its lines, status, outcome and saga history; 404 unless the caller owns it
-/// (not 403: an order id says nothing about whether it exists).
+/// The order with its lines, status, outcome and saga history; 404 unless the caller owns it or
+/// holds the `admin` role (not 403: an order id says nothing about whether it exists).
 #[utoipa::path(get, path = "/orders/{id}", tag = "orders",
-    params(("X-Lab-Customer" = String, Header, description = "the customer (set by the BFF)")),
+    params(("X-Lab-Customer" = Option<String>, Header, description = "a visitor's session (set by the BFF); ignored with a user's bearer token")),
     responses((status = 200, body = OrderView), (status = 401, body = Problem), (status = 404, body = Problem)))]
 pub async fn get_order(
     State(state): State<AppState>,
     Path(id): Path<Uuid>,
-    headers: HeaderMap,
+    requester: Requester,
 ) -> Result<Json<OrderView>, Problem> {
-    let customer = customer(&headers)?;
     let not_found = || Problem::not_found(format!("no order {id}"));
     let (order, lines, history) = orders::get(&state.pool, id)
         .await
         .map_err(order_problem)?
         .ok_or_else(not_found)?;
-    if order.customer != customer.as_str() {
+    if order.customer != requester.customer.as_str() && !requester.admin {
         return Err(not_found());
     }
     let status = OrderStatus::parse(&order.status).unwrap_or(OrderStatus::Pending);

@@ -18,3 +18,4 @@ mod occ;
 mod products;
 mod schema;
 mod stock;
+mod tokens;

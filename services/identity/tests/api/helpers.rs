@@ -11,13 +11,11 @@ use lab_test_support::{ServiceMigrator, TestApp, TestEnv, test_client};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+// Registering, logging in and out are shared with every service that checks identity's tokens.
+pub use lab_test_support::identity::{ADMIN_EMAIL, PASSWORD, login, post, register, signed_in};
+
 /// The migrations the test template holds.
 pub const MIGRATIONS: &[ServiceMigrator] = &[(NAME, &lab_identity::MIGRATOR)];
-
-/// Registers with this address to become an administrator.
-pub const ADMIN_EMAIL: &str = "admin@example.com";
-/// A password that passes the rules.
-pub const PASSWORD: &str = "correct horse battery staple";
 
 /// Settings wiring the service to `env`'s infrastructure (its OpenBao dev server included).
 pub fn settings(env: &TestEnv) -> Settings {
@@ -58,56 +56,6 @@ pub async fn spawn_app_with_routes(routes: axum::Router) -> TestApp {
     let env = env().await;
     env.spawn_with_routes(lab_identity::build, settings(&env), routes)
         .await
-}
-
-/// `POST path` with a JSON body (and a bearer token), as status and JSON body.
-pub async fn post(app: &TestApp, path: &str, body: Value, bearer: Option<&str>) -> (u16, Value) {
-    let mut request = app.client.post(app.url(path)).json(&body);
-    if let Some(token) = bearer {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.expect("POST");
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-/// Registers `email` with [`PASSWORD`]; panics unless 201.
-pub async fn register(app: &TestApp, email: &str) -> Value {
-    let (status, body) = post(
-        app,
-        "/register",
-        json!({"email": email, "password": PASSWORD}),
-        None,
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body
-}
-
-/// Logs `email` in with [`PASSWORD`]; panics unless 200. Returns the token pair.
-pub async fn login(app: &TestApp, email: &str) -> Value {
-    let (status, body) = post(
-        app,
-        "/login",
-        json!({"email": email, "password": PASSWORD}),
-        None,
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
-/// Registers and logs in; returns the access token and the whole pair.
-pub async fn signed_in(app: &TestApp, email: &str) -> (String, Value) {
-    register(app, email).await;
-    let pair = login(app, email).await;
-    (
-        pair["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned(),
-        pair,
-    )
 }
 
 /// Another Lab service: nothing but lab-auth's extractors in front of two routes.

@@ -6,6 +6,7 @@ use std::time::Duration;
 use lab_config::SecretString;
 use lab_messaging::{Broker, Topology};
 use lab_orders::{NAME, Settings};
+use lab_test_support::identity::{ADMIN_EMAIL, jwks_url};
 use lab_test_support::{Bus, ServiceMigrator, TestApp, TestEnv, eventually};
 use serde_json::Value;
 
@@ -13,6 +14,13 @@ use serde_json::Value;
 pub const MIGRATIONS: &[ServiceMigrator] = &[
     (NAME, &lab_orders::MIGRATOR),
     (lab_catalog::NAME, &lab_catalog::MIGRATOR),
+];
+
+/// The template of the tests that need identity beside orders and catalog, for real tokens.
+pub const WITH_IDENTITY: &[ServiceMigrator] = &[
+    (NAME, &lab_orders::MIGRATOR),
+    (lab_catalog::NAME, &lab_catalog::MIGRATOR),
+    (lab_identity::NAME, &lab_identity::MIGRATOR),
 ];
 
 /// The catalog's administrator token in tests (to create products in other currencies).
@@ -27,6 +35,7 @@ pub fn settings(env: &TestEnv) -> Settings {
         http: env.http(1),
         database: env.database(NAME),
         amqp: env.amqp(),
+        redis: env.redis(),
         catalog_urls: lab_test_support::closed_port_url("http"),
         ..Settings::default()
     }
@@ -158,5 +167,67 @@ pub async fn declare_queues(env: &TestEnv, queues: &[(&str, Vec<String>)]) {
             .await
             .unwrap();
         let _ = channel.close(200, "declared".into()).await;
+    }
+}
+
+/// Identity, a catalog and orders on one fresh environment (with OpenBao for identity's keys),
+/// catalog and orders checking identity's tokens; [`ADMIN_EMAIL`] registers as an administrator.
+pub struct SignedInShop {
+    pub identity: TestApp,
+    pub catalog: TestApp,
+    pub orders: TestApp,
+}
+
+pub async fn signed_in_shop() -> SignedInShop {
+    let env = TestEnv::builder()
+        .with_database(WITH_IDENTITY)
+        .with_vault()
+        .start()
+        .await;
+    let identity_settings = lab_identity::Settings {
+        http: env.http(1),
+        database: env.database(lab_identity::NAME),
+        redis: env.redis(),
+        vault: lab_identity::VaultSettings {
+            addr: env.vault().addr.clone(),
+            token: SecretString::new(env.vault().root_token.clone()),
+            ..lab_identity::VaultSettings::default()
+        },
+        admin_emails: ADMIN_EMAIL.into(),
+        ..lab_identity::Settings::default()
+    };
+    let identity = env.spawn(lab_identity::build, identity_settings).await;
+    let auth = lab_auth::AuthSettings {
+        jwks_url: jwks_url(&identity),
+        ..lab_auth::AuthSettings::default()
+    };
+    let catalog = env
+        .spawn(
+            lab_catalog::build,
+            lab_catalog::Settings {
+                http: env.http(1),
+                database: env.database(lab_catalog::NAME),
+                redis: env.redis(),
+                amqp: env.amqp(),
+                admin_token: Some(SecretString::new(CATALOG_ADMIN)),
+                auth: auth.clone(),
+                ..lab_catalog::Settings::default()
+            },
+        )
+        .await;
+    let orders = env
+        .spawn(
+            lab_orders::build,
+            Settings {
+                catalog_urls: catalog.base_url.clone(),
+                auth,
+                ..settings(&env)
+            },
+        )
+        .await;
+    SignedInShop {
+        identity,
+        catalog,
+        orders,
     }
 }

@@ -15,3 +15,4 @@ mod helpers;
 mod orders;
 mod saga;
 mod schema;
+mod tokens;
