@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -101,11 +100,6 @@ impl Consumer {
     }
 }
 
-/// Deliveries applied at once. Each holds one of the pool's connections (10 by default) for its
-/// transaction, so 4 leaves room for the relay, the HTTP handlers and a deadline poller; one at a
-/// time capped a consumer at ~300 msg/s (a WAL flush per commit, `lab bench outbox`).
-const APPLY_AT_ONCE: usize = 4;
-
 async fn run<H: Handler>(context: Arc<Context<H>>, stop: CancellationToken) {
     let mut backoff = BACKOFF_MIN;
     loop {
@@ -116,34 +110,27 @@ async fn run<H: Handler>(context: Arc<Context<H>>, stop: CancellationToken) {
         match opened {
             Ok((channel, mut deliveries)) => {
                 backoff = BACKOFF_MIN;
-                // Deliveries being applied, each in its own transaction; acks go back one by one
-                // as each finishes. Handlers serialise what must not interleave (a saga row
-                // `FOR UPDATE`, a payment's advisory lock) and the inbox absorbs redeliveries.
-                let mut in_flight = FuturesUnordered::new();
                 let reason = loop {
-                    tokio::select! {
+                    let next = tokio::select! {
                         () = stop.cancelled() => {
-                            // Finish what was started (a stopped consumer leaves nothing half
-                            // applied), then leave.
-                            while in_flight.next().await.is_some() {}
                             let _ = channel.close(200, "consumer stopping".into()).await;
                             return;
                         }
-                        Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                            if let Err(e) = done {
-                                break MessagingError::to_string(&e);
-                            }
-                        }
-                        next = deliveries.next(), if in_flight.len() < APPLY_AT_ONCE => {
-                            match next {
-                                Some(Ok(d)) => in_flight.push(process(&context, &channel, d, &stop)),
-                                Some(Err(e)) => break e.to_string(),
-                                None => break "the delivery stream ended".to_owned(),
-                            }
-                        }
+                        next = deliveries.next() => next,
+                    };
+                    let delivery = match next {
+                        Some(Ok(d)) => d,
+                        Some(Err(e)) => break e.to_string(),
+                        None => break "the delivery stream ended".to_owned(),
+                    };
+                    if let Err(e) = process(&context, &channel, delivery, &stop).await {
+                        break e.to_string();
+                    }
+                    if stop.is_cancelled() {
+                        let _ = channel.close(200, "consumer stopping".into()).await;
+                        return;
                     }
                 };
-                drop(in_flight);
                 tracing::warn!(%reason, "consumer lost its channel; reconnecting");
             }
             Err(e) => tracing::debug!(error = %e, "consumer cannot open its channel yet"),
