@@ -74,6 +74,53 @@ impl Default for AmqpSettings {
     }
 }
 
+/// Starts a service's outbox relay and its consumer on the service's topology; both run until
+/// `shutdown` (their tasks are tracked inside and stop with the token). `subscriptions` is every
+/// consuming service with its routing keys (`lab_contracts::all_subscriptions()`): the relay
+/// declares all of those queues before it publishes, and `service`'s own entry binds its queue.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "each is a separate dependency of the two loops"
+)]
+pub fn start_service<H: Handler>(
+    service: &str,
+    pool: &PgPool,
+    broker: &Broker,
+    settings: &AmqpSettings,
+    subscriptions: Vec<(String, Vec<String>)>,
+    handler: H,
+    metrics: MessagingMetrics,
+    shutdown: &tokio_util::sync::CancellationToken,
+) {
+    let topology = Topology::new(settings, service);
+    let routing_keys = subscriptions
+        .iter()
+        .find(|(s, _)| s == service)
+        .map(|(_, keys)| keys.clone())
+        .unwrap_or_default();
+    let _relay = Relay::start(
+        pool.clone(),
+        broker.clone(),
+        topology.clone(),
+        RelayConfig {
+            consumers: subscriptions,
+            ..RelayConfig::default()
+        },
+        metrics.clone(),
+        shutdown,
+    );
+    let _consumer = Consumer::start(
+        pool.clone(),
+        broker.clone(),
+        topology,
+        routing_keys,
+        settings.prefetch,
+        handler,
+        metrics,
+        shutdown,
+    );
+}
+
 /// What went wrong in the messaging layer.
 #[derive(Debug, thiserror::Error)]
 pub enum MessagingError {

@@ -9,10 +9,7 @@ use lab_contracts::{
     PaymentDeclined, PaymentSessionCreated, PaymentSessionFailed, StockCommitted,
     StockReservationFailed, StockReserved,
 };
-use lab_messaging::{
-    AmqpSettings, Broker, Consumer, Envelope, Handler, HandlerError, MessagingMetrics, Relay,
-    RelayConfig, Topology,
-};
+use lab_messaging::{AmqpSettings, Broker, Envelope, Handler, HandlerError, MessagingMetrics};
 use lab_telemetry::Metrics;
 use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
@@ -35,24 +32,12 @@ pub fn start(
     shutdown: &CancellationToken,
 ) {
     let messaging = MessagingMetrics::register(metrics);
-    let topology = Topology::new(settings, crate::NAME);
-    let _relay = Relay::start(
-        pool.clone(),
-        broker.clone(),
-        topology.clone(),
-        RelayConfig {
-            consumers: lab_contracts::all_subscriptions(),
-            ..RelayConfig::default()
-        },
-        messaging.clone(),
-        shutdown,
-    );
-    let _consumer = Consumer::start(
-        pool.clone(),
-        broker.clone(),
-        topology,
-        routing_keys(),
-        settings.prefetch,
+    lab_messaging::start_service(
+        crate::NAME,
+        pool,
+        broker,
+        settings,
+        lab_contracts::all_subscriptions(),
         SagaEvents {
             timeouts: Arc::new(timeouts),
             metrics: saga_metrics,

@@ -5,10 +5,7 @@
 //! duplicate transition is recorded and changes nothing.
 
 use lab_contracts::{Message, SagaTransitioned};
-use lab_messaging::{
-    AmqpSettings, Broker, Consumer, Envelope, Handler, HandlerError, MessagingMetrics, Relay,
-    RelayConfig, Topology,
-};
+use lab_messaging::{AmqpSettings, Broker, Envelope, Handler, HandlerError, MessagingMetrics};
 use lab_telemetry::Metrics;
 use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
@@ -25,24 +22,12 @@ pub fn start(
     shutdown: &CancellationToken,
 ) {
     let messaging = MessagingMetrics::register(metrics);
-    let topology = Topology::new(settings, crate::NAME);
-    let _relay = Relay::start(
-        pool.clone(),
-        broker.clone(),
-        topology.clone(),
-        RelayConfig {
-            consumers: lab_contracts::all_subscriptions(),
-            ..RelayConfig::default()
-        },
-        messaging.clone(),
-        shutdown,
-    );
-    let _consumer = Consumer::start(
-        pool.clone(),
-        broker.clone(),
-        topology,
-        routing_keys(),
-        settings.prefetch,
+    lab_messaging::start_service(
+        crate::NAME,
+        pool,
+        broker,
+        settings,
+        lab_contracts::all_subscriptions(),
         SagaEvents,
         messaging,
         shutdown,

@@ -11,10 +11,7 @@ use lab_contracts::{
     CapturePayment, CreatePaymentSession, Message, PaymentSessionCreated, RefundPayment,
     VoidPayment,
 };
-use lab_messaging::{
-    AmqpSettings, Broker, Consumer, Envelope, Handler, HandlerError, MessagingMetrics, Relay,
-    RelayConfig, Topology,
-};
+use lab_messaging::{AmqpSettings, Broker, Envelope, Handler, HandlerError, MessagingMetrics};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use sqlx::PgConnection;
@@ -36,24 +33,12 @@ pub fn start(
     handler: PaymentCommands,
     shutdown: &CancellationToken,
 ) {
-    let topology = Topology::new(settings, crate::NAME);
-    let _relay = Relay::start(
-        pool.clone(),
-        broker.clone(),
-        topology.clone(),
-        RelayConfig {
-            consumers: lab_contracts::all_subscriptions(),
-            ..RelayConfig::default()
-        },
-        messaging.clone(),
-        shutdown,
-    );
-    let _consumer = Consumer::start(
-        pool.clone(),
-        broker.clone(),
-        topology,
-        routing_keys(),
-        settings.prefetch,
+    lab_messaging::start_service(
+        crate::NAME,
+        pool,
+        broker,
+        settings,
+        lab_contracts::all_subscriptions(),
         handler,
         messaging,
         shutdown,
