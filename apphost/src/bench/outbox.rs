@@ -29,8 +29,8 @@ use lab_messaging::lapin::options::{
 };
 use lab_messaging::lapin::types::FieldTable;
 use lab_messaging::{
-    AmqpSettings, Broker, Consumer, Envelope, Handler, HandlerError, MessagingMetrics, Relay,
-    RelayConfig, Topology, outbox,
+    AmqpSettings, Broker, Consumer, ConsumerConfig, Envelope, Handler, HandlerError,
+    MessagingMetrics, Relay, RelayConfig, Topology, outbox,
 };
 use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
@@ -435,7 +435,7 @@ async fn consume_round(
         broker.clone(),
         topology.clone(),
         Vec::new(),
-        settings.prefetch,
+        ConsumerConfig::from(settings),
         Effects,
         MessagingMetrics::default(),
         shutdown,

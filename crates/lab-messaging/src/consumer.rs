@@ -9,8 +9,14 @@
 //! When the database is unreachable the delivery is held and retried in place rather than
 //! burning its attempts; when the broker goes away the consumer reconnects, re-declares its
 //! topology and resumes, and unacked deliveries come back (the inbox absorbs the repeats).
+//!
+//! Deliveries are applied in *lanes*: each message goes to the lane its correlation id hashes to
+//! (one business flow, e.g. an order's saga, always shares a correlation id), and each lane
+//! applies its messages one at a time in delivery order. So the messages of one flow are applied
+//! in the order the broker delivered them — a payment's decline is never applied before the
+//! session it declines — while different flows proceed in parallel, as many as there are lanes.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -19,6 +25,8 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{BasicProperties, Channel};
 use sqlx::PgPool;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -56,12 +64,30 @@ struct Context<H> {
     topology: Topology,
     /// Routing keys bound to the service's queue.
     routing_keys: Vec<String>,
-    /// Unacked deliveries held at once.
-    prefetch: u16,
+    /// Prefetch and lanes.
+    config: ConsumerConfig,
     /// The service's logic.
     handler: H,
     /// Retries, dead letters, duplicates.
     metrics: MessagingMetrics,
+}
+
+/// How much a consumer takes on at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerConfig {
+    /// Unacked deliveries held at once (AMQP `basic.qos`).
+    pub prefetch: u16,
+    /// Flows applied in parallel; the messages of one flow (correlation id) are applied in order.
+    pub lanes: u16,
+}
+
+impl From<&crate::AmqpSettings> for ConsumerConfig {
+    fn from(settings: &crate::AmqpSettings) -> Self {
+        Self {
+            prefetch: settings.prefetch,
+            lanes: settings.lanes,
+        }
+    }
 }
 
 impl Consumer {
@@ -72,7 +98,7 @@ impl Consumer {
         broker: Broker,
         topology: Topology,
         routing_keys: Vec<String>,
-        prefetch: u16,
+        config: ConsumerConfig,
         handler: H,
         metrics: MessagingMetrics,
         shutdown: &CancellationToken,
@@ -84,7 +110,7 @@ impl Consumer {
             broker,
             topology,
             routing_keys,
-            prefetch,
+            config,
             handler,
             metrics,
         });
@@ -108,30 +134,16 @@ async fn run<H: Handler>(context: Arc<Context<H>>, stop: CancellationToken) {
             r = open(&context) => r,
         };
         match opened {
-            Ok((channel, mut deliveries)) => {
+            Ok((channel, deliveries)) => {
                 backoff = BACKOFF_MIN;
-                let reason = loop {
-                    let next = tokio::select! {
-                        () = stop.cancelled() => {
-                            let _ = channel.close(200, "consumer stopping".into()).await;
-                            return;
-                        }
-                        next = deliveries.next() => next,
-                    };
-                    let delivery = match next {
-                        Some(Ok(d)) => d,
-                        Some(Err(e)) => break e.to_string(),
-                        None => break "the delivery stream ended".to_owned(),
-                    };
-                    if let Err(e) = process(&context, &channel, delivery, &stop).await {
-                        break e.to_string();
+                let reason = consume(&context, &channel, deliveries, &stop).await;
+                let _ = channel.close(200, "consumer stopping".into()).await;
+                match reason {
+                    None => return,
+                    Some(reason) => {
+                        tracing::warn!(%reason, "consumer lost its channel; reconnecting");
                     }
-                    if stop.is_cancelled() {
-                        let _ = channel.close(200, "consumer stopping".into()).await;
-                        return;
-                    }
-                };
-                tracing::warn!(%reason, "consumer lost its channel; reconnecting");
+                }
             }
             Err(e) => tracing::debug!(error = %e, "consumer cannot open its channel yet"),
         }
@@ -139,6 +151,94 @@ async fn run<H: Handler>(context: Arc<Context<H>>, stop: CancellationToken) {
             return;
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One channel's life: hands each delivery to its lane until the channel fails (Some(reason))
+/// or the consumer is stopped (None). Returns only after every lane has finished the delivery
+/// in hand; deliveries still queued in a lane are dropped unacked, and the broker redelivers them.
+async fn consume<H: Handler>(
+    context: &Arc<Context<H>>,
+    channel: &Channel,
+    mut deliveries: lapin::Consumer,
+    stop: &CancellationToken,
+) -> Option<String> {
+    // Cancelled when the consumer stops or any lane finds the channel broken.
+    let session = stop.child_token();
+    let failure: Arc<Mutex<Option<String>>> = Arc::default();
+    let lanes = usize::from(context.config.lanes.max(1));
+    // A lane never holds more than the broker lets the whole consumer hold.
+    let depth = usize::from(context.config.prefetch.max(1));
+    let mut senders = Vec::with_capacity(lanes);
+    let mut workers = JoinSet::new();
+    for _ in 0..lanes {
+        let (tx, rx) = mpsc::channel(depth);
+        senders.push(tx);
+        workers.spawn(lane(
+            Arc::clone(context),
+            channel.clone(),
+            rx,
+            session.clone(),
+            Arc::clone(&failure),
+        ));
+    }
+    let ended = loop {
+        let next = tokio::select! {
+            () = session.cancelled() => break None,
+            next = deliveries.next() => next,
+        };
+        let delivery = match next {
+            Some(Ok(d)) => d,
+            Some(Err(e)) => break Some(e.to_string()),
+            None => break Some("the delivery stream ended".to_owned()),
+        };
+        let envelope = Envelope::from_body(&delivery.data);
+        let index = match &envelope {
+            Ok(e) => lane_of(e.correlation_id, lanes),
+            // Undecodable: any lane will dead-letter it.
+            Err(_) => 0,
+        };
+        // Full lane: wait for it (back-pressure) unless the session ends meanwhile.
+        let sent = tokio::select! {
+            () = session.cancelled() => break None,
+            sent = senders[index].send((delivery, envelope)) => sent,
+        };
+        if sent.is_err() {
+            break None;
+        }
+    };
+    session.cancel();
+    drop(senders);
+    while workers.join_next().await.is_some() {}
+    let failed = failure.lock().ok().and_then(|mut f| f.take());
+    failed.or(ended)
+}
+
+/// The lane of a flow: its correlation id's random low bits, spread over `lanes`.
+fn lane_of(correlation_id: Uuid, lanes: usize) -> usize {
+    usize::try_from(correlation_id.as_u128() % lanes as u128).unwrap_or(0)
+}
+
+/// Applies one lane's deliveries one at a time, in the order they were handed over.
+async fn lane<H: Handler>(
+    context: Arc<Context<H>>,
+    channel: Channel,
+    mut queue: mpsc::Receiver<(Delivery, Result<Envelope, serde_json::Error>)>,
+    session: CancellationToken,
+    failure: Arc<Mutex<Option<String>>>,
+) {
+    while let Some((delivery, envelope)) = queue.recv().await {
+        if session.is_cancelled() {
+            // Left unacked: the broker redelivers it on the next channel.
+            return;
+        }
+        if let Err(e) = process(&context, &channel, delivery, envelope, &session).await {
+            if let Ok(mut f) = failure.lock() {
+                f.get_or_insert_with(|| e.to_string());
+            }
+            session.cancel();
+            return;
+        }
     }
 }
 
@@ -159,7 +259,7 @@ async fn open<H: Handler>(
         .declare(&channel, &context.routing_keys)
         .await?;
     channel
-        .basic_qos(context.prefetch, BasicQosOptions::default())
+        .basic_qos(context.config.prefetch, BasicQosOptions::default())
         .await?;
     let deliveries = channel
         .basic_consume(
@@ -189,16 +289,18 @@ enum ApplyError {
 }
 
 /// Handles one delivery to the end (acked) unless the channel fails (Err) or the consumer is
-/// stopped while the database is down (left unacked, so the broker redelivers it).
+/// stopped while the database is down (left unacked, so the broker redelivers it). `envelope` is
+/// the delivery's body already parsed (to choose its lane).
 async fn process<H: Handler>(
     context: &Context<H>,
     channel: &Channel,
     delivery: Delivery,
+    envelope: Result<Envelope, serde_json::Error>,
     stop: &CancellationToken,
 ) -> Result<(), MessagingError> {
     let attempts = attempts(&delivery.properties);
     tracing::debug!(tag = delivery.delivery_tag, attempts, "delivery received");
-    let envelope = match Envelope::from_body(&delivery.data) {
+    let envelope = match envelope {
         Ok(e) => e,
         Err(e) => {
             let dead = NewDeadLetter {

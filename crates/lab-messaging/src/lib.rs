@@ -35,7 +35,7 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 
 pub use broker::Broker;
-pub use consumer::Consumer;
+pub use consumer::{Consumer, ConsumerConfig};
 pub use envelope::Envelope;
 pub use handler::{Handler, HandlerError};
 pub use lapin;
@@ -57,6 +57,8 @@ pub struct AmqpSettings {
     pub retry_delays_ms: Vec<u64>,
     /// Unacknowledged deliveries a consumer may hold at once.
     pub prefetch: u16,
+    /// Flows (correlation ids) a consumer applies in parallel; one flow's messages stay in order.
+    pub lanes: u16,
 }
 
 impl Default for AmqpSettings {
@@ -70,6 +72,10 @@ impl Default for AmqpSettings {
             // Enough to keep one sequential handler busy without a consumer hoarding work
             // another replica could take.
             prefetch: 32,
+            // Enough transactions in flight for PostgreSQL to group their commits (the consumer's
+            // cost is mostly commit latency), while leaving most of a service's pool (10) to
+            // its relay and HTTP handlers.
+            lanes: 4,
         }
     }
 }
@@ -114,7 +120,7 @@ pub fn start_service<H: Handler>(
         broker.clone(),
         topology,
         routing_keys,
-        settings.prefetch,
+        settings.into(),
         handler,
         metrics,
         shutdown,

@@ -308,7 +308,12 @@ pub async fn emit_once<T: Message>(
     let payload = serde_json::to_value(event)?;
     let envelope = match cause {
         Some(cause) => Envelope::caused_by(T::NAME, payload, cause),
-        None => Envelope::new(T::NAME, payload),
+        // Caused by a provider's webhook, not a message: the order's flow is still the order
+        // (its correlation id), so consumers apply it in order with the saga's other messages.
+        None => Envelope {
+            correlation_id: order_id,
+            ..Envelope::new(T::NAME, payload)
+        },
     };
     let inserted = sqlx::query(
         "INSERT INTO payment_emissions (order_id, event, message_id) VALUES ($1, $2, $3) \

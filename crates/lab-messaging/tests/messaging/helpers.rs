@@ -118,7 +118,7 @@ impl World {
             self.broker.clone(),
             self.topology.clone(),
             vec![EVENT.to_owned()],
-            self.settings.prefetch,
+            (&self.settings).into(),
             handler,
             metrics.clone(),
             &self.env.shutdown_token(),

@@ -4,5 +4,6 @@
 mod consuming;
 mod failures;
 mod helpers;
+mod lanes;
 mod recovery;
 mod relaying;
