@@ -26,7 +26,7 @@ const SERVICES: [ServiceDef; 7] = [
     svc("psp", 1, false, false, false),
     svc("payments", 1, true, false, true),
     svc("checkout", 1, true, false, true),
-    svc("bff", 1, false, true, false),
+    svc("bff", 1, false, true, true),
 ];
 
 const fn svc(

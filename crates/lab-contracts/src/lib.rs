@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+pub mod live;
+
 /// A message type with its routing key.
 pub trait Message: Serialize + for<'de> Deserialize<'de> {
     /// The event or command name, also the AMQP routing key.
@@ -277,6 +279,15 @@ pub fn subscribed(service: &str) -> Vec<String> {
         .iter()
         .filter(|s| s.service == service)
         .flat_map(|s| s.messages.iter().map(|m| (*m).to_owned()))
+        .collect()
+}
+
+/// The services whose queues `message` goes to.
+pub fn consumers_of(message: &str) -> Vec<&'static str> {
+    SUBSCRIPTIONS
+        .iter()
+        .filter(|s| s.messages.contains(&message))
+        .map(|s| s.service)
         .collect()
 }
 

@@ -29,6 +29,7 @@ pub mod identity;
 pub mod platform;
 pub mod poll;
 pub mod process;
+pub mod sse;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -50,6 +51,7 @@ pub use bus::{BUS_DEADLINE, Bus};
 pub use db::{ServiceMigrator, TestDb};
 pub use poll::eventually;
 pub use process::{DevVault, PrivateRedis, closed_port_url, free_port};
+pub use sse::{SseEvent, SseStream};
 
 /// Shared Redis, unless `LAB_TEST_REDIS_URL` names another.
 const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";

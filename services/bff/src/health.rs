@@ -55,11 +55,18 @@ pub struct ClusterHealth {
     pub bff: String,
     pub services: Vec<InstanceHealth>,
     pub infrastructure: Vec<DependencyHealth>,
+    /// Whether live events reach every replica's viewers (Redis stream) or only this one's.
+    pub live: crate::live::BackplaneStatus,
 }
 
 /// Health of every service instance and dependency.
 #[utoipa::path(get, path = "/api/health", tag = "bff", responses((status = 200, body = ClusterHealth)))]
 pub(crate) async fn get_health(State(state): State<AppState>) -> Json<ClusterHealth> {
+    Json(cluster_health(&state).await)
+}
+
+/// Probes every instance and dependency once, for `/api/health` and the live stream.
+pub(crate) async fn cluster_health(state: &AppState) -> ClusterHealth {
     let probes = state
         .settings
         .instances()
@@ -108,12 +115,39 @@ pub(crate) async fn get_health(State(state): State<AppState>) -> Json<ClusterHea
     let infrastructure: Vec<DependencyHealth> = deps.into_values().collect();
     let healthy = services.iter().all(|s| s.status == "ready")
         && infrastructure.iter().all(|d| d.status == "up");
-    Json(ClusterHealth {
+    ClusterHealth {
         status: if healthy { "healthy" } else { "degraded" }.into(),
         bff: state.instance_id.clone(),
         services,
         infrastructure,
-    })
+        live: state.live.status(),
+    }
+}
+
+/// While this replica leads, probes the cluster every `live.health_every_ms` and pushes the
+/// report to every viewer; the probes are shared by all viewers of all replicas.
+pub(crate) async fn push_loop(
+    state: AppState,
+    leadership: crate::live::Leadership,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let period = std::time::Duration::from_millis(state.settings.live.health_every_ms.max(100));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(period) => {}
+        }
+        if !leadership.is_leader() {
+            continue;
+        }
+        let report = cluster_health(&state).await;
+        if let Ok(data) = serde_json::to_value(&report) {
+            state.live.publish(lab_contracts::live::LiveEvent::public(
+                state.instance_id.clone(),
+                lab_contracts::live::LiveBody::Health(data),
+            ));
+        }
+    }
 }
 
 async fn timed(probe: &dyn Probe) -> CheckReport {

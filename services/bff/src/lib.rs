@@ -5,6 +5,7 @@
 //! same upstream list.
 
 mod health;
+pub mod live;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 use lab_cache::{Redis, RedisProbe, RedisSettings};
 use lab_http::{Application, HttpSettings, Readiness, ServiceApp, new_instance_id};
+use lab_messaging::{AmqpSettings, Broker};
 use lab_telemetry::Metrics;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -35,6 +37,10 @@ pub struct Settings {
     pub upstreams: BTreeMap<String, String>,
     /// OpenBao's address, probed for `/api/health` when set.
     pub vault_addr: Option<String>,
+    /// Its RabbitMQ, tapped for the live message-flow and saga events.
+    pub amqp: AmqpSettings,
+    /// The live push stream.
+    pub live: live::LiveSettings,
 }
 
 impl Default for Settings {
@@ -58,6 +64,8 @@ impl Default for Settings {
             .map(|(k, v)| (k.to_owned(), v))
             .collect(),
             vault_addr: None,
+            amqp: AmqpSettings::default(),
+            live: live::LiveSettings::default(),
         }
     }
 }
@@ -85,6 +93,8 @@ pub(crate) struct AppState {
     pub settings: Arc<Settings>,
     pub http: reqwest::Client,
     pub redis: Redis,
+    /// The live push backplane (`GET /api/events`).
+    pub live: live::Backplane,
 }
 
 #[derive(OpenApi)]
@@ -92,8 +102,8 @@ pub(crate) struct AppState {
     info(
         description = "The gateway: cluster health, proxying to the services, the edge patterns and the pages."
     ),
-    paths(health::get_health),
-    components(schemas(ClusterHealth, InstanceHealth, DependencyHealth))
+    paths(health::get_health, live::sse::get_events),
+    components(schemas(ClusterHealth, InstanceHealth, DependencyHealth, live::BackplaneStatus))
 )]
 struct ApiDoc;
 
@@ -106,12 +116,37 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         // this is a dead upstream, not a slow one.
         .connect_timeout(std::time::Duration::from_millis(500))
         .build()?;
+    // Background work (the live stream's reader, writer, leadership, probes and bus tap) stops
+    // with the shutdown token.
+    let tracker = tokio_util::task::TaskTracker::new();
+    let live_redis = Redis::new(&settings.redis, "live")?;
+    let backplane = live::Backplane::start(live_redis.clone(), &shutdown, &tracker);
+    let leadership =
+        live::Leadership::start(live_redis, instance_id.clone(), shutdown.clone(), &tracker);
     let state = AppState {
         instance_id: instance_id.clone(),
         settings: Arc::new(settings.clone()),
         http,
         redis: redis.clone(),
+        live: backplane.clone(),
     };
+    tracker.spawn(health::push_loop(
+        state.clone(),
+        leadership.clone(),
+        shutdown.clone(),
+    ));
+    if settings.live.tap {
+        let broker = Broker::start(&settings.amqp, NAME, shutdown.clone());
+        tracker.spawn(live::tap::run(
+            broker,
+            settings.amqp.clone(),
+            instance_id.clone(),
+            backplane,
+            leadership,
+            shutdown.clone(),
+        ));
+    }
+    tracker.close();
     let readiness = Readiness::new().with(RedisProbe {
         redis,
         critical: false,
@@ -125,6 +160,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     };
     let routes = axum::Router::new()
         .route("/api/health", axum::routing::get(health::get_health))
+        .route("/api/events", axum::routing::get(live::sse::get_events))
         .with_state(state);
     let router = app.router(routes);
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)

@@ -13,6 +13,12 @@ pub const MIGRATIONS: &[ServiceMigrator] = &[(lab_catalog::NAME, &lab_catalog::M
 pub fn settings(env: &TestEnv, upstreams: &[(&str, String)]) -> Settings {
     Settings {
         http: env.http(1),
+        amqp: env.amqp(),
+        // Frequent health pushes, so live-stream tests see events within a second.
+        live: lab_bff::live::LiveSettings {
+            health_every_ms: 200,
+            tap: true,
+        },
         redis: env.redis(),
         upstreams: upstreams
             .iter()
@@ -36,6 +42,15 @@ pub async fn spawn_app_with_routes(routes: axum::Router) -> TestApp {
 /// The BFF in front of `upstreams`, on `env`.
 pub async fn spawn_bff(env: &TestEnv, upstreams: &[(&str, String)]) -> TestApp {
     env.spawn(lab_bff::build, settings(env, upstreams)).await
+}
+
+/// BFF replica `replica` on `env`: replicas of one env share its Redis, as `lab up`'s do.
+pub async fn spawn_bff_replica(env: &TestEnv, replica: u16) -> TestApp {
+    let settings = Settings {
+        http: env.http(replica),
+        ..settings(env, &[])
+    };
+    env.spawn(lab_bff::build, settings).await
 }
 
 /// Catalog replica `replica` on `env`'s database, Redis and RabbitMQ.

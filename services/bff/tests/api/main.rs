@@ -5,3 +5,4 @@ mod cluster_health;
 mod faults;
 mod health;
 mod helpers;
+mod live;
