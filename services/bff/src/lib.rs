@@ -4,6 +4,7 @@
 //! infrastructure as the services themselves see it; proxying and the edge patterns build on the
 //! same upstream list.
 
+pub mod demo;
 mod health;
 pub mod live;
 
@@ -102,8 +103,16 @@ pub(crate) struct AppState {
     info(
         description = "The gateway: cluster health, proxying to the services, the edge patterns and the pages."
     ),
-    paths(health::get_health, live::sse::get_events),
-    components(schemas(ClusterHealth, InstanceHealth, DependencyHealth, live::BackplaneStatus))
+    paths(health::get_health, live::sse::get_events, demo::saga::run_saga),
+    components(schemas(
+        ClusterHealth,
+        InstanceHealth,
+        DependencyHealth,
+        live::BackplaneStatus,
+        demo::DemoReport,
+        demo::Step,
+        demo::saga::SagaDemo
+    ))
 )]
 struct ApiDoc;
 
@@ -161,6 +170,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let routes = axum::Router::new()
         .route("/api/health", axum::routing::get(health::get_health))
         .route("/api/events", axum::routing::get(live::sse::get_events))
+        .route("/api/demo/saga", axum::routing::post(demo::saga::run_saga))
         .with_state(state);
     let router = app.router(routes);
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)

@@ -1,7 +1,14 @@
 //! Integration tests of the BFF: the real gateway in-process on port 0, in front of real catalog
 //! instances, against real PostgreSQL, Redis and RabbitMQ.
 
+// A failed unwrap in a test is the test failing, with the value in the message.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test code: a panic is a failed assertion"
+)]
+
 mod cluster_health;
+mod demos;
 mod faults;
 mod health;
 mod helpers;

@@ -6,7 +6,7 @@
 use lab_psp::{Auto, Scenario};
 use serde_json::json;
 
-use crate::cluster::{Cluster, Options, Part, line};
+use lab_test_cluster::{Cluster, Options, Part, line};
 
 async fn an_order_completes_while(part: Part) {
     let mut cluster = Cluster::start(Options {

@@ -6,7 +6,7 @@
 use lab_psp::{Auto, Scenario};
 use serde_json::{Value, json};
 
-use crate::cluster::{Cluster, Options, line};
+use lab_test_cluster::{Cluster, Options, line};
 
 fn with(scenario: Scenario) -> Options {
     Options {
@@ -130,7 +130,7 @@ async fn a_payment_window_that_closes_unpaid_cancels_the_order_and_expires_the_s
         })
         .await;
     // The void is a compensation sent with the final step: it may land just after.
-    let settled = lab_test_support::eventually(crate::cluster::SAGA_DEADLINE, || async {
+    let settled = lab_test_support::eventually(lab_test_cluster::SAGA_DEADLINE, || async {
         let payment = cluster.payment(&id).await;
         let state = payment["state"].as_str().unwrap_or_default().to_owned();
         ["voided", "expired", "declined"]

@@ -7,7 +7,6 @@
     reason = "test code: a panic is a failed assertion"
 )]
 
-mod cluster;
 mod crashes;
 mod deadlines;
 mod end_to_end;

@@ -3,8 +3,16 @@
 //! stopped and started again at the same address, as a restarted process would be), on one
 //! database and one RabbitMQ prefix. Orders are placed over orders' HTTP API, the buyer is the
 //! PSP's scenario, and the outcome is read back from every service's own API.
+//!
+//! A crate of its own (tests only) because checkout's tests and the BFF's (demos, journeys, chaos)
+//! drive the same cluster.
 
-use std::path::PathBuf;
+// A failed unwrap here is the calling test failing, with the value in the message.
+#![expect(
+    clippy::unwrap_used,
+    reason = "test support: a panic is a failed assertion"
+)]
+
 use std::time::Duration;
 
 use lab_test_support::{ServiceMigrator, TestApp, TestEnv, eventually, free_port};
@@ -51,10 +59,10 @@ impl Default for Options {
 }
 
 pub struct Cluster {
-    env: TestEnv,
+    pub env: TestEnv,
     pub orders: TestApp,
     /// Kept running for the whole test: the buyer and both providers.
-    _psp: TestApp,
+    pub psp: TestApp,
     catalog: Option<TestApp>,
     checkout: Option<TestApp>,
     payments: Option<TestApp>,
@@ -73,7 +81,7 @@ impl Cluster {
     pub async fn start(options: Options) -> Self {
         let env = TestEnv::builder().with_database(MIGRATIONS).start().await;
         // One certificate directory for every test process: the PSP's RSA keys are made once.
-        let certs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("checkout-psp-certs");
+        let certs = std::env::temp_dir().join("lab-test-cluster-psp-certs");
         let made = certs.clone();
         tokio::task::spawn_blocking(move || lab_psp::certs::ensure(&made))
             .await
@@ -155,7 +163,7 @@ impl Cluster {
         Self {
             env,
             orders,
-            _psp: psp,
+            psp,
             catalog: Some(catalog),
             checkout: Some(checkout),
             payments: Some(payments),
@@ -163,6 +171,17 @@ impl Cluster {
             checkout_settings,
             payments_settings,
         }
+    }
+
+    /// Each service's base URL by name, as the BFF's `upstreams` setting takes them.
+    pub fn upstreams(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("catalog", self.catalog().base_url.clone()),
+            ("orders", self.orders.base_url.clone()),
+            ("payments", self.payments().base_url.clone()),
+            ("checkout", self.checkout().base_url.clone()),
+            ("psp", self.psp.base_url.clone()),
+        ]
     }
 
     pub fn catalog(&self) -> &TestApp {
