@@ -1,5 +1,7 @@
 //! What the proxy costs with no fault in force: bulk throughput and small round trips through a
-//! [`Proxy`] against the same traffic sent direct, on loopback.
+//! [`Proxy`] against the same traffic sent direct, and through a bare relay
+//! (`tokio::io::copy_bidirectional`, no fault machinery), all on loopback. Direct → bare is the
+//! price of any user-space hop; bare → proxied is what the fault checks add.
 //!
 //! [`run`] is what `lab bench faultproxy` calls; `examples/bench.rs` runs it standalone. Both
 //! servers live in this process, so on a busy machine the ratios move with the load; compare
@@ -47,10 +49,14 @@ pub struct PathResult {
     pub round_trip_us: f64,
 }
 
-/// Direct against proxied.
+/// Direct, through a bare relay, and through the fault proxy.
 #[derive(Debug, Clone, Copy)]
 pub struct BenchReport {
+    /// Client straight to server.
     pub direct: PathResult,
+    /// Through `copy_bidirectional`, the least any proxy costs.
+    pub bare: PathResult,
+    /// Through a fault-free [`Proxy`].
     pub proxied: PathResult,
 }
 
@@ -70,17 +76,21 @@ impl fmt::Display for BenchReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "bulk        direct {:>9.1} MiB/s   proxied {:>9.1} MiB/s   ratio {:.2}",
+            "bulk MiB/s     direct {:>8.1}   bare relay {:>8.1}   fault proxy {:>8.1}   proxy/direct {:.2}   proxy/bare {:.2}",
             self.direct.mib_per_s,
+            self.bare.mib_per_s,
             self.proxied.mib_per_s,
-            self.throughput_ratio()
+            self.throughput_ratio(),
+            self.proxied.mib_per_s / self.bare.mib_per_s,
         )?;
         write!(
             f,
-            "round trip  direct {:>9.1} µs      proxied {:>9.1} µs      ratio {:.2}",
+            "round trip µs  direct {:>8.1}   bare relay {:>8.1}   fault proxy {:>8.1}   proxy/direct {:.2}   proxy/bare {:.2}",
             self.direct.round_trip_us,
+            self.bare.round_trip_us,
             self.proxied.round_trip_us,
-            self.round_trip_ratio()
+            self.round_trip_ratio(),
+            self.proxied.round_trip_us / self.bare.round_trip_us,
         )
     }
 }
@@ -93,16 +103,26 @@ pub async fn run(options: &BenchOptions) -> io::Result<BenchReport> {
     let echo = spawn_server(echo, &shutdown).await?;
     let sink_proxy = start_proxy("bench→sink", sink, &shutdown).await?;
     let echo_proxy = start_proxy("bench→echo", echo, &shutdown).await?;
+    let sink_bare = spawn_bare_relay(sink, &shutdown).await?;
+    let echo_bare = spawn_bare_relay(echo, &shutdown).await?;
 
     let direct = PathResult {
         mib_per_s: bulk(sink, options.bulk_bytes).await?,
         round_trip_us: round_trips(echo, options).await?,
     };
+    let bare = PathResult {
+        mib_per_s: bulk(sink_bare, options.bulk_bytes).await?,
+        round_trip_us: round_trips(echo_bare, options).await?,
+    };
     let proxied = PathResult {
         mib_per_s: bulk(sink_proxy.local_addr(), options.bulk_bytes).await?,
         round_trip_us: round_trips(echo_proxy.local_addr(), options).await?,
     };
-    Ok(BenchReport { direct, proxied })
+    Ok(BenchReport {
+        direct,
+        bare,
+        proxied,
+    })
 }
 
 async fn start_proxy(
@@ -186,6 +206,24 @@ where
         }
     });
     Ok(addr)
+}
+
+/// The least a proxy can be: accept, connect, `copy_bidirectional`.
+async fn spawn_bare_relay(
+    upstream: SocketAddr,
+    shutdown: &CancellationToken,
+) -> io::Result<SocketAddr> {
+    spawn_server(
+        move |mut client| async move {
+            let mut server = TcpStream::connect(upstream).await?;
+            server.set_nodelay(true)?;
+            tokio::io::copy_bidirectional(&mut client, &mut server)
+                .await
+                .map(|_| ())
+        },
+        shutdown,
+    )
+    .await
 }
 
 /// Reads to EOF, then answers one byte.

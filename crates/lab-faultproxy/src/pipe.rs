@@ -2,13 +2,15 @@
 //!
 //! Each direction is a loop over one reused buffer: read a chunk, load the edge's fault snapshot,
 //! and when that direction is clean write the chunk straight on (the hot path: one atomic load
-//! more than a plain copy). Otherwise the chunk goes through the stages in a fixed order —
-//! blackhole (wait), latency (hold until read time + delay, never earlier than the previous
-//! chunk, so bytes keep their order), cut (truncate), bandwidth (paced writes) — and only then
-//! is the next chunk read, so nothing is ever reordered or dropped. Because the snapshot is read
-//! per chunk, faults applied later reach live connections too, as they would a pooled database
-//! connection. A third future per connection watches for new reset faults.
+//! more than a plain copy). Under a latency fault a chunk joins a FIFO delay line, due at its
+//! read time + the delay (never before the chunk ahead of it), while reading goes on, so latency
+//! delays bytes without capping throughput. Every chunk then leaves through the same stages in
+//! a fixed order — blackhole (wait), cut (truncate), bandwidth (paced writes) — so nothing is
+//! reordered or dropped. Because the snapshot is read per chunk, faults applied later reach live
+//! connections too, as they would a pooled database connection. A third future per connection
+//! watches for new reset faults.
 
+use std::collections::VecDeque;
 use std::future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -30,6 +32,10 @@ const BUFFER: usize = 64 * 1024;
 
 /// A slow upstream connect is its own fault; this only bounds a dead one (a SYN never answered).
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bytes a direction holds while they wait out a latency: at 100 ms that still passes 10 MiB/s,
+/// more than any Lab edge needs, and bounds memory when the reader outpaces the delay.
+const MAX_DELAYED: usize = 1024 * 1024;
 
 /// Bandwidth is paced in slices of 1/50 s of the rate: smooth enough for a progress bar, coarse
 /// enough not to turn every chunk into dozens of timers.
@@ -144,50 +150,96 @@ async fn pump<R, W>(
     reader: &mut R,
     writer: &mut W,
     edge: &Edge,
-    mut version: watch::Receiver<u64>,
+    version: watch::Receiver<u64>,
 ) -> Result<(), Broken>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; BUFFER];
-    let bytes = edge.counters.bytes(flow);
-    // Bytes forwarded this way on this connection, for cut-after.
-    let mut sent: u64 = 0;
-    // When the previous delayed chunk was due: no chunk leaves before the one read before it.
-    let mut last_due = Instant::now();
-    // When the bandwidth cap allows the next slice.
-    let mut next_slice = Instant::now();
+    let mut out = Outlet {
+        flow,
+        edge,
+        version,
+        sent: 0,
+        next_slice: Instant::now(),
+    };
+    let mut line = DelayLine::default();
+    let mut eof = false;
     loop {
-        let n = reader.read(&mut buf).await.map_err(|_| Broken::Io)?;
-        if n == 0 {
-            let delay = edge.faults.load().slow_close;
-            if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+        let read = if line.is_empty() {
+            if eof {
+                let delay = edge.faults.load().slow_close;
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                return writer.shutdown().await.map_err(|_| Broken::Io);
             }
-            return writer.shutdown().await.map_err(|_| Broken::Io);
-        }
-        let stage = edge.faults.load().stage(flow);
-        if stage.is_clean() {
-            writer.write_all(&buf[..n]).await.map_err(|_| Broken::Io)?;
-            sent += n as u64;
-            bytes.fetch_add(n as u64, Ordering::Relaxed);
+            reader.read(&mut buf).await
+        } else {
+            // Chunks are waiting out a latency: deliver each when due, and keep reading (up to
+            // the line's bound) meanwhile, so latency delays bytes without capping throughput.
+            tokio::select! {
+                biased;
+                () = line.head_due() => {
+                    let chunk = line.pop();
+                    out.deliver(writer, &chunk).await?;
+                    continue;
+                }
+                read = reader.read(&mut buf), if !eof && !line.is_full() => read,
+            }
+        };
+        let n = read.map_err(|_| Broken::Io)?;
+        if n == 0 {
+            eof = true;
             continue;
         }
-
-        let read_at = Instant::now();
-        let stage = wait_out_blackhole(flow, edge, &mut version, stage).await;
-        if !stage.latency.is_zero() {
-            let due = (read_at + delay(&stage)).max(last_due);
-            tokio::time::sleep_until(due).await;
-            last_due = due;
+        let stage = edge.faults.load().stage(flow);
+        if line.is_empty() && stage.is_clean() {
+            // The hot path.
+            writer.write_all(&buf[..n]).await.map_err(|_| Broken::Io)?;
+            out.sent += n as u64;
+            edge.counters
+                .bytes(flow)
+                .fetch_add(n as u64, Ordering::Relaxed);
+            continue;
         }
-        let mut chunk = &buf[..n];
+        if line.is_empty() && stage.latency.is_zero() {
+            out.deliver(writer, &buf[..n]).await?;
+        } else {
+            // Behind delayed chunks, even with no latency left: bytes never overtake.
+            line.push(Instant::now() + delay(&stage), &buf[..n]);
+        }
+    }
+}
+
+/// Where one direction's chunks leave, through the blackhole, cut and bandwidth stages.
+struct Outlet<'a> {
+    flow: Direction,
+    edge: &'a Edge,
+    /// Wakes a blackholed chunk when the faults change.
+    version: watch::Receiver<u64>,
+    /// Bytes forwarded this way on this connection, for cut-after.
+    sent: u64,
+    /// When the bandwidth cap allows the next slice.
+    next_slice: Instant,
+}
+
+impl Outlet<'_> {
+    /// Forwards `chunk` under the faults in force now; `Broken::Cut` once a cut fired.
+    async fn deliver<W: AsyncWrite + Unpin>(
+        &mut self,
+        writer: &mut W,
+        chunk: &[u8],
+    ) -> Result<(), Broken> {
+        let stage = self.edge.faults.load().stage(self.flow);
+        let stage = wait_out_blackhole(self.flow, self.edge, &mut self.version, stage).await;
+        let mut chunk = chunk;
         let mut cut = false;
         if let Some(limit) = stage.cut_after {
-            let left = limit.saturating_sub(sent);
-            if n as u64 >= left {
-                // `left < n <= BUFFER`, so it fits a usize.
+            let left = limit.saturating_sub(self.sent);
+            if chunk.len() as u64 >= left {
+                // `left <= chunk.len()`, so it fits a usize.
                 chunk = &chunk[..usize::try_from(left).unwrap_or(0)];
                 cut = true;
             }
@@ -197,18 +249,61 @@ where
             Some(rate) => {
                 let slice = usize::try_from((rate / PACING_SLICES_PER_S).max(1)).unwrap_or(BUFFER);
                 for piece in chunk.chunks(slice) {
-                    next_slice = next_slice.max(Instant::now());
-                    tokio::time::sleep_until(next_slice).await;
+                    self.next_slice = self.next_slice.max(Instant::now());
+                    tokio::time::sleep_until(self.next_slice).await;
                     writer.write_all(piece).await.map_err(|_| Broken::Io)?;
-                    next_slice += Duration::from_secs_f64(piece.len() as f64 / rate as f64);
+                    self.next_slice += Duration::from_secs_f64(piece.len() as f64 / rate as f64);
                 }
             }
         }
-        sent += chunk.len() as u64;
-        bytes.fetch_add(chunk.len() as u64, Ordering::Relaxed);
+        self.sent += chunk.len() as u64;
+        self.edge
+            .counters
+            .bytes(self.flow)
+            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
         if cut {
             return Err(Broken::Cut);
         }
+        Ok(())
+    }
+}
+
+/// Chunks read under a latency fault, each with the instant it is due, in read order.
+#[derive(Default)]
+struct DelayLine {
+    chunks: VecDeque<(Instant, Vec<u8>)>,
+    /// Bytes held, bounded by [`MAX_DELAYED`].
+    bytes: usize,
+}
+
+impl DelayLine {
+    fn is_empty(&self) -> bool {
+        self.chunks.is_empty()
+    }
+
+    fn is_full(&self) -> bool {
+        self.bytes >= MAX_DELAYED
+    }
+
+    /// Queues a copy of `chunk`, due no earlier than the chunk before it.
+    fn push(&mut self, due: Instant, chunk: &[u8]) {
+        let due = self.chunks.back().map_or(due, |(last, _)| due.max(*last));
+        self.bytes += chunk.len();
+        self.chunks.push_back((due, chunk.to_vec()));
+    }
+
+    /// Resolves when the oldest chunk is due (never, when empty).
+    async fn head_due(&self) {
+        match self.chunks.front() {
+            Some((due, _)) => tokio::time::sleep_until(*due).await,
+            None => future::pending().await,
+        }
+    }
+
+    fn pop(&mut self) -> Vec<u8> {
+        let chunk = self.chunks.pop_front().map(|(_, c)| c).unwrap_or_default();
+        self.bytes -= chunk.len();
+        chunk
     }
 }
 

@@ -55,6 +55,36 @@ async fn a_latency_fault_delays_a_live_connections_reply_by_at_least_its_latency
     assert!(elapsed >= Duration::from_millis(300), "took {elapsed:?}");
 }
 
+// The clock is paused, so the instants below are the proxy's own timers (virtual time), not
+// wall-clock measurements: deterministic however busy the machine is.
+#[tokio::test(start_paused = true)]
+async fn under_latency_a_message_sent_while_another_waits_is_not_queued_behind_its_delivery() {
+    let h = Harness::new("test→echo", echo_server().await).await;
+    h.apply(Fault::Latency {
+        ms: 300,
+        jitter_ms: 0,
+        direction: Direction::Downstream,
+    });
+    let mut stream = h.connect().await;
+    let started = Instant::now();
+
+    stream.write_all(b"a").await.expect("write a");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stream.write_all(b"b").await.expect("write b");
+    let mut byte = [0u8; 1];
+    stream.read_exact(&mut byte).await.expect("read a");
+    let a_at = started.elapsed();
+    assert_eq!(&byte, b"a");
+    stream.read_exact(&mut byte).await.expect("read b");
+    let b_at = started.elapsed();
+    assert_eq!(&byte, b"b");
+
+    assert!(a_at >= Duration::from_millis(300), "a after {a_at:?}");
+    assert!(b_at >= Duration::from_millis(400), "b after {b_at:?}");
+    // Held behind a's delivery, b would have been read at 300 ms and been due at 600 ms.
+    assert!(b_at < Duration::from_millis(600), "b after {b_at:?}");
+}
+
 #[tokio::test]
 async fn bytes_keep_their_order_and_count_under_latency_with_jitter_and_a_bandwidth_cap() {
     let h = Harness::new("test→echo", echo_server().await).await;
