@@ -48,7 +48,9 @@ pub enum Scope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Requester {
+    /// Anyone on the /chaos page: short faults only.
     Visitor,
+    /// The operator (`lab chaos`, the admin role): experiments and soak runs.
     Admin,
 }
 
@@ -103,8 +105,11 @@ pub struct ActiveFault {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Removal {
+    /// Its time ran out.
     Expired,
+    /// Removed by id.
     Removed,
+    /// Removed with all the others.
     Cleared,
 }
 
@@ -112,27 +117,39 @@ pub enum Removal {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum ChaosEvent {
+    /// A new fault is in force.
     Applied { fault: ActiveFault },
+    /// A fault was re-applied: new parameters, later expiry, same id.
     Extended { fault: ActiveFault },
+    /// A fault is gone.
     Removed { id: FaultId, reason: Removal },
+    /// A proxy was registered.
     EdgeAdded { edge: String },
+    /// A proxy was unregistered.
     EdgeRemoved { edge: String },
 }
 
 /// One edge as the API shows it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EdgeView {
+    /// `catalog-1→postgres`.
     pub name: String,
+    /// Where the edge's client connects.
     pub listen: SocketAddr,
+    /// Where the proxy forwards.
     pub upstream: SocketAddr,
+    /// The targets a fault can name to cover this edge.
     pub targets: Vec<String>,
+    /// The edge's counters.
     pub stats: EdgeStats,
 }
 
 /// The whole registry, for `GET /api/chaos`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ChaosState {
+    /// Every registered edge, by name.
     pub edges: Vec<EdgeView>,
+    /// Every active fault, by id.
     pub faults: Vec<ActiveFault>,
 }
 
@@ -151,8 +168,11 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
+    /// By edge name.
     edges: BTreeMap<String, Registered>,
+    /// By id; ids only grow, so this is also application order.
     faults: BTreeMap<FaultId, Active>,
+    /// The last id handed out.
     next_id: FaultId,
 }
 
@@ -164,9 +184,13 @@ struct Registered {
 }
 
 struct Active {
+    /// Where it applies.
     scope: Scope,
+    /// What it does (validated).
     fault: Fault,
+    /// Who applied it last.
     requester: Requester,
+    /// When the expiry task removes it.
     expires_at: Instant,
 }
 

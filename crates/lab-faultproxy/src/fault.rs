@@ -41,7 +41,8 @@ impl Direction {
 
 /// One fault, with its parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+// Unknown fields are refused, so a misspelt `jiter_ms` is a 422 rather than a silent default.
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Fault {
     /// Every chunk is held `ms` ± `jitter_ms` after it was read, in order (never reordered).
     Latency {

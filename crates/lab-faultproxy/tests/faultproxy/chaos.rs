@@ -297,3 +297,32 @@ async fn a_proxy_reports_its_bound_port_and_stops_listening_when_stopped() {
     assert_ne!(addr.port(), 0);
     assert!(after.is_err(), "still accepting after stop");
 }
+
+// Paused clock: the expiry is the registry's own timer, so the instants are virtual.
+#[tokio::test(start_paused = true)]
+async fn when_a_blackhole_expires_the_bytes_it_held_on_a_live_connection_flow_again() {
+    let h = Harness::new("a→server", echo_server().await).await;
+    let mut stream = h.connect().await;
+    assert_eq!(round_trip(&mut stream, b"before").await, b"before");
+    h.chaos
+        .apply(
+            Scope::Edge("a→server".into()),
+            Fault::Blackhole {
+                direction: Direction::Upstream,
+            },
+            Duration::from_secs(5),
+            Requester::Visitor,
+        )
+        .expect("apply");
+    let started = tokio::time::Instant::now();
+
+    let reply = round_trip(&mut stream, b"held").await;
+
+    assert_eq!(reply, b"held");
+    assert!(
+        started.elapsed() >= Duration::from_secs(5),
+        "passed after {:?}",
+        started.elapsed()
+    );
+    assert!(h.chaos.faults().is_empty());
+}

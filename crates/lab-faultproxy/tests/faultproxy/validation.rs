@@ -102,6 +102,7 @@ fn the_bounds_themselves_are_accepted() {
 fn a_fault_reads_from_json_with_defaults_and_unknown_kinds_are_refused() {
     let latency: Fault = serde_json::from_str(r#"{"kind":"latency","ms":250}"#).expect("parse");
     let unknown = serde_json::from_str::<Fault>(r#"{"kind":"meteor"}"#);
+    let misspelt = serde_json::from_str::<Fault>(r#"{"kind":"latency","ms":250,"jiter_ms":5}"#);
 
     assert_eq!(
         latency,
@@ -112,6 +113,7 @@ fn a_fault_reads_from_json_with_defaults_and_unknown_kinds_are_refused() {
         }
     );
     assert!(unknown.is_err());
+    assert!(misspelt.is_err(), "{misspelt:?}");
 }
 
 #[tokio::test]
