@@ -326,3 +326,23 @@ async fn when_a_blackhole_expires_the_bytes_it_held_on_a_live_connection_flow_ag
     );
     assert!(h.chaos.faults().is_empty());
 }
+
+#[tokio::test]
+async fn an_unregistered_edge_is_no_longer_listed_nor_covered_by_its_targets_faults() {
+    let h = Harness::new("a→server", echo_server().await).await;
+    h.chaos
+        .apply(
+            Scope::Target("server".into()),
+            Fault::Refuse,
+            TTL,
+            Requester::Visitor,
+        )
+        .expect("apply");
+
+    h.chaos.remove_edge("a→server");
+    let mut stream = h.connect().await;
+
+    assert_eq!(round_trip(&mut stream, b"free").await, b"free");
+    assert!(h.chaos.state().edges.is_empty());
+    assert_eq!(h.chaos.faults()[0].edges, Vec::<String>::new());
+}

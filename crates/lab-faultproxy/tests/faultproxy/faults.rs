@@ -169,6 +169,28 @@ async fn a_certain_reset_fault_aborts_live_connections_too() {
 }
 
 #[tokio::test]
+async fn a_reset_fault_with_probability_one_half_resets_some_new_connections_and_spares_others() {
+    let h = Harness::new("test→echo", echo_server().await).await;
+    h.apply(Fault::Reset { probability: 0.5 });
+
+    let (mut reset, mut served) = (0, 0);
+    // All 40 alike has a chance of 2 in 2^40.
+    for _ in 0..40 {
+        let mut stream = h.connect().await;
+        let _ = stream.write_all(b"?").await;
+        let mut reply = [0u8; 1];
+        match tokio::time::timeout(WAIT, stream.read_exact(&mut reply)).await {
+            Ok(Ok(_)) => served += 1,
+            Ok(Err(e)) if e.kind() == ErrorKind::ConnectionReset => reset += 1,
+            other => panic!("neither served nor reset: {other:?}"),
+        }
+    }
+
+    assert!(reset > 0 && served > 0, "{reset} reset, {served} served");
+    assert_eq!(h.proxy.stats().resets, reset);
+}
+
+#[tokio::test]
 async fn a_reset_fault_with_probability_zero_leaves_connections_alone() {
     let h = Harness::new("test→echo", echo_server().await).await;
     let mut live = h.connect().await;
