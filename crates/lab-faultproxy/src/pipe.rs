@@ -45,7 +45,8 @@ const PACING_SLICES_PER_S: u64 = 50;
 enum End {
     /// Both directions saw EOF and forwarded it, or the proxy is stopping: close normally.
     Closed,
-    /// A cut-after fault fired: close normally, so the bytes before the cut are delivered.
+    /// A cut-after fault fired: close normally, so the bytes before the cut are delivered (the
+    /// kernel still answers with an RST if the peer had sent bytes the proxy never read).
     Cut,
     /// A reset fault fired, or a socket failed: abort both sides with an RST.
     Abort,
