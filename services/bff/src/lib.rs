@@ -5,6 +5,11 @@
 //! same upstream list.
 
 mod health;
+// ---- edge (branch bff-edge): sessions, client IP, rate limit, idempotency replay ----
+pub mod client_ip;
+pub mod edge;
+pub mod session;
+// ---- end edge ----
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -35,6 +40,8 @@ pub struct Settings {
     pub upstreams: BTreeMap<String, String>,
     /// OpenBao's address, probed for `/api/health` when set.
     pub vault_addr: Option<String>,
+    /// Sessions, client IP, rate limits and idempotency replay (branch bff-edge).
+    pub edge: edge::EdgeSettings,
 }
 
 impl Default for Settings {
@@ -58,6 +65,7 @@ impl Default for Settings {
             .map(|(k, v)| (k.to_owned(), v))
             .collect(),
             vault_addr: None,
+            edge: edge::EdgeSettings::default(),
         }
     }
 }
@@ -106,6 +114,9 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         // this is a dead upstream, not a slow one.
         .connect_timeout(std::time::Duration::from_millis(500))
         .build()?;
+    // ---- edge (branch bff-edge) ----
+    let edge = edge::Edge::build(&settings.edge, redis.clone())?;
+    // ---- end edge ----
     let state = AppState {
         instance_id: instance_id.clone(),
         settings: Arc::new(settings.clone()),
@@ -126,6 +137,9 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let routes = axum::Router::new()
         .route("/api/health", axum::routing::get(health::get_health))
         .with_state(state);
+    // ---- edge (branch bff-edge): around the whole /api router ----
+    let routes = edge.wrap(routes);
+    // ---- end edge ----
     let router = app.router(routes);
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
 }

@@ -1,0 +1,156 @@
+//! The edge middleware around a small upstream of the test's own, served on a real listener:
+//! two stacks built from the same settings and Redis prefix stand for two BFF replicas.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Extension, Path};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use lab_bff::edge::{Edge, EdgeSettings};
+use lab_bff::session::Visitor;
+use lab_cache::Redis;
+use lab_config::SecretString;
+use lab_test_support::{TestApp, TestEnv};
+use serde_json::{Value, json};
+
+/// A session key both replicas share.
+pub const SHARED_KEY: &str = "0123456789abcdef0123456789abcdef-shared";
+
+/// Edge settings with the shared key and no trusted proxies.
+pub fn edge_settings() -> EdgeSettings {
+    let mut settings = EdgeSettings::default();
+    settings.session.key = Some(SecretString::new(SHARED_KEY));
+    settings
+}
+
+/// How many times each upstream route ran, shared by every stack of a test.
+#[derive(Clone, Default)]
+pub struct Upstream {
+    /// Calls of `POST /api/things`.
+    pub creates: Arc<AtomicUsize>,
+    /// Calls of `POST /api/flaky`.
+    pub flaky: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    /// `GET /api/whoami` (the visitor), `POST /api/things` (201, a new id each call, slow when
+    /// the body asks), `POST /api/flaky` (500 on its first call, 201 after), `GET /api/ping`.
+    fn router(&self) -> axum::Router {
+        let creates = self.creates.clone();
+        let flaky = self.flaky.clone();
+        axum::Router::new()
+            .route("/api/ping", get(|| async { "pong" }))
+            .route(
+                "/api/demo/{name}",
+                post(|Path(name): Path<String>| async move { name }),
+            )
+            .route("/api/orders", post(|| async { StatusCode::CREATED }))
+            .route(
+                "/api/whoami",
+                get(|Extension(v): Extension<Visitor>| async move {
+                    axum::Json(json!({
+                        "session": v.session.as_str(),
+                        "fresh": v.fresh,
+                        "client_ip": v.client_ip.to_string(),
+                        "bearer": v.bearer,
+                    }))
+                }),
+            )
+            .route(
+                "/api/things",
+                post(move |body: String| {
+                    let creates = creates.clone();
+                    async move {
+                        let n = creates.fetch_add(1, Ordering::SeqCst) + 1;
+                        if body.contains("slow") {
+                            tokio::time::sleep(Duration::from_millis(400)).await;
+                        }
+                        let id = format!("thing-{n}-{}", rand_suffix());
+                        let mut headers = HeaderMap::new();
+                        headers.insert(
+                            "location",
+                            format!("/api/things/{id}")
+                                .parse()
+                                .unwrap_or_else(|e| panic!("{e}")),
+                        );
+                        headers.insert(
+                            "etag",
+                            format!("\"{n}\"").parse().unwrap_or_else(|e| panic!("{e}")),
+                        );
+                        (
+                            StatusCode::CREATED,
+                            headers,
+                            axum::Json(json!({"id": id, "body": body})),
+                        )
+                            .into_response()
+                    }
+                }),
+            )
+            .route(
+                "/api/flaky",
+                post(move || {
+                    let flaky = flaky.clone();
+                    async move {
+                        if flaky.fetch_add(1, Ordering::SeqCst) == 0 {
+                            (StatusCode::INTERNAL_SERVER_ERROR, "boom").into_response()
+                        } else {
+                            (StatusCode::CREATED, "made").into_response()
+                        }
+                    }
+                }),
+            )
+    }
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// One "BFF replica": the edge built from `settings` on `env`'s Redis, around `upstream`.
+pub async fn spawn_stack(env: &TestEnv, settings: &EdgeSettings, upstream: &Upstream) -> TestApp {
+    let redis = Redis::new(&env.redis(), lab_bff::NAME).unwrap_or_else(|e| panic!("{e}"));
+    let edge = Edge::build(settings, redis).unwrap_or_else(|e| panic!("{e}"));
+    let router = edge.wrap(upstream.router());
+    let shutdown = env.shutdown_token();
+    let app = lab_http::Application::bind(
+        &env.http(1),
+        "bff-edge-test".into(),
+        router,
+        shutdown.clone(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    TestApp::start(app, shutdown, env.clone())
+}
+
+/// The `lab_session=…` pair of a response's `Set-Cookie`, if it sets one.
+pub fn session_cookie(response: &reqwest::Response) -> Option<String> {
+    response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("lab_session="))
+        .map(|v| v.split(';').next().unwrap_or_default().to_owned())
+}
+
+/// `GET /api/whoami` with these headers: the status, the cookie set (if any) and the visitor.
+pub async fn whoami(
+    app: &TestApp,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Option<String>, Value) {
+    let mut request = app.client.get(app.url("/api/whoami"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await.unwrap_or_else(|e| panic!("{e}"));
+    let status = response.status();
+    let cookie = session_cookie(&response);
+    let body = response.json::<Value>().await.unwrap_or(Value::Null);
+    (status, cookie, body)
+}
