@@ -10,6 +10,7 @@ use lab_cache::Redis;
 use serde::{Deserialize, Serialize};
 
 use crate::client_ip::{CidrError, TrustedProxies};
+use crate::rate_limit::{RateLimitSettings, RateLimiter};
 use crate::session::{SessionError, SessionKey, SessionSettings, SessionState};
 
 /// The edge's settings (`LAB_BFF__EDGE__…`).
@@ -21,6 +22,8 @@ pub struct EdgeSettings {
     /// Comma-separated CIDR blocks of the proxies in front of the BFF whose `X-Forwarded-For`
     /// is believed (`10.0.0.0/8,127.0.0.1`); empty trusts none, the socket peer is the client.
     pub trusted_proxies: String,
+    /// Token buckets per route class.
+    pub rate_limit: RateLimitSettings,
 }
 
 /// Why the edge could not be set up; each names the setting to fix.
@@ -30,6 +33,8 @@ pub enum EdgeError {
     Session(#[from] SessionError),
     #[error("LAB_BFF__EDGE__TRUSTED_PROXIES: {0}")]
     TrustedProxies(#[from] CidrError),
+    #[error("{0}")]
+    RateLimit(String),
 }
 
 /// The edge middleware, built once and shared by every request.
@@ -37,25 +42,42 @@ pub enum EdgeError {
 pub struct Edge {
     /// Cookie key and trusted proxies.
     sessions: SessionState,
+    /// The shared token buckets.
+    rate_limiter: RateLimiter,
 }
 
 impl Edge {
     /// Reads the settings (a random session key when none is set); `redis` holds the shared
     /// rate-limit buckets and the replay store.
     pub fn build(settings: &EdgeSettings, redis: Redis) -> Result<Self, EdgeError> {
-        let _ = redis;
+        settings
+            .rate_limit
+            .validate()
+            .map_err(EdgeError::RateLimit)?;
         let key = SessionKey::from_settings(&settings.session)?;
         let trusted = TrustedProxies::parse(&settings.trusted_proxies)?;
         Ok(Self {
             sessions: SessionState::new(key, trusted, settings.session.secure_cookie),
+            rate_limiter: RateLimiter::new(settings.rate_limit.clone(), redis.clone()),
         })
+    }
+
+    /// The rate limiter: its mode for `/api/health`, its decisions for the push stream.
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.rate_limiter
     }
 
     /// `routes` behind the edge middleware.
     pub fn wrap(&self, routes: Router) -> Router {
-        routes.layer(axum::middleware::from_fn_with_state(
-            self.sessions.clone(),
-            crate::session::sessions,
-        ))
+        // The last layer added is the outermost: sessions run first.
+        routes
+            .layer(axum::middleware::from_fn_with_state(
+                self.rate_limiter.clone(),
+                crate::rate_limit::rate_limit,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                self.sessions.clone(),
+                crate::session::sessions,
+            ))
     }
 }

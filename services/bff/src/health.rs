@@ -55,6 +55,8 @@ pub struct ClusterHealth {
     pub bff: String,
     pub services: Vec<InstanceHealth>,
     pub infrastructure: Vec<DependencyHealth>,
+    /// Where this BFF keeps its rate-limit buckets: `shared` (Redis) or `local` (Redis out).
+    pub rate_limit: crate::rate_limit::RateLimitHealth,
 }
 
 /// Health of every service instance and dependency.
@@ -113,6 +115,7 @@ pub(crate) async fn get_health(State(state): State<AppState>) -> Json<ClusterHea
         bff: state.instance_id.clone(),
         services,
         infrastructure,
+        rate_limit: state.edge.rate_limiter().health(),
     })
 }
 

@@ -8,6 +8,7 @@ mod health;
 // ---- edge (branch bff-edge): sessions, client IP, rate limit, idempotency replay ----
 pub mod client_ip;
 pub mod edge;
+pub mod rate_limit;
 pub mod session;
 // ---- end edge ----
 
@@ -93,6 +94,8 @@ pub(crate) struct AppState {
     pub settings: Arc<Settings>,
     pub http: reqwest::Client,
     pub redis: Redis,
+    /// The edge middleware's shared parts (the rate limiter's mode for `/api/health`).
+    pub edge: edge::Edge,
 }
 
 #[derive(OpenApi)]
@@ -101,7 +104,12 @@ pub(crate) struct AppState {
         description = "The gateway: cluster health, proxying to the services, the edge patterns and the pages."
     ),
     paths(health::get_health),
-    components(schemas(ClusterHealth, InstanceHealth, DependencyHealth))
+    components(schemas(
+        ClusterHealth,
+        InstanceHealth,
+        DependencyHealth,
+        rate_limit::RateLimitHealth
+    ))
 )]
 struct ApiDoc;
 
@@ -122,6 +130,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         settings: Arc::new(settings.clone()),
         http,
         redis: redis.clone(),
+        edge: edge.clone(),
     };
     let readiness = Readiness::new().with(RedisProbe {
         redis,

@@ -5,5 +5,6 @@ mod cluster_health;
 mod faults;
 mod health;
 mod helpers;
+mod rate_limits;
 mod sessions;
 mod stack;

@@ -38,11 +38,20 @@ pub struct Upstream {
 impl Upstream {
     /// `GET /api/whoami` (the visitor), `POST /api/things` (201, a new id each call, slow when
     /// the body asks), `POST /api/flaky` (500 on its first call, 201 after), `GET /api/ping`.
-    fn router(&self) -> axum::Router {
+    /// `GET /api/health` answers the limiter's mode, like the BFF's own.
+    fn router(&self, edge: &Edge) -> axum::Router {
+        let limiter = edge.rate_limiter().clone();
         let creates = self.creates.clone();
         let flaky = self.flaky.clone();
         axum::Router::new()
             .route("/api/ping", get(|| async { "pong" }))
+            .route(
+                "/api/health",
+                get(move || {
+                    let health = limiter.health();
+                    async move { axum::Json(json!({ "rate_limit": health })) }
+                }),
+            )
             .route(
                 "/api/demo/{name}",
                 post(|Path(name): Path<String>| async move { name }),
@@ -113,9 +122,18 @@ fn rand_suffix() -> u128 {
 
 /// One "BFF replica": the edge built from `settings` on `env`'s Redis, around `upstream`.
 pub async fn spawn_stack(env: &TestEnv, settings: &EdgeSettings, upstream: &Upstream) -> TestApp {
+    spawn_stack_with_edge(env, settings, upstream).await.0
+}
+
+/// [`spawn_stack`], and its edge (for the rate limiter's events).
+pub async fn spawn_stack_with_edge(
+    env: &TestEnv,
+    settings: &EdgeSettings,
+    upstream: &Upstream,
+) -> (TestApp, Edge) {
     let redis = Redis::new(&env.redis(), lab_bff::NAME).unwrap_or_else(|e| panic!("{e}"));
     let edge = Edge::build(settings, redis).unwrap_or_else(|e| panic!("{e}"));
-    let router = edge.wrap(upstream.router());
+    let router = edge.wrap(upstream.router(&edge));
     let shutdown = env.shutdown_token();
     let app = lab_http::Application::bind(
         &env.http(1),
@@ -125,7 +143,33 @@ pub async fn spawn_stack(env: &TestEnv, settings: &EdgeSettings, upstream: &Upst
     )
     .await
     .unwrap_or_else(|e| panic!("{e}"));
-    TestApp::start(app, shutdown, env.clone())
+    (TestApp::start(app, shutdown, env.clone()), edge)
+}
+
+/// Edge settings whose default route class has this bucket.
+pub fn with_default_bucket(capacity: u32, refill_per_s: f64) -> EdgeSettings {
+    let mut settings = edge_settings();
+    settings.rate_limit.default = lab_bff::rate_limit::Bucket {
+        capacity,
+        refill_per_s,
+    };
+    settings
+}
+
+/// A session cookie from `app` (its first answer's `Set-Cookie`).
+pub async fn new_session(app: &TestApp) -> String {
+    let response = app.get("/api/ping").await;
+    session_cookie(&response).unwrap_or_else(|| panic!("no session cookie was set"))
+}
+
+/// `GET path` with `cookie`: the response.
+pub async fn get_with(app: &TestApp, path: &str, cookie: &str) -> reqwest::Response {
+    app.client
+        .get(app.url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
 /// The `lab_session=…` pair of a response's `Set-Cookie`, if it sets one.
