@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::client_ip::{CidrError, TrustedProxies};
 use crate::rate_limit::{RateLimitSettings, RateLimiter};
+use crate::replay::ReplayStore;
 use crate::session::{SessionError, SessionKey, SessionSettings, SessionState};
 
 /// The edge's settings (`LAB_BFF__EDGE__…`).
@@ -44,6 +45,8 @@ pub struct Edge {
     sessions: SessionState,
     /// The shared token buckets.
     rate_limiter: RateLimiter,
+    /// Answers kept for `Idempotency-Key` repeats.
+    replay: ReplayStore,
 }
 
 impl Edge {
@@ -59,6 +62,7 @@ impl Edge {
         Ok(Self {
             sessions: SessionState::new(key, trusted, settings.session.secure_cookie),
             rate_limiter: RateLimiter::new(settings.rate_limit.clone(), redis.clone()),
+            replay: ReplayStore::new(redis),
         })
     }
 
@@ -71,6 +75,10 @@ impl Edge {
     pub fn wrap(&self, routes: Router) -> Router {
         // The last layer added is the outermost: sessions run first.
         routes
+            .layer(axum::middleware::from_fn_with_state(
+                self.replay.clone(),
+                crate::replay::replay,
+            ))
             .layer(axum::middleware::from_fn_with_state(
                 self.rate_limiter.clone(),
                 crate::rate_limit::rate_limit,

@@ -9,6 +9,7 @@ mod health;
 pub mod client_ip;
 pub mod edge;
 pub mod rate_limit;
+pub mod replay;
 pub mod session;
 // ---- end edge ----
 

@@ -6,5 +6,6 @@ mod faults;
 mod health;
 mod helpers;
 mod rate_limits;
+mod replays;
 mod sessions;
 mod stack;

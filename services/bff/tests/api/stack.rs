@@ -36,6 +36,14 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    pub fn creates(&self) -> usize {
+        self.creates.load(Ordering::SeqCst)
+    }
+
+    pub fn flaky(&self) -> usize {
+        self.flaky.load(Ordering::SeqCst)
+    }
+
     /// `GET /api/whoami` (the visitor), `POST /api/things` (201, a new id each call, slow when
     /// the body asks), `POST /api/flaky` (500 on its first call, 201 after), `GET /api/ping`.
     /// `GET /api/health` answers the limiter's mode, like the BFF's own.

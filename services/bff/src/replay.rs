@@ -1,0 +1,450 @@
+//! Idempotency at the edge: a mutating request (`POST`, `PUT`, `PATCH`, `DELETE`) sent with an
+//! `Idempotency-Key` runs once per visitor and key; a repeat gets the first answer again, byte for
+//! byte, with `Idempotent-Replayed: true`, from any replica.
+//!
+//! In Redis, per visitor scope and SHA-256 of the key: an in-flight marker (`SET NX PX`, holding
+//! the request's fingerprint) while the first attempt runs — a repeat meanwhile gets 409 with
+//! `Retry-After` — then the answer (status, the headers that describe it, body) for 24 h. The
+//! fingerprint is SHA-256 of method, path and body: the same key with another request is 422. A
+//! 5xx answer is not kept (the marker is removed) so a retry can succeed; nor is one whose body is
+//! larger than [`MAX_STORED_BODY`], which passes through with a log line. With Redis unreachable
+//! requests pass through unprotected (and say so in the log): the services' own idempotency
+//! (orders, payments) still holds, and refusing every write would be worse.
+
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use futures::StreamExt;
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use http_body_util::BodyExt;
+use lab_cache::{Redis, redis};
+use lab_http::Problem;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::session::Visitor;
+
+pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// How long an answer is replayed: the usual retry horizon of a client (Stripe keeps keys 24 h).
+const STORED_FOR: Duration = Duration::from_secs(24 * 60 * 60);
+/// How long the in-flight marker outlives a BFF that died mid-request; far longer than any
+/// proxied call may take, short enough that a stuck key frees itself soon.
+const IN_FLIGHT_FOR: Duration = Duration::from_secs(60);
+/// What a repeat arriving during the first attempt is told to wait.
+const RETRY_IN_FLIGHT_AFTER_S: u32 = 1;
+/// The largest request body fingerprinted: far beyond any JSON command the services take.
+const MAX_REQUEST_BODY: usize = 1024 * 1024;
+/// The largest answer kept for replay: the services' answers to a write are a few KiB.
+pub const MAX_STORED_BODY: usize = 256 * 1024;
+/// The longest key accepted.
+const MAX_KEY_LEN: usize = 255;
+/// Redis calls on the request path; a slower Redis is treated as unreachable.
+const REDIS_BUDGET: Duration = Duration::from_millis(500);
+
+/// The answer's headers that are part of it; the rest (dates, ids of this hop) are per response.
+const STORED_HEADERS: [HeaderName; 7] = [
+    header::CONTENT_TYPE,
+    header::CONTENT_LOCATION,
+    header::LOCATION,
+    header::ETAG,
+    header::LAST_MODIFIED,
+    header::CACHE_CONTROL,
+    HeaderName::from_static("x-instance-id"),
+];
+
+/// Why a request with an `Idempotency-Key` is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("Idempotency-Key must be 1 to {MAX_KEY_LEN} printable ASCII characters, sent once")]
+    BadKey,
+    #[error("the body is larger than {MAX_REQUEST_BODY} bytes")]
+    BodyTooLarge,
+    #[error("this Idempotency-Key was used for a different request (method, path or body)")]
+    Mismatch,
+    #[error("a request with this Idempotency-Key is still being processed")]
+    InFlight,
+}
+
+impl IntoResponse for ReplayError {
+    fn into_response(self) -> Response {
+        let detail = self.to_string();
+        let problem = match self {
+            Self::BadKey => Problem::typed(
+                StatusCode::BAD_REQUEST,
+                "idempotency-key",
+                "Invalid Idempotency-Key",
+            ),
+            Self::BodyTooLarge => Problem::new(StatusCode::PAYLOAD_TOO_LARGE),
+            Self::Mismatch => Problem::typed(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency-Key reused for another request",
+            ),
+            Self::InFlight => Problem::typed(
+                StatusCode::CONFLICT,
+                "idempotency-in-flight",
+                "The first request with this key is still running",
+            )
+            .header(
+                header::RETRY_AFTER,
+                HeaderValue::from(RETRY_IN_FLIGHT_AFTER_S),
+            ),
+        };
+        problem.detail(detail).into_response()
+    }
+}
+
+/// A valid `Idempotency-Key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    /// 1 to 255 printable ASCII characters (space included).
+    pub fn parse(value: &HeaderValue) -> Result<Self, ReplayError> {
+        let bytes = value.as_bytes();
+        if bytes.is_empty()
+            || bytes.len() > MAX_KEY_LEN
+            || !bytes.iter().all(|b| (0x20..=0x7e).contains(b))
+        {
+            return Err(ReplayError::BadKey);
+        }
+        Ok(Self(String::from_utf8_lossy(bytes).into_owned()))
+    }
+
+    /// What names it in Redis: its hash, so a key's length or content never shapes ours.
+    fn digest(&self) -> String {
+        hex::encode(Sha256::digest(self.0.as_bytes()))
+    }
+}
+
+/// What identifies "the same request": method, path with query, body.
+fn fingerprint(method: &Method, path_and_query: &str, body: &[u8]) -> String {
+    let mut hash = Sha256::new();
+    hash.update(method.as_str().as_bytes());
+    hash.update([0]);
+    hash.update(path_and_query.as_bytes());
+    hash.update([0]);
+    hash.update(body);
+    hex::encode(hash.finalize())
+}
+
+/// A kept answer.
+#[derive(Debug, Serialize, Deserialize)]
+struct Stored {
+    /// The request's fingerprint, to tell a repeat from a reuse of the key.
+    fingerprint: String,
+    status: u16,
+    /// [`STORED_HEADERS`] present on the answer, in order.
+    headers: Vec<(String, String)>,
+    /// The body, base64.
+    body: String,
+}
+
+impl Stored {
+    fn into_response(self) -> Response {
+        let body = STANDARD.decode(self.body).unwrap_or_default();
+        let mut response = Response::new(Body::from(body));
+        *response.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
+        let headers = response.headers_mut();
+        for (name, value) in self.headers {
+            if let (Ok(name), Ok(value)) =
+                (HeaderName::try_from(name), HeaderValue::try_from(value))
+            {
+                headers.append(name, value);
+            }
+        }
+        headers.insert(
+            IDEMPOTENT_REPLAYED.clone(),
+            HeaderValue::from_static("true"),
+        );
+        response
+    }
+}
+
+/// The replay store.
+#[derive(Clone)]
+pub struct ReplayStore {
+    redis: Redis,
+}
+
+impl ReplayStore {
+    pub fn new(redis: Redis) -> Self {
+        Self { redis }
+    }
+
+    async fn get(&self, key: &str) -> redis::RedisResult<Option<String>> {
+        let mut conn = self.redis.conn();
+        bounded(redis::cmd("GET").arg(key).query_async(&mut conn)).await
+    }
+
+    /// Sets the in-flight marker; `false` when another attempt holds it.
+    async fn mark(&self, lock: &str, fingerprint: &str) -> redis::RedisResult<bool> {
+        let mut conn = self.redis.conn();
+        let set: Option<String> = bounded(
+            redis::cmd("SET")
+                .arg(lock)
+                .arg(fingerprint)
+                .arg("NX")
+                .arg("PX")
+                .arg(IN_FLIGHT_FOR.as_millis() as u64)
+                .query_async(&mut conn),
+        )
+        .await?;
+        Ok(set.is_some())
+    }
+
+    async fn unmark(&self, lock: &str) {
+        let mut conn = self.redis.conn();
+        let deleted: redis::RedisResult<i64> =
+            bounded(redis::cmd("DEL").arg(lock).query_async(&mut conn)).await;
+        if let Err(e) = deleted {
+            tracing::warn!(error = %e, "could not remove an idempotency marker; it expires by itself");
+        }
+    }
+
+    /// Keeps the answer and removes the marker, in one transaction.
+    async fn keep(&self, record: &str, lock: &str, stored: &Stored) {
+        let Ok(json) = serde_json::to_string(stored) else {
+            return self.unmark(lock).await;
+        };
+        let mut conn = self.redis.conn();
+        let kept: redis::RedisResult<()> = bounded(
+            redis::pipe()
+                .atomic()
+                .cmd("SET")
+                .arg(record)
+                .arg(json)
+                .arg("PX")
+                .arg(STORED_FOR.as_millis() as u64)
+                .ignore()
+                .cmd("DEL")
+                .arg(lock)
+                .ignore()
+                .query_async(&mut conn),
+        )
+        .await;
+        if let Err(e) = kept {
+            tracing::warn!(error = %e, "could not keep an answer for replay; a repeat will run again");
+        }
+    }
+}
+
+async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> redis::RedisResult<T> {
+    tokio::time::timeout(REDIS_BUDGET, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "no answer in time",
+            )))
+        })
+}
+
+/// Where a stored answer, or the key's earlier request, leaves this one.
+fn answer_from(stored: Option<String>, fingerprint: &str) -> Option<Response> {
+    let stored: Stored = serde_json::from_str(&stored?).ok()?;
+    Some(if stored.fingerprint == fingerprint {
+        stored.into_response()
+    } else {
+        ReplayError::Mismatch.into_response()
+    })
+}
+
+/// Middleware: runs a keyed mutating request once and replays its answer to repeats.
+pub async fn replay(State(store): State<ReplayStore>, req: Request, next: Next) -> Response {
+    let mutating = matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    let mut keys = req.headers().get_all(&IDEMPOTENCY_KEY).iter();
+    let (Some(value), true) = (keys.next(), mutating) else {
+        return next.run(req).await;
+    };
+    if keys.next().is_some() {
+        return ReplayError::BadKey.into_response();
+    }
+    let key = match IdempotencyKey::parse(value) {
+        Ok(key) => key,
+        Err(e) => return e.into_response(),
+    };
+    let scope = req
+        .extensions()
+        .get::<Visitor>()
+        .map_or_else(|| "unknown".to_owned(), Visitor::scope);
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, MAX_REQUEST_BODY).await else {
+        return ReplayError::BodyTooLarge.into_response();
+    };
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let fingerprint = fingerprint(&parts.method, path, &body);
+    let record = store.redis.key(&format!("idem:{scope}:{}", key.digest()));
+    let lock = format!("{record}:lock");
+    let req = Request::from_parts(parts, Body::from(body));
+
+    match store.get(&record).await {
+        Ok(stored) => {
+            if let Some(answer) = answer_from(stored, &fingerprint) {
+                return answer;
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Redis is unreachable: a keyed request runs without replay protection");
+            return next.run(req).await;
+        }
+    }
+    match store.mark(&lock, &fingerprint).await {
+        Ok(true) => {}
+        Ok(false) => {
+            // Either the first attempt finished in between, or it is still running.
+            if let Some(answer) = answer_from(store.get(&record).await.ok().flatten(), &fingerprint)
+            {
+                return answer;
+            }
+            let running = store.get(&lock).await.ok().flatten();
+            return if running.is_some_and(|f| f != fingerprint) {
+                ReplayError::Mismatch.into_response()
+            } else {
+                ReplayError::InFlight.into_response()
+            };
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Redis is unreachable: a keyed request runs without replay protection");
+            return next.run(req).await;
+        }
+    }
+
+    let response = next.run(req).await;
+    if response.status().is_server_error() {
+        store.unmark(&lock).await;
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    match buffer(body).await {
+        Buffered::Whole(bytes) => {
+            let stored = Stored {
+                fingerprint,
+                status: parts.status.as_u16(),
+                headers: STORED_HEADERS
+                    .iter()
+                    .flat_map(|name| {
+                        parts.headers.get_all(name).iter().filter_map(|v| {
+                            v.to_str()
+                                .ok()
+                                .map(|v| (name.as_str().to_owned(), v.to_owned()))
+                        })
+                    })
+                    .collect(),
+                body: STANDARD.encode(&bytes),
+            };
+            store.keep(&record, &lock, &stored).await;
+            Response::from_parts(parts, Body::from(bytes))
+        }
+        Buffered::TooLarge(body) => {
+            tracing::info!(
+                limit = MAX_STORED_BODY,
+                "an answer to a keyed request is too large to keep; a repeat will run again"
+            );
+            store.unmark(&lock).await;
+            Response::from_parts(parts, body)
+        }
+        Buffered::Failed => {
+            store.unmark(&lock).await;
+            Problem::new(StatusCode::BAD_GATEWAY)
+                .detail("the answer broke off while it was being read")
+                .into_response()
+        }
+    }
+}
+
+enum Buffered {
+    /// The whole body, within [`MAX_STORED_BODY`].
+    Whole(Bytes),
+    /// Larger: what was read, followed by the rest, still streaming.
+    TooLarge(Body),
+    /// The body failed before its end.
+    Failed,
+}
+
+/// Reads `body` up to [`MAX_STORED_BODY`] without losing what lies beyond.
+async fn buffer(mut body: Body) -> Buffered {
+    let mut read = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            return Buffered::Failed;
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        read.extend_from_slice(&data);
+        if read.len() > MAX_STORED_BODY {
+            let head = futures::stream::iter([Ok::<_, axum::Error>(Bytes::from(read))]);
+            return Buffered::TooLarge(Body::from_stream(head.chain(body.into_data_stream())));
+        }
+    }
+    Buffered::Whole(Bytes::from(read))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(bytes: &[u8]) -> Result<IdempotencyKey, ReplayError> {
+        let value = HeaderValue::from_bytes(bytes).unwrap_or_else(|e| panic!("{e}"));
+        IdempotencyKey::parse(&value)
+    }
+
+    #[test]
+    fn a_key_is_1_to_255_printable_characters() {
+        assert!(parse(b"order-7f3a 2").is_ok());
+        assert!(parse("k".repeat(255).as_bytes()).is_ok());
+        assert!(matches!(parse(b""), Err(ReplayError::BadKey)));
+        assert!(matches!(
+            parse("k".repeat(256).as_bytes()),
+            Err(ReplayError::BadKey)
+        ));
+        assert!(matches!(parse(b"caf\xc3\xa9"), Err(ReplayError::BadKey)));
+        assert!(matches!(parse(b"tab\there"), Err(ReplayError::BadKey)));
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_method_path_or_body_and_keys_hash_apart() {
+        let base = fingerprint(&Method::POST, "/api/orders", b"{}");
+
+        assert_eq!(base, fingerprint(&Method::POST, "/api/orders", b"{}"));
+        assert_ne!(base, fingerprint(&Method::PUT, "/api/orders", b"{}"));
+        assert_ne!(base, fingerprint(&Method::POST, "/api/orders?x=1", b"{}"));
+        assert_ne!(base, fingerprint(&Method::POST, "/api/orders", b"{ }"));
+        let (a, b) = (parse(b"a"), parse(b"b"));
+        let (Ok(a), Ok(b)) = (a, b) else {
+            panic!("valid keys")
+        };
+        assert_ne!(a.digest(), b.digest());
+        assert_eq!(a.digest().len(), 64);
+    }
+
+    #[tokio::test]
+    async fn a_body_beyond_the_limit_passes_through_whole() {
+        let big = vec![7u8; MAX_STORED_BODY + 10];
+        let chunks = big
+            .chunks(4096)
+            .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
+            .collect::<Vec<_>>();
+        let body = Body::from_stream(futures::stream::iter(chunks));
+
+        let Buffered::TooLarge(rest) = buffer(body).await else {
+            panic!("a large body must pass through")
+        };
+
+        let bytes = axum::body::to_bytes(rest, usize::MAX)
+            .await
+            .unwrap_or_default();
+        assert_eq!(bytes.as_ref(), big.as_slice());
+    }
+}
