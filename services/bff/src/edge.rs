@@ -71,6 +71,16 @@ impl Edge {
         &self.rate_limiter
     }
 
+    /// The edge's own routes (the rate-limit demo), to merge into `/api` before [`Edge::wrap`].
+    pub fn routes(&self) -> Router {
+        Router::new()
+            .route(
+                "/api/demo/rate-limit",
+                axum::routing::post(crate::rate_limit::demo::post_rate_limit_demo),
+            )
+            .with_state(self.rate_limiter.clone())
+    }
+
     /// `routes` behind the edge middleware.
     pub fn wrap(&self, routes: Router) -> Router {
         // The last layer added is the outermost: sessions run first.

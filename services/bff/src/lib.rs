@@ -104,12 +104,15 @@ pub(crate) struct AppState {
     info(
         description = "The gateway: cluster health, proxying to the services, the edge patterns and the pages."
     ),
-    paths(health::get_health),
+    paths(health::get_health, rate_limit::demo::post_rate_limit_demo),
     components(schemas(
         ClusterHealth,
         InstanceHealth,
         DependencyHealth,
-        rate_limit::RateLimitHealth
+        // edge (branch bff-edge)
+        rate_limit::RateLimitHealth,
+        rate_limit::demo::RateLimitDemo,
+        rate_limit::demo::RateLimitDemoReport,
     ))
 )]
 struct ApiDoc;
@@ -148,7 +151,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         .route("/api/health", axum::routing::get(health::get_health))
         .with_state(state);
     // ---- edge (branch bff-edge): around the whole /api router ----
-    let routes = edge.wrap(routes);
+    let routes = edge.wrap(routes.merge(edge.routes()));
     // ---- end edge ----
     let router = app.router(routes);
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)

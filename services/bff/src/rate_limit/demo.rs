@@ -1,10 +1,19 @@
 //! The rate-limit demo's own bucket: a visitor picks its shape (within bounds), then takes one
 //! decision or fires a burst and sees each request's fate. It is a real bucket, in Redis like the
 //! others, so what the demo shows is what the limiter does.
+//!
+//! `POST /api/demo/rate-limit` does all three: starts the visitor's demo bucket afresh with the
+//! asked shape, fires the burst, and judges it: a burst faster than the refill must be allowed
+//! exactly `capacity` times (± 1 for a token refilled meanwhile).
 
-use lab_http::Problem;
+use axum::Extension;
+use axum::extract::State;
+use lab_http::{Json, Problem};
+use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
 
-use super::{Bucket, Decision, RateLimiter};
+use super::{Bucket, Decision, Mode, RateLimiter};
+use crate::session::Visitor;
 
 /// The largest demo bucket: enough to see a burst drain it, small enough to read the results.
 pub const MAX_CAPACITY: u32 = 50;
@@ -49,7 +58,7 @@ impl DemoBucket {
 
 impl RateLimiter {
     fn demo_key(scope: &str) -> String {
-        format!("demo:{scope}")
+        format!("demo-bucket:{scope}")
     }
 
     /// Starts `scope`'s demo bucket afresh (full), whatever shape it had before.
@@ -83,6 +92,112 @@ impl RateLimiter {
         }
         Ok(decisions)
     }
+}
+
+/// The body of `POST /api/demo/rate-limit`.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+pub struct RateLimitDemo {
+    /// The demo bucket's capacity, 1 to 50.
+    pub capacity: u32,
+    /// Its refill per second, 0.01 to 10.
+    pub refill_per_s: f64,
+    /// How many requests to fire at once, 1 to 50.
+    pub burst: u32,
+}
+
+/// One request of the burst.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BurstResult {
+    /// 1-based position in the burst.
+    pub n: u32,
+    #[serde(flatten)]
+    pub decision: Decision,
+}
+
+/// What the burst did, and whether that is what a token bucket should do.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RateLimitDemoReport {
+    pub capacity: u32,
+    pub refill_per_s: f64,
+    pub burst: u32,
+    /// Where the bucket was kept (`local` while Redis is out).
+    pub mode: Mode,
+    pub results: Vec<BurstResult>,
+    pub allowed: u32,
+    pub refused: u32,
+    /// `min(burst, capacity)`: what a bucket that refilled nothing during the burst allows.
+    pub expected_allowed: u32,
+    /// Tokens refilled while the burst ran.
+    pub refilled_during_burst: f64,
+    /// `pass` (allowed = expected ± 1), `fail`, or `inconclusive` when the burst was slower than
+    /// one refill interval and proves nothing.
+    pub verdict: String,
+    /// The verdict in a sentence.
+    pub explanation: String,
+}
+
+/// Fires a burst at a fresh demo bucket of the asked shape and judges the outcome.
+#[utoipa::path(post, path = "/api/demo/rate-limit", tag = "bff",
+    request_body = RateLimitDemo,
+    responses(
+        (status = 200, body = RateLimitDemoReport),
+        (status = 422, description = "capacity, refill_per_s or burst out of bounds", body = Problem),
+        (status = 429, description = "the demo route's own limit is used up", body = Problem),
+    ))]
+pub(crate) async fn post_rate_limit_demo(
+    State(limiter): State<RateLimiter>,
+    visitor: Option<Extension<Visitor>>,
+    Json(ask): Json<RateLimitDemo>,
+) -> Result<Json<RateLimitDemoReport>, Problem> {
+    let bucket = DemoBucket::parse(ask.capacity, ask.refill_per_s)?;
+    let scope = visitor.map_or_else(|| "unknown".to_owned(), |Extension(v)| v.scope());
+    limiter.demo_configure(&scope).await;
+    let started = Instant::now();
+    let decisions = limiter.demo_burst(&scope, bucket, ask.burst).await?;
+    let refilled = started.elapsed().as_secs_f64() * ask.refill_per_s;
+    let allowed = decisions.iter().filter(|d| d.allowed).count() as u32;
+    let expected = ask.burst.min(ask.capacity);
+    let (verdict, explanation) = if refilled >= 1.0 {
+        (
+            "inconclusive",
+            format!(
+                "the burst took long enough to refill {refilled:.1} tokens; a faster burst or a slower refill shows the limit"
+            ),
+        )
+    } else if allowed.abs_diff(expected) <= 1 {
+        (
+            "pass",
+            format!(
+                "{allowed} of {} allowed: the bucket's {} tokens, then refusals until it refills",
+                ask.burst, ask.capacity
+            ),
+        )
+    } else {
+        (
+            "fail",
+            format!(
+                "{allowed} of {} allowed, expected {expected} ± 1",
+                ask.burst
+            ),
+        )
+    };
+    Ok(Json(RateLimitDemoReport {
+        capacity: ask.capacity,
+        refill_per_s: ask.refill_per_s,
+        burst: ask.burst,
+        mode: decisions.last().map_or(Mode::Shared, |d| d.mode),
+        refused: ask.burst - allowed,
+        allowed,
+        expected_allowed: expected,
+        refilled_during_burst: refilled,
+        verdict: verdict.into(),
+        explanation,
+        results: decisions
+            .into_iter()
+            .zip(1..)
+            .map(|(decision, n)| BurstResult { n, decision })
+            .collect(),
+    }))
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@ mod cluster_health;
 mod faults;
 mod health;
 mod helpers;
+mod rate_limit_demo;
 mod rate_limits;
 mod replays;
 mod sessions;
