@@ -11,8 +11,6 @@
 //! requests pass through unprotected (and say so in the log): the services' own idempotency
 //! (orders, payments) still holds, and refusing every write would be worse.
 
-use std::time::Duration;
-
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -22,21 +20,19 @@ use base64::engine::general_purpose::STANDARD;
 use futures::StreamExt;
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use http_body_util::BodyExt;
-use lab_cache::{Redis, redis};
 use lab_http::Problem;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::session::Visitor;
 
+mod store;
+
+pub use store::ReplayStore;
+use store::Stored;
+
 pub static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 pub static IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-/// How long an answer is replayed: the usual retry horizon of a client (Stripe keeps keys 24 h).
-const STORED_FOR: Duration = Duration::from_secs(24 * 60 * 60);
-/// How long the in-flight marker outlives a BFF that died mid-request; far longer than any
-/// proxied call may take, short enough that a stuck key frees itself soon.
-const IN_FLIGHT_FOR: Duration = Duration::from_secs(60);
 /// What a repeat arriving during the first attempt is told to wait.
 const RETRY_IN_FLIGHT_AFTER_S: u32 = 1;
 /// The largest request body fingerprinted: far beyond any JSON command the services take.
@@ -45,8 +41,6 @@ const MAX_REQUEST_BODY: usize = 1024 * 1024;
 pub const MAX_STORED_BODY: usize = 256 * 1024;
 /// The longest key accepted.
 const MAX_KEY_LEN: usize = 255;
-/// Redis calls on the request path; a slower Redis is treated as unreachable.
-const REDIS_BUDGET: Duration = Duration::from_millis(500);
 
 /// The answer's headers that are part of it; the rest (dates, ids of this hop) are per response.
 const STORED_HEADERS: [HeaderName; 7] = [
@@ -133,118 +127,6 @@ fn fingerprint(method: &Method, path_and_query: &str, body: &[u8]) -> String {
     hash.update([0]);
     hash.update(body);
     hex::encode(hash.finalize())
-}
-
-/// A kept answer.
-#[derive(Debug, Serialize, Deserialize)]
-struct Stored {
-    /// The request's fingerprint, to tell a repeat from a reuse of the key.
-    fingerprint: String,
-    status: u16,
-    /// [`STORED_HEADERS`] present on the answer, in order.
-    headers: Vec<(String, String)>,
-    /// The body, base64.
-    body: String,
-}
-
-impl Stored {
-    fn into_response(self) -> Response {
-        let body = STANDARD.decode(self.body).unwrap_or_default();
-        let mut response = Response::new(Body::from(body));
-        *response.status_mut() = StatusCode::from_u16(self.status).unwrap_or(StatusCode::OK);
-        let headers = response.headers_mut();
-        for (name, value) in self.headers {
-            if let (Ok(name), Ok(value)) =
-                (HeaderName::try_from(name), HeaderValue::try_from(value))
-            {
-                headers.append(name, value);
-            }
-        }
-        headers.insert(
-            IDEMPOTENT_REPLAYED.clone(),
-            HeaderValue::from_static("true"),
-        );
-        response
-    }
-}
-
-/// The replay store.
-#[derive(Clone)]
-pub struct ReplayStore {
-    redis: Redis,
-}
-
-impl ReplayStore {
-    pub fn new(redis: Redis) -> Self {
-        Self { redis }
-    }
-
-    async fn get(&self, key: &str) -> redis::RedisResult<Option<String>> {
-        let mut conn = self.redis.conn();
-        bounded(redis::cmd("GET").arg(key).query_async(&mut conn)).await
-    }
-
-    /// Sets the in-flight marker; `false` when another attempt holds it.
-    async fn mark(&self, lock: &str, fingerprint: &str) -> redis::RedisResult<bool> {
-        let mut conn = self.redis.conn();
-        let set: Option<String> = bounded(
-            redis::cmd("SET")
-                .arg(lock)
-                .arg(fingerprint)
-                .arg("NX")
-                .arg("PX")
-                .arg(IN_FLIGHT_FOR.as_millis() as u64)
-                .query_async(&mut conn),
-        )
-        .await?;
-        Ok(set.is_some())
-    }
-
-    async fn unmark(&self, lock: &str) {
-        let mut conn = self.redis.conn();
-        let deleted: redis::RedisResult<i64> =
-            bounded(redis::cmd("DEL").arg(lock).query_async(&mut conn)).await;
-        if let Err(e) = deleted {
-            tracing::warn!(error = %e, "could not remove an idempotency marker; it expires by itself");
-        }
-    }
-
-    /// Keeps the answer and removes the marker, in one transaction.
-    async fn keep(&self, record: &str, lock: &str, stored: &Stored) {
-        let Ok(json) = serde_json::to_string(stored) else {
-            return self.unmark(lock).await;
-        };
-        let mut conn = self.redis.conn();
-        let kept: redis::RedisResult<()> = bounded(
-            redis::pipe()
-                .atomic()
-                .cmd("SET")
-                .arg(record)
-                .arg(json)
-                .arg("PX")
-                .arg(STORED_FOR.as_millis() as u64)
-                .ignore()
-                .cmd("DEL")
-                .arg(lock)
-                .ignore()
-                .query_async(&mut conn),
-        )
-        .await;
-        if let Err(e) = kept {
-            tracing::warn!(error = %e, "could not keep an answer for replay; a repeat will run again");
-        }
-    }
-}
-
-async fn bounded<T>(call: impl Future<Output = redis::RedisResult<T>>) -> redis::RedisResult<T> {
-    tokio::time::timeout(REDIS_BUDGET, call)
-        .await
-        .unwrap_or_else(|_| {
-            Err(redis::RedisError::from((
-                redis::ErrorKind::Io,
-                "no answer in time",
-            )))
-        })
 }
 
 /// Where a stored answer, or the key's earlier request, leaves this one.
