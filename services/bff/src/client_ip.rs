@@ -102,19 +102,26 @@ impl TrustedProxies {
         }
         // Every hop appends the address it received from, so the list reads client first, our
         // nearest proxy last; walking back from the end, the first untrusted hop is the client.
-        let hops: Vec<IpAddr> = headers
+        // A hop that is not an address ends the walk: what lies left of it cannot be trusted,
+        // so the nearest hop read so far stands.
+        let hops = headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
+            .map(|v| v.to_str().unwrap_or(""))
             .flat_map(|v| v.split(','))
-            .map_while(|hop| hop.trim().parse::<IpAddr>().ok())
-            .collect();
-        hops.iter()
-            .rev()
-            .find(|hop| !self.trusts(**hop))
-            .or(hops.first())
-            .copied()
-            .unwrap_or(peer)
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        let mut client = peer;
+        for hop in hops.into_iter().rev() {
+            let Ok(ip) = hop.parse::<IpAddr>() else {
+                return client;
+            };
+            client = ip;
+            if !self.trusts(ip) {
+                return ip;
+            }
+        }
+        client
     }
 }
 
@@ -178,6 +185,27 @@ mod tests {
         assert_eq!(
             trusted.client_ip(ip("10.0.0.7"), &xff("garbage")),
             ip("10.0.0.7")
+        );
+        assert_eq!(
+            trusted.client_ip(ip("10.0.0.7"), &xff("10.9.9.9, 10.8.8.8")),
+            ip("10.9.9.9"),
+            "all hops ours: the farthest is the client"
+        );
+    }
+
+    #[test]
+    fn a_client_cannot_hide_behind_garbage_it_wrote_itself() {
+        let trusted = TrustedProxies::parse("10.0.0.0/8").unwrap_or_default();
+        // The client sent "6.6.6.6, junk"; our proxy appended the address it saw.
+        let headers = xff("6.6.6.6, junk, 198.51.100.4");
+
+        assert_eq!(
+            trusted.client_ip(ip("10.0.0.1"), &headers),
+            ip("198.51.100.4")
+        );
+        assert_eq!(
+            trusted.client_ip(ip("10.0.0.1"), &xff("6.6.6.6, junk, 10.0.0.2")),
+            ip("10.0.0.2")
         );
     }
 }

@@ -10,7 +10,7 @@ use lab_cache::Redis;
 use serde::{Deserialize, Serialize};
 
 use crate::client_ip::{CidrError, TrustedProxies};
-use crate::rate_limit::{RateLimitSettings, RateLimiter};
+use crate::rate_limit::{RateLimitError, RateLimitSettings, RateLimiter};
 use crate::replay::ReplayStore;
 use crate::session::{SessionError, SessionKey, SessionSettings, SessionState};
 
@@ -34,8 +34,8 @@ pub enum EdgeError {
     Session(#[from] SessionError),
     #[error("LAB_BFF__EDGE__TRUSTED_PROXIES: {0}")]
     TrustedProxies(#[from] CidrError),
-    #[error("{0}")]
-    RateLimit(String),
+    #[error(transparent)]
+    RateLimit(#[from] RateLimitError),
 }
 
 /// The edge middleware, built once and shared by every request.
@@ -53,10 +53,7 @@ impl Edge {
     /// Reads the settings (a random session key when none is set); `redis` holds the shared
     /// rate-limit buckets and the replay store.
     pub fn build(settings: &EdgeSettings, redis: Redis) -> Result<Self, EdgeError> {
-        settings
-            .rate_limit
-            .validate()
-            .map_err(EdgeError::RateLimit)?;
+        settings.rate_limit.validate()?;
         let key = SessionKey::from_settings(&settings.session)?;
         let trusted = TrustedProxies::parse(&settings.trusted_proxies)?;
         Ok(Self {

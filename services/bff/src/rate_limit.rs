@@ -75,9 +75,18 @@ impl Default for RateLimitSettings {
     }
 }
 
+/// Why the rate-limit settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RateLimitError {
+    #[error(
+        "LAB_BFF__EDGE__RATE_LIMIT__{class}: capacity must be at least 1 and refill_per_s above 0, not {bucket:?}"
+    )]
+    BadBucket { class: String, bucket: Bucket },
+}
+
 impl RateLimitSettings {
     /// Checks every class has a usable bucket.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), RateLimitError> {
         for (name, bucket) in [
             ("default", self.default),
             ("orders", self.orders),
@@ -87,10 +96,10 @@ impl RateLimitSettings {
             if bucket.capacity == 0
                 || !(bucket.refill_per_s.is_finite() && bucket.refill_per_s > 0.0)
             {
-                return Err(format!(
-                    "LAB_BFF__EDGE__RATE_LIMIT__{}: capacity must be at least 1 and refill_per_s above 0, not {bucket:?}",
-                    name.to_uppercase()
-                ));
+                return Err(RateLimitError::BadBucket {
+                    class: name.to_uppercase(),
+                    bucket,
+                });
             }
         }
         Ok(())
@@ -289,7 +298,11 @@ mod tests {
         assert!(settings.validate().is_ok());
         settings.orders.refill_per_s = 0.0;
 
-        let error = settings.validate().err().unwrap_or_default();
+        let error = settings
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
 
         assert!(
             error.contains("LAB_BFF__EDGE__RATE_LIMIT__ORDERS"),

@@ -95,11 +95,13 @@ async fn forwarded_for_names_the_client_only_when_the_peer_is_a_trusted_proxy() 
 
     let (_, _, via_proxy) = whoami(&trusting, &forwarded).await;
     let (_, _, spoofed) = whoami(&direct, &forwarded).await;
-    let (_, _, plain) = whoami(&trusting, &[]).await;
+    let (_, _, plain) = whoami(&trusting, &[("authorization", "Bearer abc.def.ghi")]).await;
 
     assert_eq!(via_proxy["client_ip"], "203.0.113.7");
     assert_eq!(spoofed["client_ip"], "127.0.0.1");
     assert_eq!(plain["client_ip"], "127.0.0.1");
+    assert_eq!(plain["bearer"], true);
+    assert_eq!(via_proxy["bearer"], false);
 }
 
 #[tokio::test]
