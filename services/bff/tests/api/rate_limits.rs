@@ -208,3 +208,25 @@ async fn with_redis_down_a_local_bucket_still_limits_and_health_says_local_until
     .await;
     assert!(shared.is_some(), "the limiter never went back to Redis");
 }
+
+#[tokio::test]
+async fn a_client_that_drops_its_cookies_is_limited_by_its_address() {
+    let env = TestEnv::builder().start().await;
+    let app = spawn_stack(&env, &with_default_bucket(3, 0.01), &Upstream::default()).await;
+
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(app.get("/api/ping").await.status());
+    }
+
+    assert_eq!(
+        statuses,
+        [
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::OK,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+}

@@ -226,3 +226,52 @@ async fn keys_belong_to_a_session_so_another_visitor_with_the_same_key_runs_its_
     assert_ne!(first.body, other.body);
     assert_eq!(upstream.creates(), 2);
 }
+
+#[tokio::test]
+async fn an_answer_too_large_to_keep_passes_through_whole_and_a_repeat_runs_again() {
+    let env = TestEnv::builder().start().await;
+    let upstream = Upstream::default();
+    let app = spawn_stack(&env, &edge_settings(), &upstream).await;
+    let cookie = new_session(&app).await;
+
+    let first = post(&app, "/api/big", &cookie, key("big"), "").await;
+    let second = post(&app, "/api/big", &cookie, key("big"), "").await;
+
+    for answer in [&first, &second] {
+        assert_eq!(answer.status, StatusCode::OK);
+        assert!(!answer.replayed);
+        assert_eq!(answer.body.len(), crate::stack::BIG_ANSWER);
+    }
+    assert_eq!(upstream.big(), 2);
+}
+
+#[tokio::test]
+async fn with_redis_down_keyed_requests_run_unprotected_rather_than_fail() {
+    let env = TestEnv::builder().with_private_redis().start().await;
+    let upstream = Upstream::default();
+    let app = spawn_stack(&env, &edge_settings(), &upstream).await;
+    let cookie = new_session(&app).await;
+
+    env.stop_redis().await;
+    let first = post(&app, "/api/things", &cookie, key("k"), "{}").await;
+    let second = post(&app, "/api/things", &cookie, key("k"), "{}").await;
+
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(second.status, StatusCode::CREATED);
+    assert!(!second.replayed);
+    assert_eq!(upstream.creates(), 2);
+}
+
+#[tokio::test]
+async fn a_keyed_body_over_the_limit_is_a_413_problem_and_never_runs() {
+    let env = TestEnv::builder().start().await;
+    let upstream = Upstream::default();
+    let app = spawn_stack(&env, &edge_settings(), &upstream).await;
+    let cookie = new_session(&app).await;
+
+    let huge = "x".repeat(1024 * 1024 + 1);
+    let answer = post(&app, "/api/things", &cookie, key("huge"), &huge).await;
+
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(upstream.creates(), 0);
+}

@@ -16,6 +16,9 @@ use lab_config::SecretString;
 use lab_test_support::{TestApp, TestEnv};
 use serde_json::{Value, json};
 
+/// The size of `POST /api/big`'s answer: beyond what replay keeps.
+pub const BIG_ANSWER: usize = lab_bff::replay::MAX_STORED_BODY + 1;
+
 /// A session key both replicas share.
 pub const SHARED_KEY: &str = "0123456789abcdef0123456789abcdef-shared";
 
@@ -33,6 +36,8 @@ pub struct Upstream {
     pub creates: Arc<AtomicUsize>,
     /// Calls of `POST /api/flaky`.
     pub flaky: Arc<AtomicUsize>,
+    /// Calls of `POST /api/big`.
+    pub big: Arc<AtomicUsize>,
 }
 
 impl Upstream {
@@ -44,13 +49,19 @@ impl Upstream {
         self.flaky.load(Ordering::SeqCst)
     }
 
+    pub fn big(&self) -> usize {
+        self.big.load(Ordering::SeqCst)
+    }
+
     /// `GET /api/whoami` (the visitor), `POST /api/things` (201, a new id each call, slow when
-    /// the body asks), `POST /api/flaky` (500 on its first call, 201 after), `GET /api/ping`.
+    /// the body asks), `POST /api/flaky` (500 on its first call, 201 after), `POST /api/big`
+    /// (an answer too large to keep), `GET /api/ping`.
     /// `GET /api/health` answers the limiter's mode, like the BFF's own.
     fn router(&self, edge: &Edge) -> axum::Router {
         let limiter = edge.rate_limiter().clone();
         let creates = self.creates.clone();
         let flaky = self.flaky.clone();
+        let big = self.big.clone();
         axum::Router::new()
             .route("/api/ping", get(|| async { "pong" }))
             .route(
@@ -103,6 +114,16 @@ impl Upstream {
                             axum::Json(json!({"id": id, "body": body})),
                         )
                             .into_response()
+                    }
+                }),
+            )
+            .route(
+                "/api/big",
+                post(move || {
+                    let big = big.clone();
+                    async move {
+                        big.fetch_add(1, Ordering::SeqCst);
+                        vec![b'x'; BIG_ANSWER]
                     }
                 }),
             )
