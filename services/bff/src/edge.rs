@@ -5,6 +5,8 @@
 //! [`Edge::wrap`] takes any router, so the tests put the same stack around a small upstream of
 //! their own as the BFF's `build` puts around its routes.
 
+mod metrics;
+
 use axum::Router;
 use lab_cache::Redis;
 use serde::{Deserialize, Serialize};
@@ -13,6 +15,8 @@ use crate::client_ip::{CidrError, TrustedProxies};
 use crate::rate_limit::{RateLimitError, RateLimitSettings, RateLimiter};
 use crate::replay::ReplayStore;
 use crate::session::{SessionError, SessionKey, SessionSettings, SessionState};
+
+pub use metrics::{DecisionLabels, EdgeMetrics, ReplayLabels};
 
 /// The edge's settings (`LAB_BFF__EDGE__…`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -51,15 +55,29 @@ pub struct Edge {
 
 impl Edge {
     /// Reads the settings (a random session key when none is set); `redis` holds the shared
-    /// rate-limit buckets and the replay store.
-    pub fn build(settings: &EdgeSettings, redis: Redis) -> Result<Self, EdgeError> {
+    /// rate-limit buckets and the replay store; the edge's metrics go into `registry`.
+    pub fn build(
+        settings: &EdgeSettings,
+        redis: Redis,
+        registry: &lab_telemetry::Metrics,
+    ) -> Result<Self, EdgeError> {
         settings.rate_limit.validate()?;
+        let metrics = EdgeMetrics::register(registry);
         let key = SessionKey::from_settings(&settings.session)?;
         let trusted = TrustedProxies::parse(&settings.trusted_proxies)?;
         Ok(Self {
-            sessions: SessionState::new(key, trusted, settings.session.secure_cookie),
-            rate_limiter: RateLimiter::new(settings.rate_limit.clone(), redis.clone()),
-            replay: ReplayStore::new(redis),
+            sessions: SessionState::new(
+                key,
+                trusted,
+                settings.session.secure_cookie,
+                metrics.sessions_issued.clone(),
+            ),
+            rate_limiter: RateLimiter::new(
+                settings.rate_limit.clone(),
+                redis.clone(),
+                metrics.clone(),
+            ),
+            replay: ReplayStore::new(redis, metrics),
         })
     }
 

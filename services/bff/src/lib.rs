@@ -127,7 +127,8 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         .connect_timeout(std::time::Duration::from_millis(500))
         .build()?;
     // ---- edge (branch bff-edge) ----
-    let edge = edge::Edge::build(&settings.edge, redis.clone())?;
+    let metrics = Metrics::default();
+    let edge = edge::Edge::build(&settings.edge, redis.clone(), &metrics)?;
     // ---- end edge ----
     let state = AppState {
         instance_id: instance_id.clone(),
@@ -143,7 +144,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let app = ServiceApp {
         name: NAME,
         instance_id: instance_id.clone().into(),
-        metrics: Metrics::default(),
+        metrics,
         readiness,
         openapi: ApiDoc::openapi(),
     };

@@ -23,6 +23,7 @@ use tokio::sync::broadcast;
 
 pub use bucket::{Bucket, Decision, Mode, RateLimitHealth};
 
+use crate::edge::{DecisionLabels, EdgeMetrics};
 use crate::session::Visitor;
 
 pub static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
@@ -173,14 +174,17 @@ pub struct RateLimiter {
     settings: Arc<RateLimitSettings>,
     /// Every decision, for whoever listens (nobody is fine).
     events: broadcast::Sender<RateLimitEvent>,
+    /// Decisions counted by class, outcome and mode.
+    metrics: EdgeMetrics,
 }
 
 impl RateLimiter {
-    pub fn new(settings: RateLimitSettings, redis: Redis) -> Self {
+    pub fn new(settings: RateLimitSettings, redis: Redis, metrics: EdgeMetrics) -> Self {
         Self {
             buckets: bucket::Buckets::new(redis),
             settings: Arc::new(settings),
             events: broadcast::channel(EVENT_BUFFER).0,
+            metrics,
         }
     }
 
@@ -207,7 +211,23 @@ impl RateLimiter {
         decision
     }
 
+    /// Counts the decision and sends it to the event stream.
     fn publish(&self, scope: &str, class: Option<RouteClass>, decision: &Decision) {
+        let local = decision.mode == Mode::Local;
+        self.metrics.rate_limit_local.set(i64::from(local));
+        self.metrics
+            .rate_limit_decisions
+            .get_or_create(&DecisionLabels {
+                class: class.map_or("demo-bucket", RouteClass::as_str).into(),
+                outcome: if decision.allowed {
+                    "allowed"
+                } else {
+                    "refused"
+                }
+                .into(),
+                mode: if local { "local" } else { "shared" }.into(),
+            })
+            .inc();
         // An error only means no one listens right now.
         let _ = self.events.send(RateLimitEvent {
             scope: scope.to_owned(),

@@ -129,12 +129,29 @@ fn fingerprint(method: &Method, path_and_query: &str, body: &[u8]) -> String {
     hex::encode(hash.finalize())
 }
 
-/// Where a stored answer, or the key's earlier request, leaves this one.
-fn answer_from(stored: Option<String>, fingerprint: &str) -> Option<Response> {
+/// Where a keyed request stands before it runs.
+enum Prepared {
+    /// Answered at the edge: a replay, or a refusal.
+    Answer(Response),
+    /// The first attempt: run it, then keep its answer under `record` and drop `lock`.
+    First {
+        req: Request,
+        record: String,
+        lock: String,
+        fingerprint: String,
+    },
+    /// Redis is unreachable: run it without protection.
+    Unprotected(Request),
+}
+
+/// A kept answer for this request: replayed when it is the same request, else refused.
+fn answer_from(store: &ReplayStore, stored: Option<String>, fingerprint: &str) -> Option<Response> {
     let stored: Stored = serde_json::from_str(&stored?).ok()?;
     Some(if stored.fingerprint == fingerprint {
+        store.metrics.replay("replayed");
         stored.into_response()
     } else {
+        store.metrics.replay("mismatch");
         ReplayError::Mismatch.into_response()
     })
 }
@@ -156,13 +173,33 @@ pub async fn replay(State(store): State<ReplayStore>, req: Request, next: Next) 
         Ok(key) => key,
         Err(e) => return e.into_response(),
     };
+    match prepare(&store, key, req).await {
+        Prepared::Answer(response) => response,
+        Prepared::Unprotected(req) => {
+            store.metrics.replay("unprotected");
+            next.run(req).await
+        }
+        Prepared::First {
+            req,
+            record,
+            lock,
+            fingerprint,
+        } => {
+            let response = next.run(req).await;
+            finish(&store, &record, &lock, fingerprint, response).await
+        }
+    }
+}
+
+/// Reads the body, then looks for a kept answer or claims the key with the in-flight marker.
+async fn prepare(store: &ReplayStore, key: IdempotencyKey, req: Request) -> Prepared {
     let scope = req
         .extensions()
         .get::<Visitor>()
         .map_or_else(|| "unknown".to_owned(), Visitor::scope);
     let (parts, body) = req.into_parts();
     let Ok(body) = axum::body::to_bytes(body, MAX_REQUEST_BODY).await else {
-        return ReplayError::BodyTooLarge.into_response();
+        return Prepared::Answer(ReplayError::BodyTooLarge.into_response());
     };
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     let fingerprint = fingerprint(&parts.method, path, &body);
@@ -170,41 +207,55 @@ pub async fn replay(State(store): State<ReplayStore>, req: Request, next: Next) 
     let lock = format!("{record}:lock");
     let req = Request::from_parts(parts, Body::from(body));
 
+    let unreachable = |e: lab_cache::redis::RedisError, req| {
+        tracing::warn!(error = %e, "Redis is unreachable: a keyed request runs without replay protection");
+        Prepared::Unprotected(req)
+    };
     match store.get(&record).await {
         Ok(stored) => {
-            if let Some(answer) = answer_from(stored, &fingerprint) {
-                return answer;
+            if let Some(answer) = answer_from(store, stored, &fingerprint) {
+                return Prepared::Answer(answer);
             }
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "Redis is unreachable: a keyed request runs without replay protection");
-            return next.run(req).await;
-        }
+        Err(e) => return unreachable(e, req),
     }
     match store.mark(&lock, &fingerprint).await {
-        Ok(true) => {}
+        Ok(true) => Prepared::First {
+            req,
+            record,
+            lock,
+            fingerprint,
+        },
         Ok(false) => {
             // Either the first attempt finished in between, or it is still running.
-            if let Some(answer) = answer_from(store.get(&record).await.ok().flatten(), &fingerprint)
-            {
-                return answer;
+            let kept = store.get(&record).await.ok().flatten();
+            if let Some(answer) = answer_from(store, kept, &fingerprint) {
+                return Prepared::Answer(answer);
             }
             let running = store.get(&lock).await.ok().flatten();
-            return if running.is_some_and(|f| f != fingerprint) {
+            Prepared::Answer(if running.is_some_and(|f| f != fingerprint) {
+                store.metrics.replay("mismatch");
                 ReplayError::Mismatch.into_response()
             } else {
+                store.metrics.replay("in_flight");
                 ReplayError::InFlight.into_response()
-            };
+            })
         }
-        Err(e) => {
-            tracing::warn!(error = %e, "Redis is unreachable: a keyed request runs without replay protection");
-            return next.run(req).await;
-        }
+        Err(e) => unreachable(e, req),
     }
+}
 
-    let response = next.run(req).await;
+/// Keeps the first attempt's answer when it can be replayed, and frees the key when not.
+async fn finish(
+    store: &ReplayStore,
+    record: &str,
+    lock: &str,
+    fingerprint: String,
+    response: Response,
+) -> Response {
     if response.status().is_server_error() {
-        store.unmark(&lock).await;
+        store.metrics.replay("not_kept");
+        store.unmark(lock).await;
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -225,7 +276,8 @@ pub async fn replay(State(store): State<ReplayStore>, req: Request, next: Next) 
                     .collect(),
                 body: STANDARD.encode(&bytes),
             };
-            store.keep(&record, &lock, &stored).await;
+            store.metrics.replay("kept");
+            store.keep(record, lock, &stored).await;
             Response::from_parts(parts, Body::from(bytes))
         }
         Buffered::TooLarge(body) => {
@@ -233,11 +285,13 @@ pub async fn replay(State(store): State<ReplayStore>, req: Request, next: Next) 
                 limit = MAX_STORED_BODY,
                 "an answer to a keyed request is too large to keep; a repeat will run again"
             );
-            store.unmark(&lock).await;
+            store.metrics.replay("not_kept");
+            store.unmark(lock).await;
             Response::from_parts(parts, body)
         }
         Buffered::Failed => {
-            store.unmark(&lock).await;
+            store.metrics.replay("not_kept");
+            store.unmark(lock).await;
             Problem::new(StatusCode::BAD_GATEWAY)
                 .detail("the answer broke off while it was being read")
                 .into_response()

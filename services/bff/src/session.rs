@@ -19,6 +19,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use http::{HeaderMap, HeaderValue, header};
 use lab_config::SecretString;
+use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -151,10 +152,12 @@ pub struct SessionState {
     pub trusted: TrustedProxies,
     /// The `Set-Cookie` attributes after the value.
     attributes: Arc<str>,
+    /// Counts the sessions issued.
+    issued: Counter,
 }
 
 impl SessionState {
-    pub fn new(key: SessionKey, trusted: TrustedProxies, secure: bool) -> Self {
+    pub fn new(key: SessionKey, trusted: TrustedProxies, secure: bool, issued: Counter) -> Self {
         let attributes = if secure {
             "; Path=/; HttpOnly; SameSite=Lax; Secure"
         } else {
@@ -164,6 +167,7 @@ impl SessionState {
             key,
             trusted,
             attributes: attributes.into(),
+            issued,
         }
     }
 }
@@ -187,6 +191,7 @@ pub async fn sessions(State(state): State<SessionState>, mut req: Request, next:
             .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer ")),
     };
     let set_cookie = visitor.fresh.then(|| {
+        state.issued.inc();
         format!(
             "{COOKIE}={}{}",
             state.key.sign(&visitor.session),

@@ -58,11 +58,13 @@ impl Stored {
 #[derive(Clone)]
 pub struct ReplayStore {
     pub(super) redis: Redis,
+    /// Keyed requests counted by outcome.
+    pub(super) metrics: crate::edge::EdgeMetrics,
 }
 
 impl ReplayStore {
-    pub fn new(redis: Redis) -> Self {
-        Self { redis }
+    pub fn new(redis: Redis, metrics: crate::edge::EdgeMetrics) -> Self {
+        Self { redis, metrics }
     }
 
     pub(super) async fn get(&self, key: &str) -> redis::RedisResult<Option<String>> {

@@ -105,6 +105,7 @@ async fn the_demo_route_has_its_own_limit_and_its_answer_replays_under_a_key() {
     let replayed_bytes = replayed.bytes().await.unwrap_or_default();
     let third = demo(&bff, Some(&cookie), None, body.clone()).await;
     let refused = demo(&bff, Some(&cookie), None, body).await;
+    let metrics = bff.get("/metrics").await.text().await.unwrap_or_default();
 
     assert!(!original_bytes.is_empty());
     assert_eq!(replayed_bytes, original_bytes);
@@ -115,6 +116,15 @@ async fn the_demo_route_has_its_own_limit_and_its_answer_replays_under_a_key() {
     assert_eq!(third.status(), StatusCode::OK);
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(refused.headers().contains_key("retry-after"));
+    for line in [
+        r#"bff_rate_limit_decisions_total{class="demo",outcome="refused",mode="shared"} 1"#,
+        r#"bff_rate_limit_decisions_total{class="demo-bucket",outcome="allowed",mode="shared"} 6"#,
+        r#"bff_idempotency_requests_total{outcome="replayed"} 1"#,
+        r#"bff_idempotency_requests_total{outcome="kept"} 1"#,
+        "bff_rate_limit_local 0",
+    ] {
+        assert!(metrics.contains(line), "{line} missing: {metrics}");
+    }
 }
 
 #[tokio::test]

@@ -161,7 +161,8 @@ pub async fn spawn_stack_with_edge(
     upstream: &Upstream,
 ) -> (TestApp, Edge) {
     let redis = Redis::new(&env.redis(), lab_bff::NAME).unwrap_or_else(|e| panic!("{e}"));
-    let edge = Edge::build(settings, redis).unwrap_or_else(|e| panic!("{e}"));
+    let edge = Edge::build(settings, redis, &lab_telemetry::Metrics::default())
+        .unwrap_or_else(|e| panic!("{e}"));
     let router = edge.wrap(upstream.router(&edge));
     let shutdown = env.shutdown_token();
     let app = lab_http::Application::bind(
