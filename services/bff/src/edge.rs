@@ -3,7 +3,10 @@
 //! [`replay`](crate::replay) (have they asked this already).
 //!
 //! [`Edge::wrap`] takes any router, so the tests put the same stack around a small upstream of
-//! their own as the BFF's `build` puts around its routes.
+//! their own as the BFF's `build` puts around its routes. It layers each route of the router it
+//! is given (axum's `Router::layer`): a fallback added later is not behind it, so proxied paths
+//! must be routes (`/api/{*rest}`) merged in before `wrap`. Handlers behind it find the
+//! [`Visitor`](crate::session::Visitor) (session, client IP, bearer or not) as an extension.
 
 mod metrics;
 
