@@ -117,3 +117,37 @@ impl Edge {
             ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::Settings;
+
+    #[test]
+    fn every_edge_setting_is_read_from_its_environment_variable() {
+        let vars = [
+            ("LAB_BFF__EDGE__SESSION__KEY", "k".repeat(32)),
+            ("LAB_BFF__EDGE__SESSION__SECURE_COOKIE", "true".into()),
+            (
+                "LAB_BFF__EDGE__TRUSTED_PROXIES",
+                "10.0.0.0/8,127.0.0.1".into(),
+            ),
+            ("LAB_BFF__EDGE__RATE_LIMIT__ORDERS__CAPACITY", "7".into()),
+            ("LAB_BFF__EDGE__RATE_LIMIT__DEMO__REFILL_PER_S", "2".into()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v));
+
+        let settings: Settings =
+            lab_config::load_from(crate::NAME, vars).unwrap_or_else(|e| panic!("{e}"));
+
+        let edge = settings.edge;
+        assert_eq!(
+            edge.session.key.as_ref().map(|k| k.expose().len()),
+            Some(32)
+        );
+        assert!(edge.session.secure_cookie);
+        assert_eq!(edge.trusted_proxies, "10.0.0.0/8,127.0.0.1");
+        assert_eq!(edge.rate_limit.orders.capacity, 7);
+        assert_eq!(edge.rate_limit.demo.refill_per_s, 2.0);
+        assert_eq!(edge.rate_limit.default.capacity, 100);
+    }
+}
