@@ -169,6 +169,7 @@ pub struct RateLimitEvent {
 /// The rate limiter every request below `/api` passes.
 #[derive(Clone)]
 pub struct RateLimiter {
+    /// The buckets themselves, in Redis or (while it is out) in process.
     buckets: bucket::Buckets,
     /// Each class's bucket.
     settings: Arc<RateLimitSettings>,

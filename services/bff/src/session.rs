@@ -148,7 +148,9 @@ impl Visitor {
 /// What the session middleware needs.
 #[derive(Clone)]
 pub struct SessionState {
+    /// Signs new cookies and verifies presented ones.
     pub key: SessionKey,
+    /// Whose `X-Forwarded-For` names the client.
     pub trusted: TrustedProxies,
     /// The `Set-Cookie` attributes after the value.
     attributes: Arc<str>,

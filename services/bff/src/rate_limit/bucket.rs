@@ -148,14 +148,18 @@ struct Switch {
 /// Token buckets in Redis, with in-process buckets taking over while Redis is unreachable.
 #[derive(Clone)]
 pub struct Buckets {
+    /// Shared by every clone: one set of local buckets and one switch per process.
     inner: Arc<Inner>,
 }
 
 struct Inner {
+    /// Where the shared buckets live (keys `rl:<class>:<scope>` under the BFF's prefix).
     redis: Redis,
+    /// [`TAKE`], sent by its SHA once Redis knows it.
     script: redis::Script,
-    /// Never held across an `.await`.
+    /// The buckets used while Redis is out; never held across an `.await`.
     local: Mutex<HashMap<String, Local>>,
+    /// Shared or local, and when to try Redis again; never held across an `.await`.
     switch: Mutex<Switch>,
 }
 

@@ -57,6 +57,7 @@ impl Stored {
 /// The replay store.
 #[derive(Clone)]
 pub struct ReplayStore {
+    /// Markers and kept answers, under `idem:<scope>:<sha256 of the key>` in the BFF's prefix.
     pub(super) redis: Redis,
     /// Keyed requests counted by outcome.
     pub(super) metrics: crate::edge::EdgeMetrics,
