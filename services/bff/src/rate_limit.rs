@@ -177,12 +177,15 @@ pub struct RateLimiter {
     events: broadcast::Sender<RateLimitEvent>,
     /// Decisions counted by class, outcome and mode.
     metrics: EdgeMetrics,
+    /// Each visitor's demo bucket shape.
+    demo_shapes: Arc<demo::DemoShapes>,
 }
 
 impl RateLimiter {
     pub fn new(settings: RateLimitSettings, redis: Redis, metrics: EdgeMetrics) -> Self {
         Self {
-            buckets: bucket::Buckets::new(redis),
+            buckets: bucket::Buckets::new(redis.clone()),
+            demo_shapes: Arc::new(demo::DemoShapes::new(redis)),
             settings: Arc::new(settings),
             events: broadcast::channel(EVENT_BUFFER).0,
             metrics,

@@ -1,18 +1,27 @@
-//! The rate-limit demo's own bucket: a visitor picks its shape (within bounds), then takes one
-//! decision or fires a burst and sees each request's fate. It is a real bucket, in Redis like the
-//! others, so what the demo shows is what the limiter does.
+//! The rate-limit demo's own bucket: a visitor configures its shape (within bounds; remembered
+//! in Redis for an hour, so every replica uses it), then takes one decision or fires a burst and
+//! sees each request's fate. It is a real bucket, in Redis like the others, so what the demo
+//! shows is what the limiter does.
 //!
 //! `POST /api/demo/rate-limit` does all three: starts the visitor's demo bucket afresh with the
 //! asked shape, fires the burst, and judges it: a burst faster than the refill must be allowed
 //! exactly `capacity` times (± 1 for a token refilled meanwhile).
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
 use axum::Extension;
 use axum::extract::State;
+use lab_cache::{Redis, redis};
 use lab_http::{Json, Problem};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::{Bucket, Decision, Mode, RateLimiter};
+
+/// A demo call to Redis is on a request's path: a slower Redis counts as unreachable.
+const REDIS_BUDGET: Duration = Duration::from_millis(300);
 use crate::session::Visitor;
 
 /// The largest demo bucket: enough to see a burst drain it, small enough to read the results.
@@ -56,39 +65,129 @@ impl DemoBucket {
     }
 }
 
+/// How long a configured shape is remembered after it was set: one sitting at the demo page.
+const SHAPE_TTL: Duration = Duration::from_secs(60 * 60);
+/// Shapes remembered in process while Redis is out; past this the map starts over.
+const LOCAL_MAX_SHAPES: usize = 10_000;
+/// The shape of a demo bucket nobody configured: small enough to drain by hand.
+pub const DEFAULT_DEMO_BUCKET: Bucket = Bucket {
+    capacity: 5,
+    refill_per_s: 1.0,
+};
+
+/// Each visitor's configured demo shape: in Redis so every replica uses it, and in process for
+/// while Redis is out.
+pub(super) struct DemoShapes {
+    /// Shapes under `rl-demo-shape:<scope>` in the BFF's prefix.
+    redis: Redis,
+    /// The same shapes, read when Redis cannot be; never held across an `.await`.
+    local: Mutex<HashMap<String, Bucket>>,
+}
+
+impl DemoShapes {
+    pub(super) fn new(redis: Redis) -> Self {
+        Self {
+            redis,
+            local: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn local(&self) -> std::sync::MutexGuard<'_, HashMap<String, Bucket>> {
+        self.local.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    async fn set(&self, scope: &str, bucket: Bucket) {
+        {
+            let mut local = self.local();
+            if local.len() >= LOCAL_MAX_SHAPES {
+                local.clear();
+            }
+            local.insert(scope.to_owned(), bucket);
+        }
+        let Ok(json) = serde_json::to_string(&bucket) else {
+            return;
+        };
+        let mut conn = self.redis.conn();
+        let set = tokio::time::timeout(
+            REDIS_BUDGET,
+            redis::cmd("SET")
+                .arg(self.redis.key(&format!("rl-demo-shape:{scope}")))
+                .arg(json)
+                .arg("PX")
+                .arg(SHAPE_TTL.as_millis() as u64)
+                .query_async::<()>(&mut conn),
+        )
+        .await;
+        if !matches!(set, Ok(Ok(()))) {
+            tracing::debug!(
+                scope,
+                "demo shape kept in process only; Redis is unreachable"
+            );
+        }
+    }
+
+    async fn get(&self, scope: &str) -> Bucket {
+        let mut conn = self.redis.conn();
+        let shared = tokio::time::timeout(
+            REDIS_BUDGET,
+            redis::cmd("GET")
+                .arg(self.redis.key(&format!("rl-demo-shape:{scope}")))
+                .query_async::<Option<String>>(&mut conn),
+        )
+        .await;
+        match shared {
+            Ok(Ok(Some(json))) => serde_json::from_str(&json).unwrap_or(DEFAULT_DEMO_BUCKET),
+            Ok(Ok(None)) => DEFAULT_DEMO_BUCKET,
+            _ => self
+                .local()
+                .get(scope)
+                .copied()
+                .unwrap_or(DEFAULT_DEMO_BUCKET),
+        }
+    }
+}
+
 impl RateLimiter {
     fn demo_key(scope: &str) -> String {
         format!("demo-bucket:{scope}")
     }
 
-    /// Starts `scope`'s demo bucket afresh (full), whatever shape it had before.
-    pub async fn demo_configure(&self, scope: &str) {
+    /// Gives `scope`'s demo bucket this shape, and starts it afresh (full).
+    pub async fn demo_configure(&self, scope: &str, bucket: DemoBucket) {
+        self.demo_shapes.set(scope, bucket.0).await;
         self.buckets.reset(&Self::demo_key(scope)).await;
     }
 
-    /// One decision from `scope`'s demo bucket of shape `bucket`.
-    pub async fn demo_take(&self, scope: &str, bucket: DemoBucket) -> Decision {
-        let decision = self.buckets.take(&Self::demo_key(scope), bucket.0).await;
+    /// `scope`'s demo bucket shape: the configured one, else [`DEFAULT_DEMO_BUCKET`].
+    pub async fn demo_shape(&self, scope: &str) -> Bucket {
+        self.demo_shapes.get(scope).await
+    }
+
+    /// One decision from `scope`'s demo bucket, with the bucket's state after it.
+    pub async fn demo_take(&self, scope: &str) -> Decision {
+        let bucket = self.demo_shape(scope).await;
+        self.demo_take_from(scope, bucket).await
+    }
+
+    async fn demo_take_from(&self, scope: &str, bucket: Bucket) -> Decision {
+        let decision = self.buckets.take(&Self::demo_key(scope), bucket).await;
         self.publish(scope, None, &decision);
         decision
     }
 
-    /// `n` decisions in a row, as fast as they go; 422 when `n` is out of bounds.
-    pub async fn demo_burst(
-        &self,
-        scope: &str,
-        bucket: DemoBucket,
-        n: u32,
-    ) -> Result<Vec<Decision>, Problem> {
+    /// `n` decisions in a row from `scope`'s demo bucket, as fast as they go; 422 when `n` is
+    /// out of bounds.
+    pub async fn demo_burst(&self, scope: &str, n: u32) -> Result<Vec<Decision>, Problem> {
         if !(1..=MAX_BURST).contains(&n) {
             return Err(Problem::invalid_field(
                 "burst",
                 format!("burst must be between 1 and {MAX_BURST}, not {n}"),
             ));
         }
+        let bucket = self.demo_shape(scope).await;
         let mut decisions = Vec::with_capacity(n as usize);
         for _ in 0..n {
-            decisions.push(self.demo_take(scope, bucket).await);
+            decisions.push(self.demo_take_from(scope, bucket).await);
         }
         Ok(decisions)
     }
@@ -151,9 +250,15 @@ pub(crate) async fn post_rate_limit_demo(
 ) -> Result<Json<RateLimitDemoReport>, Problem> {
     let bucket = DemoBucket::parse(ask.capacity, ask.refill_per_s)?;
     let scope = visitor.map_or_else(|| "unknown".to_owned(), |Extension(v)| v.scope());
-    limiter.demo_configure(&scope).await;
+    if !(1..=MAX_BURST).contains(&ask.burst) {
+        return Err(Problem::invalid_field(
+            "burst",
+            format!("burst must be between 1 and {MAX_BURST}, not {}", ask.burst),
+        ));
+    }
+    limiter.demo_configure(&scope, bucket).await;
     let started = Instant::now();
-    let decisions = limiter.demo_burst(&scope, bucket, ask.burst).await?;
+    let decisions = limiter.demo_burst(&scope, ask.burst).await?;
     let refilled = started.elapsed().as_secs_f64() * ask.refill_per_s;
     let allowed = decisions.iter().filter(|d| d.allowed).count() as u32;
     let expected = ask.burst.min(ask.capacity);

@@ -168,3 +168,34 @@ async fn with_redis_down_the_demo_still_limits_locally_and_health_says_so_until_
         "the BFF never went back to shared buckets"
     );
 }
+
+#[tokio::test]
+async fn a_demo_shape_configured_on_one_replica_is_the_bucket_another_takes_from() {
+    use lab_bff::rate_limit::demo::{DEFAULT_DEMO_BUCKET, DemoBucket};
+
+    let env = TestEnv::builder().start().await;
+    let upstream = crate::stack::Upstream::default();
+    let settings = crate::stack::edge_settings();
+    let (_first_app, first) = crate::stack::spawn_stack_with_edge(&env, &settings, &upstream).await;
+    let (_second_app, second) =
+        crate::stack::spawn_stack_with_edge(&env, &settings, &upstream).await;
+    let shape = DemoBucket::parse(2, 0.01).unwrap_or_else(|p| panic!("{p}"));
+    let (first, second) = (first.rate_limiter(), second.rate_limiter());
+
+    let before = second.demo_shape("s:visitor").await;
+    first.demo_configure("s:visitor", shape).await;
+    let taken = [
+        second.demo_take("s:visitor").await,
+        first.demo_take("s:visitor").await,
+        second.demo_take("s:visitor").await,
+    ];
+    let burst = first.demo_burst("s:visitor", 51).await;
+
+    assert_eq!(before, DEFAULT_DEMO_BUCKET);
+    assert_eq!(second.demo_shape("s:visitor").await, shape.bucket());
+    let allowed: Vec<bool> = taken.iter().map(|d| d.allowed).collect();
+    assert_eq!(allowed, [true, true, false]);
+    assert!(taken.iter().all(|d| d.limit == 2));
+    assert_eq!(taken[0].remaining, 1);
+    assert!(burst.is_err_and(|p| p.status == 422));
+}
