@@ -242,7 +242,10 @@ where
             tracing::trace!(error = %e, "could not set TCP_NODELAY");
         }
     });
-    let server = axum::serve(listener, axum::ServiceExt::into_make_service(service))
+    // With the peer's address as `ConnectInfo<SocketAddr>`: the BFF needs the socket peer to
+    // decide whether `X-Forwarded-For` comes from a trusted proxy.
+    let make_service = axum::ServiceExt::into_make_service_with_connect_info::<SocketAddr>(service);
+    let server = axum::serve(listener, make_service)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .into_future();
     tokio::select! {

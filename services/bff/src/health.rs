@@ -57,6 +57,8 @@ pub struct ClusterHealth {
     pub infrastructure: Vec<DependencyHealth>,
     /// Whether live events reach every replica's viewers (Redis stream) or only this one's.
     pub live: crate::live::BackplaneStatus,
+    /// Where this BFF keeps its rate-limit buckets: `shared` (Redis) or `local` (Redis out).
+    pub rate_limit: crate::rate_limit::RateLimitHealth,
 }
 
 /// Health of every service instance and dependency.
@@ -121,6 +123,7 @@ pub(crate) async fn cluster_health(state: &AppState) -> ClusterHealth {
         services,
         infrastructure,
         live: state.live.status(),
+        rate_limit: state.edge.rate_limiter().health(),
     }
 }
 

@@ -7,6 +7,13 @@
 pub mod demo;
 mod health;
 pub mod live;
+// ---- edge (branch bff-edge): sessions, client IP, rate limit, idempotency replay ----
+pub mod client_ip;
+pub mod edge;
+pub mod rate_limit;
+pub mod replay;
+pub mod session;
+// ---- end edge ----
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -42,6 +49,8 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     /// The live push stream.
     pub live: live::LiveSettings,
+    /// Sessions, client IP, rate limits and idempotency replay (branch bff-edge).
+    pub edge: edge::EdgeSettings,
 }
 
 impl Default for Settings {
@@ -67,6 +76,7 @@ impl Default for Settings {
             vault_addr: None,
             amqp: AmqpSettings::default(),
             live: live::LiveSettings::default(),
+            edge: edge::EdgeSettings::default(),
         }
     }
 }
@@ -96,6 +106,8 @@ pub(crate) struct AppState {
     pub redis: Redis,
     /// The live push backplane (`GET /api/events`).
     pub live: live::Backplane,
+    /// The edge middleware's shared parts (the rate limiter's mode for `/api/health`).
+    pub edge: edge::Edge,
 }
 
 #[derive(OpenApi)]
@@ -103,7 +115,12 @@ pub(crate) struct AppState {
     info(
         description = "The gateway: cluster health, proxying to the services, the edge patterns and the pages."
     ),
-    paths(health::get_health, live::sse::get_events, demo::saga::run_saga),
+    paths(
+        health::get_health,
+        live::sse::get_events,
+        demo::saga::run_saga,
+        rate_limit::demo::post_rate_limit_demo
+    ),
     components(schemas(
         ClusterHealth,
         InstanceHealth,
@@ -111,7 +128,11 @@ pub(crate) struct AppState {
         live::BackplaneStatus,
         demo::DemoReport,
         demo::Step,
-        demo::saga::SagaDemo
+        demo::saga::SagaDemo,
+        // edge (branch bff-edge)
+        rate_limit::RateLimitHealth,
+        rate_limit::demo::RateLimitDemo,
+        rate_limit::demo::RateLimitDemoReport,
     ))
 )]
 struct ApiDoc;
@@ -132,12 +153,17 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let backplane = live::Backplane::start(live_redis.clone(), &shutdown, &tracker);
     let leadership =
         live::Leadership::start(live_redis, instance_id.clone(), shutdown.clone(), &tracker);
+    // ---- edge (branch bff-edge) ----
+    let metrics = Metrics::default();
+    let edge = edge::Edge::build(&settings.edge, redis.clone(), &metrics)?;
+    // ---- end edge ----
     let state = AppState {
         instance_id: instance_id.clone(),
         settings: Arc::new(settings.clone()),
         http,
         redis: redis.clone(),
         live: backplane.clone(),
+        edge: edge.clone(),
     };
     tracker.spawn(health::push_loop(
         state.clone(),
@@ -163,7 +189,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let app = ServiceApp {
         name: NAME,
         instance_id: instance_id.clone().into(),
-        metrics: Metrics::default(),
+        metrics,
         readiness,
         openapi: ApiDoc::openapi(),
     };
@@ -172,6 +198,9 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         .route("/api/events", axum::routing::get(live::sse::get_events))
         .route("/api/demo/saga", axum::routing::post(demo::saga::run_saga))
         .with_state(state);
+    // ---- edge (branch bff-edge): around the whole /api router ----
+    let routes = edge.wrap(routes.merge(edge.routes()));
+    // ---- end edge ----
     let router = app.router(routes);
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
 }

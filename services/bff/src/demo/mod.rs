@@ -13,7 +13,6 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::AppState;
-use crate::live::ViewerSession;
 
 /// Every demo's answer.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -30,6 +29,7 @@ pub struct DemoReport {
     /// What happened, step by step.
     pub steps: Vec<Step>,
     /// The demo's own evidence (orders, payments, stock …).
+    #[schema(value_type = Object)]
     pub evidence: Value,
     /// Wall time of the whole run.
     pub elapsed_ms: f64,
@@ -46,6 +46,7 @@ pub struct Step {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
     /// What came back.
+    #[schema(value_type = Object)]
     pub detail: Value,
 }
 
@@ -59,15 +60,11 @@ pub(crate) struct Run<'a> {
 }
 
 impl<'a> Run<'a> {
-    pub(crate) fn new(
-        state: &'a AppState,
-        demo: &'static str,
-        session: Option<ViewerSession>,
-    ) -> Self {
+    pub(crate) fn new(state: &'a AppState, demo: &'static str, session: Option<String>) -> Self {
         Self {
             state,
             demo,
-            session: session.map(|s| s.0),
+            session,
             started: Instant::now(),
             steps: Vec::new(),
         }

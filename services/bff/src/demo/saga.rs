@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::{DemoReport, Run, instance_of, upstream, upstream_failed};
 use crate::AppState;
-use crate::live::ViewerSession;
+use crate::session::Visitor;
 
 /// How long the saga may take to reach its final state: a handful of hops over RabbitMQ and two
 /// PSP round trips take well under a second on a healthy cluster; a chaos run may slow it.
@@ -51,7 +51,7 @@ pub struct SagaDemo {
     (status = 502, body = lab_http::Problem), (status = 503, body = lab_http::Problem)))]
 pub(crate) async fn run_saga(
     State(state): State<AppState>,
-    session: Option<Extension<ViewerSession>>,
+    visitor: Option<Extension<Visitor>>,
     Json(body): Json<SagaDemo>,
 ) -> Result<Json<DemoReport>, Problem> {
     let provider = body.provider.unwrap_or_else(|| "stripe".to_owned());
@@ -69,7 +69,11 @@ pub(crate) async fn run_saga(
         ));
     }
     let services = Services::of(&state)?;
-    let mut run = Run::new(&state, "saga", session.map(|Extension(s)| s));
+    let mut run = Run::new(
+        &state,
+        "saga",
+        visitor.map(|Extension(v)| v.session.to_string()),
+    );
     let customer = format!("demo:{}", Uuid::now_v7());
     let report = match scenario.as_str() {
         "success" | "payment-declined" => {

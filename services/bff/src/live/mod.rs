@@ -35,8 +35,3 @@ impl Default for LiveSettings {
         }
     }
 }
-
-/// The viewer's session, as the session layer puts it in the request's extensions; a viewer
-/// without one sees only public events.
-#[derive(Debug, Clone)]
-pub struct ViewerSession(pub String);

@@ -20,8 +20,9 @@ use serde::Deserialize;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{Backplane, Delivered, ViewerSession};
+use super::{Backplane, Delivered};
 use crate::AppState;
+use crate::session::Visitor;
 
 /// Tells the browser to reconnect after this long (it sends `Last-Event-ID` when it does).
 const RETRY: Duration = Duration::from_secs(3);
@@ -51,7 +52,7 @@ pub struct EventsQuery {
     ))]
 pub(crate) async fn get_events(
     State(state): State<AppState>,
-    session: Option<Extension<ViewerSession>>,
+    visitor: Option<Extension<Visitor>>,
     headers: HeaderMap,
     Query(query): Query<EventsQuery>,
 ) -> Response {
@@ -66,7 +67,7 @@ pub(crate) async fn get_events(
         .or(query.last_event_id);
     let viewer = Viewer::connect(
         state.live.clone(),
-        session.map(|Extension(s)| s.0),
+        visitor.map(|Extension(v)| v.session.to_string()),
         topics,
         resume.as_deref(),
     )

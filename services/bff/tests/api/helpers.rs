@@ -25,6 +25,7 @@ pub fn settings(env: &TestEnv, upstreams: &[(&str, String)]) -> Settings {
             .map(|(service, urls)| ((*service).to_owned(), urls.clone()))
             .collect::<BTreeMap<_, _>>(),
         vault_addr: None,
+        ..Settings::default()
     }
 }
 

@@ -13,3 +13,8 @@ mod faults;
 mod health;
 mod helpers;
 mod live;
+mod rate_limit_demo;
+mod rate_limits;
+mod replays;
+mod sessions;
+mod stack;

@@ -1,0 +1,336 @@
+//! Rate limits at the edge: a token bucket per visitor (its session, or its client IP when it
+//! came without one) and route class, shared by every BFF replica through Redis.
+//!
+//! Expensive routes have their own, stricter buckets ([`RouteClass`]); each answer carries
+//! `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`, and a refusal is a 429
+//! problem with `Retry-After`. Every decision also goes out on a broadcast channel of
+//! [`RateLimitEvent`]s for the live push stream. How one bucket is kept — Redis, or this process
+//! while Redis is out — is [`bucket`]'s business; the demo's configurable bucket is [`demo`].
+
+mod bucket;
+pub mod demo;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use lab_cache::Redis;
+use lab_http::Problem;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+pub use bucket::{Bucket, Decision, Mode, RateLimitHealth};
+
+use crate::edge::{DecisionLabels, EdgeMetrics};
+use crate::session::Visitor;
+
+pub static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+pub static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+pub static RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+
+/// Decisions buffered for slow subscribers of the event stream; a subscriber further behind
+/// loses the oldest (the stream shows a live picture, not an audit log).
+const EVENT_BUFFER: usize = 1_024;
+
+/// The buckets of each route class (`LAB_BFF__EDGE__RATE_LIMIT__ORDERS__CAPACITY=…`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RateLimitSettings {
+    /// Every `/api` route not named below.
+    pub default: Bucket,
+    /// `POST /api/orders`: each starts a saga across four services and a payment.
+    pub orders: Bucket,
+    /// `/api/demo/*`: each fans out into tens of calls.
+    pub demo: Bucket,
+    /// `/api/chaos/*`: each changes how the cluster behaves for everyone.
+    pub chaos: Bucket,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            // A page load makes ~20 API calls: 100 absorbs a few quick reloads, 20/s is far
+            // above a person clicking and far below a script.
+            default: Bucket {
+                capacity: 100,
+                refill_per_s: 20.0,
+            },
+            // A person places a few orders a minute at most: 5 at once, then one per 5 s.
+            orders: Bucket {
+                capacity: 5,
+                refill_per_s: 0.2,
+            },
+            // A demo run is one click that costs tens of calls: 10 at once, one per 2 s.
+            demo: Bucket {
+                capacity: 10,
+                refill_per_s: 0.5,
+            },
+            // Chaos switches are rare by nature: 5 at once, one per 5 s.
+            chaos: Bucket {
+                capacity: 5,
+                refill_per_s: 0.2,
+            },
+        }
+    }
+}
+
+/// Why the rate-limit settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RateLimitError {
+    #[error(
+        "LAB_BFF__EDGE__RATE_LIMIT__{class}: capacity must be at least 1 and refill_per_s above 0, not {bucket:?}"
+    )]
+    BadBucket { class: String, bucket: Bucket },
+}
+
+impl RateLimitSettings {
+    /// Checks every class has a usable bucket.
+    pub fn validate(&self) -> Result<(), RateLimitError> {
+        for (name, bucket) in [
+            ("default", self.default),
+            ("orders", self.orders),
+            ("demo", self.demo),
+            ("chaos", self.chaos),
+        ] {
+            if bucket.capacity == 0
+                || !(bucket.refill_per_s.is_finite() && bucket.refill_per_s > 0.0)
+            {
+                return Err(RateLimitError::BadBucket {
+                    class: name.to_uppercase(),
+                    bucket,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn bucket(&self, class: RouteClass) -> Bucket {
+        match class {
+            RouteClass::Default => self.default,
+            RouteClass::Orders => self.orders,
+            RouteClass::Demo => self.demo,
+            RouteClass::Chaos => self.chaos,
+        }
+    }
+}
+
+/// Which bucket a request spends from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteClass {
+    Default,
+    Orders,
+    Demo,
+    Chaos,
+}
+
+impl RouteClass {
+    /// The class of a request; `None` for `/api/health`, which operators and load balancers
+    /// poll and which must answer while a client is limited.
+    pub fn of(method: &Method, path: &str) -> Option<Self> {
+        if path == "/api/health" {
+            None
+        } else if *method == Method::POST && path.trim_end_matches('/') == "/api/orders" {
+            Some(Self::Orders)
+        } else if path.starts_with("/api/demo/") {
+            Some(Self::Demo)
+        } else if path.starts_with("/api/chaos/") {
+            Some(Self::Chaos)
+        } else {
+            Some(Self::Default)
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Default => "default",
+            Self::Orders => "orders",
+            Self::Demo => "demo",
+            Self::Chaos => "chaos",
+        }
+    }
+}
+
+/// What a bucket decision was about, for the live push stream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RateLimitEvent {
+    /// The visitor's scope: `s:<session>` or `ip:<address>`.
+    pub scope: String,
+    /// The route class, or `None` for the rate-limit demo's own bucket.
+    pub class: Option<RouteClass>,
+    pub allowed: bool,
+    pub remaining: u32,
+    pub limit: u32,
+    pub mode: Mode,
+}
+
+/// The rate limiter every request below `/api` passes.
+#[derive(Clone)]
+pub struct RateLimiter {
+    /// The buckets themselves, in Redis or (while it is out) in process.
+    buckets: bucket::Buckets,
+    /// Each class's bucket.
+    settings: Arc<RateLimitSettings>,
+    /// Every decision, for whoever listens (nobody is fine).
+    events: broadcast::Sender<RateLimitEvent>,
+    /// Decisions counted by class, outcome and mode.
+    metrics: EdgeMetrics,
+    /// Each visitor's demo bucket shape.
+    demo_shapes: Arc<demo::DemoShapes>,
+}
+
+impl RateLimiter {
+    pub fn new(settings: RateLimitSettings, redis: Redis, metrics: EdgeMetrics) -> Self {
+        Self {
+            buckets: bucket::Buckets::new(redis.clone()),
+            demo_shapes: Arc::new(demo::DemoShapes::new(redis)),
+            settings: Arc::new(settings),
+            events: broadcast::channel(EVENT_BUFFER).0,
+            metrics,
+        }
+    }
+
+    /// A receiver of every decision from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<RateLimitEvent> {
+        self.events.subscribe()
+    }
+
+    /// Where the buckets live now, for `/api/health`.
+    pub fn health(&self) -> RateLimitHealth {
+        self.buckets.health()
+    }
+
+    /// Spends one token of `scope`'s `class` bucket.
+    pub async fn check(&self, scope: &str, class: RouteClass) -> Decision {
+        let decision = self
+            .buckets
+            .take(
+                &format!("{}:{scope}", class.as_str()),
+                self.settings.bucket(class),
+            )
+            .await;
+        self.publish(scope, Some(class), &decision);
+        decision
+    }
+
+    /// Counts the decision and sends it to the event stream.
+    fn publish(&self, scope: &str, class: Option<RouteClass>, decision: &Decision) {
+        let local = decision.mode == Mode::Local;
+        self.metrics.rate_limit_local.set(i64::from(local));
+        self.metrics
+            .rate_limit_decisions
+            .get_or_create(&DecisionLabels {
+                class: class.map_or("demo-bucket", RouteClass::as_str).into(),
+                outcome: if decision.allowed {
+                    "allowed"
+                } else {
+                    "refused"
+                }
+                .into(),
+                mode: if local { "local" } else { "shared" }.into(),
+            })
+            .inc();
+        // An error only means no one listens right now.
+        let _ = self.events.send(RateLimitEvent {
+            scope: scope.to_owned(),
+            class,
+            allowed: decision.allowed,
+            remaining: decision.remaining,
+            limit: decision.limit,
+            mode: decision.mode,
+        });
+    }
+}
+
+/// Middleware: spends a token of the request's bucket, refuses with 429 when there is none, and
+/// says the bucket's state on every answer.
+pub async fn rate_limit(State(limiter): State<RateLimiter>, req: Request, next: Next) -> Response {
+    let Some(class) = RouteClass::of(req.method(), req.uri().path()) else {
+        return next.run(req).await;
+    };
+    let scope = req
+        .extensions()
+        .get::<Visitor>()
+        .map_or_else(|| "unknown".to_owned(), Visitor::scope);
+    let decision = limiter.check(&scope, class).await;
+    let mut response = if decision.allowed {
+        next.run(req).await
+    } else {
+        too_many(class, &decision)
+    };
+    set_headers(response.headers_mut(), &decision);
+    response
+}
+
+fn too_many(class: RouteClass, decision: &Decision) -> Response {
+    let retry_after = decision.retry_after_s.unwrap_or(1);
+    Problem::typed(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        "Too many requests",
+    )
+    .detail(format!(
+        "the {} limit of {} requests is used up; one more is allowed in {retry_after} s",
+        class.as_str(),
+        decision.limit
+    ))
+    .with("class", class)
+    .with("retry_after_s", retry_after)
+    .header(http::header::RETRY_AFTER, HeaderValue::from(retry_after))
+    .into_response()
+}
+
+fn set_headers(headers: &mut HeaderMap, decision: &Decision) {
+    headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(decision.limit));
+    headers.insert(
+        RATELIMIT_REMAINING.clone(),
+        HeaderValue::from(decision.remaining),
+    );
+    headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(decision.reset_s));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expensive_routes_have_their_own_class_and_health_none() {
+        assert_eq!(
+            RouteClass::of(&Method::POST, "/api/orders"),
+            Some(RouteClass::Orders)
+        );
+        assert_eq!(
+            RouteClass::of(&Method::GET, "/api/orders"),
+            Some(RouteClass::Default)
+        );
+        assert_eq!(
+            RouteClass::of(&Method::POST, "/api/demo/rate-limit"),
+            Some(RouteClass::Demo)
+        );
+        assert_eq!(
+            RouteClass::of(&Method::PUT, "/api/chaos/latency"),
+            Some(RouteClass::Chaos)
+        );
+        assert_eq!(RouteClass::of(&Method::GET, "/api/health"), None);
+    }
+
+    #[test]
+    fn a_bucket_without_capacity_or_refill_is_refused_naming_its_variable() {
+        let mut settings = RateLimitSettings::default();
+        assert!(settings.validate().is_ok());
+        settings.orders.refill_per_s = 0.0;
+
+        let error = settings
+            .validate()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+
+        assert!(
+            error.contains("LAB_BFF__EDGE__RATE_LIMIT__ORDERS"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,293 @@
+//! Anonymous sessions: every visitor gets a random session id in a signed cookie on its first
+//! visit, and every request below `/api` carries a [`Visitor`] extension (session, client IP,
+//! whether it holds a bearer token) for the proxy and the rate limiter.
+//!
+//! The cookie is `lab_session=<id>.<HMAC-SHA256(key, id), base64url>`: nothing is stored server
+//! side, so any replica holding the same key accepts any other's cookies. A cookie that does not
+//! verify (tampered, or signed with another key) is ignored and a new session issued. A bearer
+//! token (`Authorization: Bearer …`) is not read here: the proxy relays it untouched and the
+//! services verify it.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use http::{HeaderMap, HeaderValue, header};
+use lab_config::SecretString;
+use prometheus_client::metrics::counter::Counter;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+
+use crate::client_ip::TrustedProxies;
+
+/// The cookie's name.
+pub const COOKIE: &str = "lab_session";
+
+/// Shortest key accepted: HMAC-SHA256's own output size, so the key is never the weak part.
+const MIN_KEY_LEN: usize = 32;
+
+/// How sessions are signed and their cookie sent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionSettings {
+    /// The HMAC key (at least 32 bytes); every replica needs the same one to accept the others'
+    /// cookies. Unset: a random key per process, said in a log line at start-up.
+    pub key: Option<SecretString>,
+    /// Sends the cookie `Secure`; set when the BFF is reached over TLS.
+    pub secure_cookie: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("the session key (LAB_BFF__EDGE__SESSION__KEY) must be at least {MIN_KEY_LEN} bytes")]
+    ShortKey,
+}
+
+/// A session id: 128 random bits, as 32 lowercase hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionId(String);
+
+impl SessionId {
+    fn random() -> Self {
+        let bytes: [u8; 16] = rand::rng().random();
+        Self(hex::encode(bytes))
+    }
+
+    /// Accepts exactly what [`SessionId::random`] makes, so nothing else reaches a Redis key.
+    fn parse(text: &str) -> Option<Self> {
+        (text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Signs and verifies session cookies.
+#[derive(Clone)]
+pub struct SessionKey(Arc<[u8]>);
+
+impl SessionKey {
+    /// The configured key, or a random one (logged) when none is set.
+    pub fn from_settings(settings: &SessionSettings) -> Result<Self, SessionError> {
+        match &settings.key {
+            Some(key) if key.expose().len() < MIN_KEY_LEN => Err(SessionError::ShortKey),
+            Some(key) => Ok(Self(key.expose().as_bytes().into())),
+            None => {
+                tracing::warn!(
+                    "no session key set (LAB_BFF__EDGE__SESSION__KEY): using a random one, so other \
+                     replicas and this process after a restart will not accept its cookies"
+                );
+                let bytes: [u8; 32] = rand::rng().random();
+                Ok(Self(bytes.as_slice().into()))
+            }
+        }
+    }
+
+    fn mac(&self, id: &SessionId) -> Hmac<Sha256> {
+        // HMAC takes a key of any length; `new_from_slice` only fails for fixed-size-key MACs.
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0)
+            .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
+        mac.update(id.0.as_bytes());
+        mac
+    }
+
+    /// The cookie value for `id`.
+    pub fn sign(&self, id: &SessionId) -> String {
+        let tag = self.mac(id).finalize().into_bytes();
+        format!("{id}.{}", URL_SAFE_NO_PAD.encode(tag))
+    }
+
+    /// The session a cookie value names, when its signature is ours (compared in constant time).
+    pub fn verify(&self, value: &str) -> Option<SessionId> {
+        let (id, tag) = value.split_once('.')?;
+        let id = SessionId::parse(id)?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        self.mac(&id).verify_slice(&tag).ok().map(|()| id)
+    }
+}
+
+/// Who made a request, as the edge sees it; an extension on every request below `/api`.
+#[derive(Debug, Clone)]
+pub struct Visitor {
+    /// The visitor's session; a new one when `fresh`.
+    pub session: SessionId,
+    /// Whether the session was issued by this very request (no valid cookie came with it).
+    pub fresh: bool,
+    /// The client's address (see [`TrustedProxies::client_ip`]).
+    pub client_ip: IpAddr,
+    /// Whether the request carries `Authorization: Bearer …`, which the proxy relays untouched.
+    pub bearer: bool,
+}
+
+impl Visitor {
+    /// Whose bucket and replay space this request uses: its session, or its client IP when it
+    /// came without one — a client that drops cookies would otherwise get a new bucket each time.
+    pub fn scope(&self) -> String {
+        if self.fresh {
+            format!("ip:{}", self.client_ip)
+        } else {
+            format!("s:{}", self.session)
+        }
+    }
+}
+
+/// What the session middleware needs.
+#[derive(Clone)]
+pub struct SessionState {
+    /// Signs new cookies and verifies presented ones.
+    pub key: SessionKey,
+    /// Whose `X-Forwarded-For` names the client.
+    pub trusted: TrustedProxies,
+    /// The `Set-Cookie` attributes after the value.
+    attributes: Arc<str>,
+    /// Counts the sessions issued.
+    issued: Counter,
+}
+
+impl SessionState {
+    pub fn new(key: SessionKey, trusted: TrustedProxies, secure: bool, issued: Counter) -> Self {
+        let attributes = if secure {
+            "; Path=/; HttpOnly; SameSite=Lax; Secure"
+        } else {
+            "; Path=/; HttpOnly; SameSite=Lax"
+        };
+        Self {
+            key,
+            trusted,
+            attributes: attributes.into(),
+            issued,
+        }
+    }
+}
+
+/// Middleware: resolves the [`Visitor`], and sets the cookie on the answer to a new session.
+pub async fn sessions(State(state): State<SessionState>, mut req: Request, next: Next) -> Response {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
+    let presented = cookie(req.headers(), COOKIE).and_then(|v| state.key.verify(v));
+    let visitor = Visitor {
+        fresh: presented.is_none(),
+        session: presented.unwrap_or_else(SessionId::random),
+        client_ip: state.trusted.client_ip(peer, req.headers()),
+        bearer: req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.get(..7))
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer ")),
+    };
+    let set_cookie = visitor.fresh.then(|| {
+        state.issued.inc();
+        format!(
+            "{COOKIE}={}{}",
+            state.key.sign(&visitor.session),
+            state.attributes
+        )
+    });
+    req.extensions_mut().insert(visitor);
+    let mut response = next.run(req).await;
+    if let Some(value) = set_cookie.and_then(|v| HeaderValue::from_str(&v).ok()) {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(text: &str) -> SessionKey {
+        SessionKey::from_settings(&SessionSettings {
+            key: Some(SecretString::new(text)),
+            secure_cookie: false,
+        })
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_signed_cookie_verifies_with_the_same_key_on_another_instance() {
+        let id = SessionId::random();
+        let value = key("k".repeat(32).as_str()).sign(&id);
+
+        assert_eq!(key("k".repeat(32).as_str()).verify(&value), Some(id));
+    }
+
+    #[test]
+    fn a_cookie_signed_with_another_key_or_tampered_does_not_verify() {
+        let ours = key(&"a".repeat(32));
+        let id = SessionId::random();
+        let value = ours.sign(&id);
+        let (_, tag) = value.split_once('.').unwrap_or_default();
+        let other_id = SessionId::random();
+
+        assert_eq!(key(&"b".repeat(32)).verify(&value), None);
+        assert_eq!(ours.verify(&format!("{other_id}.{tag}")), None);
+        assert_eq!(ours.verify(&format!("{id}.{}", &tag[1..])), None);
+        assert_eq!(ours.verify(id.as_str()), None);
+        assert_eq!(
+            ours.verify(&format!("{}.{tag}", id.as_str().to_uppercase())),
+            None
+        );
+    }
+
+    #[test]
+    fn a_key_shorter_than_32_bytes_is_refused_and_none_means_a_random_one() {
+        let short = SessionSettings {
+            key: Some(SecretString::new("too short")),
+            secure_cookie: false,
+        };
+        assert!(matches!(
+            SessionKey::from_settings(&short),
+            Err(SessionError::ShortKey)
+        ));
+        let a = SessionKey::from_settings(&SessionSettings::default());
+        let b = SessionKey::from_settings(&SessionSettings::default());
+        let (Ok(a), Ok(b)) = (a, b) else {
+            panic!("a random key must build")
+        };
+        let id = SessionId::random();
+        assert_eq!(a.verify(&a.sign(&id)), Some(id.clone()));
+        assert_eq!(b.verify(&a.sign(&id)), None);
+    }
+
+    #[test]
+    fn the_cookie_is_found_among_others_in_any_cookie_header() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::COOKIE, HeaderValue::from_static("a=1; b=2"));
+        headers.append(
+            header::COOKIE,
+            HeaderValue::from_static("lab_session=xyz; c=3"),
+        );
+
+        assert_eq!(cookie(&headers, COOKIE), Some("xyz"));
+        assert_eq!(cookie(&headers, "d"), None);
+    }
+}
