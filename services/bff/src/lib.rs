@@ -1,10 +1,12 @@
 //! The BFF: the only public listener of the cluster.
 //!
-//! Today it answers `GET /api/health`, the health of every service instance and every piece of
-//! infrastructure as the services themselves see it; proxying and the edge patterns build on the
-//! same upstream list.
+//! It answers `GET /api/health` (the health of every service instance and every piece of
+//! infrastructure as the services themselves see it) and proxies the public surface the services
+//! answer ([`proxy`]) to the same upstream list. [`build`] assembles the routes, then the edge
+//! layers around them.
 
 mod health;
+pub mod proxy;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 pub use health::{ClusterHealth, DependencyHealth, InstanceHealth};
+pub use proxy::{Proxy, ProxySettings};
 
 /// The service's name: its env prefix (`LAB_BFF__`) and its instance ids.
 pub const NAME: &str = "bff";
@@ -35,6 +38,8 @@ pub struct Settings {
     pub upstreams: BTreeMap<String, String>,
     /// OpenBao's address, probed for `/api/health` when set.
     pub vault_addr: Option<String>,
+    /// Timeouts, retries, breakers and body limits of the proxied routes.
+    pub proxy: ProxySettings,
 }
 
 impl Default for Settings {
@@ -58,6 +63,7 @@ impl Default for Settings {
             .map(|(k, v)| (k.to_owned(), v))
             .collect(),
             vault_addr: None,
+            proxy: ProxySettings::default(),
         }
     }
 }
@@ -106,6 +112,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         // this is a dead upstream, not a slow one.
         .connect_timeout(std::time::Duration::from_millis(500))
         .build()?;
+    let proxy = Proxy::new(&settings.instances(), &settings.proxy);
     let state = AppState {
         instance_id: instance_id.clone(),
         settings: Arc::new(settings.clone()),
@@ -123,9 +130,20 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         readiness,
         openapi: ApiDoc::openapi(),
     };
-    let routes = axum::Router::new()
-        .route("/api/health", axum::routing::get(health::get_health))
-        .with_state(state);
-    let router = app.router(routes);
+    let routes = routes(state, &proxy);
+    let router = edge(app.router(routes), &settings);
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
+}
+
+/// The BFF's own routes and the proxied ones.
+fn routes(state: AppState, proxy: &Proxy) -> axum::Router {
+    axum::Router::new()
+        .route("/api/health", axum::routing::get(health::get_health))
+        .with_state(state)
+        .merge(proxy.router())
+}
+
+/// The edge layers around every route, the platform's included; the last added runs first.
+fn edge(router: axum::Router, _settings: &Settings) -> axum::Router {
+    router
 }

@@ -5,3 +5,5 @@ mod cluster_health;
 mod faults;
 mod health;
 mod helpers;
+mod proxy;
+mod stub;
