@@ -6,4 +6,5 @@ mod faults;
 mod health;
 mod helpers;
 mod proxy;
+mod resilience;
 mod stub;
