@@ -7,6 +7,7 @@
 
 mod health;
 pub mod proxy;
+mod security;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use utoipa::OpenApi;
 
 pub use health::{ClusterHealth, DependencyHealth, InstanceHealth};
 pub use proxy::{Proxy, ProxySettings};
+pub use security::SecuritySettings;
 
 /// The service's name: its env prefix (`LAB_BFF__`) and its instance ids.
 pub const NAME: &str = "bff";
@@ -40,6 +42,8 @@ pub struct Settings {
     pub vault_addr: Option<String>,
     /// Timeouts, retries, breakers and body limits of the proxied routes.
     pub proxy: ProxySettings,
+    /// CORS origins and whether the BFF is behind TLS (HSTS).
+    pub security: SecuritySettings,
 }
 
 impl Default for Settings {
@@ -64,6 +68,7 @@ impl Default for Settings {
             .collect(),
             vault_addr: None,
             proxy: ProxySettings::default(),
+            security: SecuritySettings::default(),
         }
     }
 }
@@ -144,6 +149,6 @@ fn routes(state: AppState, proxy: &Proxy) -> axum::Router {
 }
 
 /// The edge layers around every route, the platform's included; the last added runs first.
-fn edge(router: axum::Router, _settings: &Settings) -> axum::Router {
-    router
+fn edge(router: axum::Router, settings: &Settings) -> axum::Router {
+    security::layer(router, &settings.security)
 }

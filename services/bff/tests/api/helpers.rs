@@ -20,6 +20,7 @@ pub fn settings(env: &TestEnv, upstreams: &[(&str, String)]) -> Settings {
             .collect::<BTreeMap<_, _>>(),
         vault_addr: None,
         proxy: lab_bff::ProxySettings::default(),
+        security: lab_bff::SecuritySettings::default(),
     }
 }
 

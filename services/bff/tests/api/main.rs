@@ -7,4 +7,5 @@ mod health;
 mod helpers;
 mod proxy;
 mod resilience;
+mod security;
 mod stub;
