@@ -151,24 +151,18 @@ fn classify(error: hyper_util::client::legacy::Error) -> Failure {
     if error.is_connect() {
         return Failure::Refused(detail);
     }
+    let mut too_large = false;
+    let mut body_failed = false;
     let mut source = std::error::Error::source(&error);
     while let Some(cause) = source {
-        if cause.is::<LengthLimitError>() {
-            return Failure::RequestBody {
-                too_large: true,
-                detail,
-            };
-        }
-        if cause
+        too_large |= cause.is::<LengthLimitError>();
+        body_failed |= cause
             .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_user)
-        {
-            return Failure::RequestBody {
-                too_large: false,
-                detail,
-            };
-        }
+            .is_some_and(hyper::Error::is_user);
         source = cause.source();
+    }
+    if too_large || body_failed {
+        return Failure::RequestBody { too_large, detail };
     }
     Failure::Reset(detail)
 }

@@ -246,3 +246,63 @@ async fn each_public_path_reaches_its_services_own_path() {
     assert_eq!(identity.paths(), ["/token/refresh"]);
     assert_eq!(orders.paths(), ["/claims/k-1?verbose=1"]);
 }
+
+/// Sends a chunked `POST path` by hand (the test client only sends bodies of known length) and
+/// returns the status line's code. Writes after the BFF has answered may fail; that is the
+/// point of a limit.
+async fn post_chunked(bff: &TestApp, path: &str, chunks: &[Vec<u8>]) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(bff.addr)
+        .await
+        .expect("connecting to the BFF");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        bff.addr
+    );
+    let mut wire = head.into_bytes();
+    for chunk in chunks {
+        wire.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        wire.extend_from_slice(chunk);
+        wire.extend_from_slice(b"\r\n");
+    }
+    wire.extend_from_slice(b"0\r\n\r\n");
+    let _ = stream.write_all(&wire).await;
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    let text = String::from_utf8_lossy(&answer);
+    text.split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"))
+}
+
+#[tokio::test]
+async fn a_chunked_body_streams_through_intact() {
+    let env = TestEnv::builder().start().await;
+    let stub = Stub::start(Mode::Ok).await;
+    let bff = spawn_bff(&env, &[("payments", stub.url.clone())]).await;
+    let chunks: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 10_000]).collect();
+
+    let status = post_chunked(&bff, "/api/webhooks/stripe", &chunks).await;
+
+    assert_eq!(status, 200);
+    let (_, received) = stub.last();
+    assert!(received == chunks.concat(), "the body changed on the way");
+}
+
+#[tokio::test]
+async fn a_chunked_body_that_outgrows_the_limit_is_cut_off_with_a_413() {
+    let env = TestEnv::builder().start().await;
+    let stub = Stub::start(Mode::Ok).await;
+    let proxy = lab_bff::ProxySettings {
+        body_limit_bytes: 30_000,
+        ..lab_bff::ProxySettings::default()
+    };
+    let bff = spawn_bff_with(&env, &[("payments", stub.url.clone())], proxy).await;
+    let chunks: Vec<Vec<u8>> = (0..20u8).map(|i| vec![i; 10_000]).collect();
+
+    let status = post_chunked(&bff, "/api/webhooks/stripe", &chunks).await;
+
+    assert_eq!(status, 413);
+    assert_eq!(stub.hits(), 0, "a cut-off body reached the handler");
+}
