@@ -214,3 +214,6 @@ impl Proxy {
         self.0.events.subscribe()
     }
 }
+
+#[cfg(test)]
+mod tests;
