@@ -177,3 +177,35 @@ async fn a_get_is_retried_a_post_without_idempotency_key_is_not_and_one_with_a_k
         "a keyed POST: one attempt and two retries"
     );
 }
+
+#[tokio::test]
+async fn a_replica_that_stops_answering_is_ejected_after_its_timeouts_and_probed_back_in_when_it_answers()
+ {
+    let env = TestEnv::builder().start().await;
+    let frozen = Stub::start(Mode::Hang).await;
+    let healthy = Stub::start(Mode::Ok).await;
+    let urls = format!("{},{}", frozen.url, healthy.url);
+    let bff = spawn_bff_with(&env, &[("catalog", urls)], quick_proxy()).await;
+
+    // Every read still succeeds: an attempt on the frozen replica times out and is retried on
+    // the other, until the frozen one's breaker opens and it is skipped.
+    for _ in 0..12 {
+        assert_eq!(bff.get("/api/products").await.status(), StatusCode::OK);
+    }
+    let (_, breakers) = bff.get_json("/api/breakers").await;
+    assert_eq!(breakers["breakers"][0]["endpoint"], frozen.url.as_str());
+    assert_eq!(breakers["breakers"][0]["state"], "open", "{breakers:#}");
+    let frozen_hits = frozen.hits();
+    assert!(frozen_hits >= 5, "{frozen_hits}");
+
+    frozen.set(Mode::Ok);
+
+    let back = eventually(Duration::from_secs(10), || async {
+        let _ = bff.get("/api/products").await;
+        let (_, breakers) = bff.get_json("/api/breakers").await;
+        (breakers["breakers"][0]["state"] == "closed").then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "the replica was never probed back in");
+    assert!(frozen.hits() > frozen_hits);
+}
