@@ -83,7 +83,12 @@ pub(super) async fn forward(proxy: &Inner, route: &'static Route, request: Reque
             Some(bytes) => Body::from(Bytes::clone(bytes)),
             None => streamed.take().unwrap_or_else(Body::empty),
         };
-        let sent = build(&method, endpoint, &path, &head, body)
+        // A streamed request has one attempt: it takes the headers instead of copying them.
+        let headers = match replay {
+            Replay::Never => std::mem::take(&mut head),
+            _ => head.clone(),
+        };
+        let sent = build(&method, endpoint, &path, headers, body)
             .map(|request| proxy.client.request(request));
         async move {
             match sent {
@@ -132,16 +137,19 @@ fn build(
     method: &Method,
     endpoint: &str,
     path: &str,
-    head: &HeaderMap,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<http::Request<Body>, Failure> {
-    let uri: Uri = format!("{endpoint}{path}")
-        .parse()
+    let mut target = String::with_capacity(endpoint.len() + path.len());
+    target.push_str(endpoint);
+    target.push_str(path);
+    // From the `String` itself: `parse` on a `&str` would copy it again.
+    let uri = Uri::try_from(target)
         .map_err(|e| Failure::Refused(format!("bad upstream address {endpoint}: {e}")))?;
     let mut request = http::Request::new(body);
     *request.method_mut() = method.clone();
     *request.uri_mut() = uri;
-    *request.headers_mut() = head.clone();
+    *request.headers_mut() = headers;
     Ok(request)
 }
 
