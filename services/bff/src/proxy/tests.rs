@@ -56,3 +56,27 @@ async fn breakers_report_each_replica_and_a_reset_closes_an_open_one_with_an_eve
     ));
     assert!(!proxy.reset("nothing-by-that-name"));
 }
+
+#[test]
+fn proxy_and_security_settings_come_from_lab_bff_variables() {
+    let vars = [
+        ("LAB_BFF__PROXY__ATTEMPT_TIMEOUT_MS", "700"),
+        ("LAB_BFF__PROXY__BREAKER_BREAK_MS", "9000"),
+        ("LAB_BFF__PROXY__BODY_LIMIT_BYTES", "2048"),
+        ("LAB_BFF__SECURITY__CORS_ORIGINS", "https://lab.example"),
+        ("LAB_BFF__SECURITY__BEHIND_TLS", "true"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+
+    let settings: crate::Settings = lab_config::load_from(crate::NAME, vars).expect("settings");
+
+    assert_eq!(settings.proxy.attempt_timeout_ms, 700);
+    assert_eq!(settings.proxy.breaker_break_ms, 9000);
+    assert_eq!(settings.proxy.body_limit_bytes, 2048);
+    assert_eq!(
+        settings.proxy.total_timeout_ms,
+        ProxySettings::default().total_timeout_ms
+    );
+    assert_eq!(settings.security.cors_origins, "https://lab.example");
+    assert!(settings.security.behind_tls);
+}
