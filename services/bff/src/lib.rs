@@ -140,7 +140,9 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
 }
 
-/// The BFF's own routes and the proxied ones.
+/// The BFF's own routes and the proxied ones. Layers that should see the request id and be
+/// counted in the metrics (session, rate limit, idempotency replay) belong here, on this router,
+/// before the platform middleware wraps it.
 fn routes(state: AppState, proxy: &Proxy) -> axum::Router {
     axum::Router::new()
         .route("/api/health", axum::routing::get(health::get_health))
@@ -148,7 +150,8 @@ fn routes(state: AppState, proxy: &Proxy) -> axum::Router {
         .merge(proxy.router())
 }
 
-/// The edge layers around every route, the platform's included; the last added runs first.
+/// The browser edge around everything, the platform routes included (CORS, security headers);
+/// the last layer added runs first.
 fn edge(router: axum::Router, settings: &Settings) -> axum::Router {
     security::layer(router, &settings.security)
 }
