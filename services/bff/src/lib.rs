@@ -1,8 +1,9 @@
 //! The BFF: the only public listener of the cluster.
 //!
-//! Today it answers `GET /api/health`, the health of every service instance and every piece of
-//! infrastructure as the services themselves see it; proxying and the edge patterns build on the
-//! same upstream list.
+//! It answers `GET /api/health` (the health of every service instance and every piece of
+//! infrastructure as the services themselves see it) and proxies the public surface the services
+//! answer ([`proxy`]) to the same upstream list. [`build`] assembles the routes, then the edge
+//! layers around them.
 
 pub mod demo;
 mod health;
@@ -14,6 +15,8 @@ pub mod rate_limit;
 pub mod replay;
 pub mod session;
 // ---- end edge ----
+pub mod proxy;
+mod security;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -28,6 +31,8 @@ use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 pub use health::{ClusterHealth, DependencyHealth, InstanceHealth};
+pub use proxy::{Proxy, ProxySettings};
+pub use security::SecuritySettings;
 
 /// The service's name: its env prefix (`LAB_BFF__`) and its instance ids.
 pub const NAME: &str = "bff";
@@ -51,6 +56,10 @@ pub struct Settings {
     pub live: live::LiveSettings,
     /// Sessions, client IP, rate limits and idempotency replay (branch bff-edge).
     pub edge: edge::EdgeSettings,
+    /// Timeouts, retries, breakers and body limits of the proxied routes.
+    pub proxy: ProxySettings,
+    /// CORS origins and whether the BFF is behind TLS (HSTS).
+    pub security: SecuritySettings,
 }
 
 impl Default for Settings {
@@ -77,6 +86,8 @@ impl Default for Settings {
             amqp: AmqpSettings::default(),
             live: live::LiveSettings::default(),
             edge: edge::EdgeSettings::default(),
+            proxy: ProxySettings::default(),
+            security: SecuritySettings::default(),
         }
     }
 }
@@ -157,6 +168,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let metrics = Metrics::default();
     let edge = edge::Edge::build(&settings.edge, redis.clone(), &metrics)?;
     // ---- end edge ----
+    let proxy = Proxy::new(&settings.instances(), &settings.proxy);
     let state = AppState {
         instance_id: instance_id.clone(),
         settings: Arc::new(settings.clone()),
@@ -193,14 +205,27 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         readiness,
         openapi: ApiDoc::openapi(),
     };
-    let routes = axum::Router::new()
+    // Sessions, rate limit and replay around every /api route, inside the platform middleware so
+    // they see the request id and are counted.
+    let routes = edge.wrap(routes(state, &proxy).merge(edge.routes()));
+    let router = browser_edge(app.router(routes), &settings);
+    Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
+}
+
+/// The BFF's own routes and the proxied ones. Layers that should see the request id and be
+/// counted in the metrics (session, rate limit, idempotency replay) belong here, on this router,
+/// before the platform middleware wraps it.
+fn routes(state: AppState, proxy: &Proxy) -> axum::Router {
+    axum::Router::new()
         .route("/api/health", axum::routing::get(health::get_health))
         .route("/api/events", axum::routing::get(live::sse::get_events))
         .route("/api/demo/saga", axum::routing::post(demo::saga::run_saga))
-        .with_state(state);
-    // ---- edge (branch bff-edge): around the whole /api router ----
-    let routes = edge.wrap(routes.merge(edge.routes()));
-    // ---- end edge ----
-    let router = app.router(routes);
-    Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
+        .with_state(state)
+        .merge(proxy.router())
+}
+
+/// The browser edge around everything, the platform routes included (CORS, security headers);
+/// the last layer added runs first.
+fn browser_edge(router: axum::Router, settings: &Settings) -> axum::Router {
+    security::layer(router, &settings.security)
 }

@@ -54,6 +54,28 @@ pub async fn spawn_bff_replica(env: &TestEnv, replica: u16) -> TestApp {
     env.spawn(lab_bff::build, settings).await
 }
 
+/// The BFF in front of `upstreams` with its proxy tuned by `proxy`.
+pub async fn spawn_bff_with(
+    env: &TestEnv,
+    upstreams: &[(&str, String)],
+    proxy: lab_bff::ProxySettings,
+) -> TestApp {
+    let mut settings = settings(env, upstreams);
+    settings.proxy = proxy;
+    env.spawn(lab_bff::build, settings).await
+}
+
+/// Proxy settings scaled down so breaker tests take a fraction of a second: attempts of 300 ms,
+/// calls of 1.5 s, a breaker that opens after 5 calls at half failures and breaks for 400 ms.
+pub fn quick_proxy() -> lab_bff::ProxySettings {
+    lab_bff::ProxySettings {
+        attempt_timeout_ms: 300,
+        total_timeout_ms: 1_500,
+        breaker_break_ms: 400,
+        ..lab_bff::ProxySettings::default()
+    }
+}
+
 /// Catalog replica `replica` on `env`'s database, Redis and RabbitMQ.
 #[allow(
     clippy::needless_update,
