@@ -45,6 +45,7 @@ pub(super) async fn forward(proxy: &Inner, route: &'static Route, request: Reque
     let mut head = parts.headers;
     let keyed = head.contains_key("idempotency-key");
     headers::to_upstream(&mut head);
+    headers::set_customer(&mut head, parts.extensions.get::<crate::session::Visitor>());
     let (prefix, rest) = route.upstream_path(parts.uri.path());
     let path = match parts.uri.query() {
         Some(query) => format!("{prefix}{rest}?{query}"),

@@ -45,6 +45,21 @@ pub fn to_upstream(headers: &mut HeaderMap) {
     headers.remove(header::HOST);
 }
 
+/// Header orders and the services read as the anonymous visitor's identity; only the BFF sets it.
+pub static X_LAB_CUSTOMER: HeaderName = HeaderName::from_static("x-lab-customer");
+
+/// Replaces whatever `X-Lab-Customer` the caller sent (a caller could otherwise act as anybody)
+/// with the visitor's own session, `session:<id>`; a caller with a bearer token is the token's
+/// subject instead, so nothing is set for it.
+pub fn set_customer(headers: &mut HeaderMap, visitor: Option<&crate::session::Visitor>) {
+    headers.remove(&X_LAB_CUSTOMER);
+    if let Some(visitor) = visitor.filter(|v| !v.bearer)
+        && let Ok(value) = http::HeaderValue::from_str(&format!("session:{}", visitor.session))
+    {
+        headers.insert(X_LAB_CUSTOMER.clone(), value);
+    }
+}
+
 /// Prepares an upstream's response headers for the caller: hop-by-hop removed and its instance
 /// id renamed, so the platform middleware's own `X-Instance-Id` does not hide it.
 pub fn to_caller(headers: &mut HeaderMap) {

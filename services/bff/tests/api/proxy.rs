@@ -306,3 +306,48 @@ async fn a_chunked_body_that_outgrows_the_limit_is_cut_off_with_a_413() {
     assert_eq!(status, 413);
     assert_eq!(stub.hits(), 0, "a cut-off body reached the handler");
 }
+
+#[tokio::test]
+async fn a_callers_own_customer_header_is_replaced_by_its_session_and_a_bearer_caller_gets_none() {
+    let env = TestEnv::builder().start().await;
+    let stub = Stub::start(Mode::Ok).await;
+    let bff = spawn_bff(&env, &[("orders", stub.url.clone())]).await;
+
+    let anonymous = bff
+        .client
+        .get(bff.url("/api/orders/0190d5f4-0000-7000-8000-000000000001"))
+        .header("x-lab-customer", "user:someone-else")
+        .send()
+        .await
+        .expect("proxied");
+    let (seen_anonymous, _) = stub.last();
+    let with_token = bff
+        .client
+        .get(bff.url("/api/orders/0190d5f4-0000-7000-8000-000000000001"))
+        .header("x-lab-customer", "user:someone-else")
+        .header("authorization", "Bearer a.b.c")
+        .send()
+        .await
+        .expect("proxied");
+    let (seen_with_token, _) = stub.last();
+
+    assert_eq!(anonymous.status(), StatusCode::OK);
+    let cookie = anonymous.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let session = cookie
+        .strip_prefix("lab_session=")
+        .and_then(|c| c.split('.').next())
+        .expect("a session cookie");
+    assert_eq!(
+        seen_anonymous["x-lab-customer"],
+        format!("session:{session}").as_str()
+    );
+    assert_eq!(with_token.status(), StatusCode::OK);
+    assert!(
+        seen_with_token.get("x-lab-customer").is_none(),
+        "{seen_with_token:?}"
+    );
+    assert_eq!(seen_with_token["authorization"], "Bearer a.b.c");
+}
