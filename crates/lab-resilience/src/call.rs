@@ -53,7 +53,20 @@ where
         let (breaker, permit) = upstream.pick()?;
         let left = deadline.saturating_duration_since(Instant::now());
         let limit = policy.attempt_timeout.min(left);
-        let result = match tokio::time::timeout(limit, attempt(breaker.endpoint())).await {
+        let injected = upstream.fault.roll();
+        let attempt_once = async {
+            if let Some(injection) = &injected {
+                tokio::time::sleep(injection.latency).await;
+                if let Some((status, trips_breaker)) = injection.failure {
+                    return Err(Failure::Injected {
+                        status,
+                        trips_breaker,
+                    });
+                }
+            }
+            attempt(breaker.endpoint()).await
+        };
+        let result = match tokio::time::timeout(limit, attempt_once).await {
             Ok(result) => result,
             Err(_) => Err(Failure::Timeout(limit)),
         };

@@ -29,6 +29,13 @@ pub enum Failure {
     /// No endpoint is configured for the service.
     #[error("no endpoint configured")]
     NoEndpoint,
+    /// A fault injected on purpose (chaos, a demo) answered for the upstream; `trips_breaker`
+    /// says whether it counts against the endpoint.
+    #[error("injected fault: {status}")]
+    Injected {
+        status: StatusCode,
+        trips_breaker: bool,
+    },
     /// The caller's own request body failed (too large, or the upload broke off): the caller's
     /// fault, not the upstream's.
     #[error("request body: {detail}")]
@@ -44,6 +51,7 @@ impl Failure {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Self::UpstreamStatus(_) => StatusCode::BAD_GATEWAY,
+            Self::Injected { status, .. } => *status,
             Self::RequestBody {
                 too_large: true, ..
             } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -60,6 +68,7 @@ impl Failure {
             Self::Open { .. } => "circuit-open",
             Self::UpstreamStatus(_) => "bad-gateway",
             Self::NoEndpoint => "no-upstream",
+            Self::Injected { .. } => "injected-fault",
             Self::RequestBody { .. } => "request-body",
         }
     }
@@ -74,10 +83,13 @@ impl Failure {
 
     /// Whether it says something about the endpoint's health (counts against its breaker).
     pub fn counts_against_upstream(&self) -> bool {
-        !matches!(
-            self,
-            Self::RequestBody { .. } | Self::Open { .. } | Self::NoEndpoint
-        )
+        match self {
+            Self::Injected { trips_breaker, .. } => *trips_breaker,
+            other => !matches!(
+                other,
+                Self::RequestBody { .. } | Self::Open { .. } | Self::NoEndpoint
+            ),
+        }
     }
 
     /// Whether another attempt could go differently.
@@ -89,6 +101,8 @@ impl Failure {
                     | StatusCode::SERVICE_UNAVAILABLE
                     | StatusCode::GATEWAY_TIMEOUT
             ),
+            // As the real failure would be: another attempt may be spared.
+            Self::Injected { .. } => true,
             other => other.counts_against_upstream(),
         }
     }
@@ -101,6 +115,7 @@ impl Failure {
             StatusCode::BAD_GATEWAY => "Bad upstream response",
             StatusCode::PAYLOAD_TOO_LARGE => "Request body too large",
             StatusCode::BAD_REQUEST => "Bad request body",
+            _ if matches!(self, Self::Injected { .. }) => "Injected upstream failure",
             _ => "Upstream unavailable",
         };
         let problem = Problem::typed(self.status(), self.slug(), title)

@@ -13,6 +13,7 @@ mod budget;
 mod call;
 mod events;
 mod failure;
+pub mod fault;
 pub mod policy;
 mod upstream;
 mod window;
@@ -22,6 +23,7 @@ pub use budget::RetryBudget;
 pub use call::{Outcome, Replay, backoff, call};
 pub use events::{BreakerState, Events, ResilienceEvent};
 pub use failure::Failure;
+pub use fault::{FaultError, FaultSlot, HttpFault};
 pub use policy::{BreakerPolicy, BudgetPolicy, CallPolicy};
 pub use upstream::Upstream;
 

@@ -22,6 +22,8 @@ pub struct Upstream {
     next: AtomicUsize,
     pub(crate) budget: RetryBudget,
     pub(crate) events: Events,
+    /// An HTTP-level fault on every endpoint (chaos, the circuit-breaker demo).
+    pub fault: crate::fault::FaultSlot,
 }
 
 impl Upstream {
@@ -42,6 +44,7 @@ impl Upstream {
             next: AtomicUsize::new(0),
             budget: RetryBudget::new(budget),
             events,
+            fault: crate::fault::FaultSlot::default(),
         }
     }
 

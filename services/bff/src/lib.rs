@@ -119,6 +119,8 @@ pub(crate) struct AppState {
     pub live: live::Backplane,
     /// The edge middleware's shared parts (the rate limiter's mode for `/api/health`).
     pub edge: edge::Edge,
+    /// The proxy: its breakers and faults, for the circuit-breaker demo.
+    pub proxy: Proxy,
 }
 
 #[derive(OpenApi)]
@@ -130,6 +132,7 @@ pub(crate) struct AppState {
         health::get_health,
         live::sse::get_events,
         demo::saga::run_saga,
+        demo::breaker::run_breaker,
         rate_limit::demo::post_rate_limit_demo
     ),
     components(schemas(
@@ -140,6 +143,7 @@ pub(crate) struct AppState {
         demo::DemoReport,
         demo::Step,
         demo::saga::SagaDemo,
+        demo::breaker::BreakerDemo,
         // edge (branch bff-edge)
         rate_limit::RateLimitHealth,
         rate_limit::demo::RateLimitDemo,
@@ -176,6 +180,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         redis: redis.clone(),
         live: backplane.clone(),
         edge: edge.clone(),
+        proxy: proxy.clone(),
     };
     tracker.spawn(health::push_loop(
         state.clone(),
@@ -220,6 +225,10 @@ fn routes(state: AppState, proxy: &Proxy) -> axum::Router {
         .route("/api/health", axum::routing::get(health::get_health))
         .route("/api/events", axum::routing::get(live::sse::get_events))
         .route("/api/demo/saga", axum::routing::post(demo::saga::run_saga))
+        .route(
+            "/api/demo/circuit-breaker",
+            axum::routing::post(demo::breaker::run_breaker),
+        )
         .with_state(state)
         .merge(proxy.router())
 }

@@ -3,6 +3,7 @@
 //! verdict — `pass` when the pattern held. Each step is also pushed to the visitor's own live
 //! stream as it happens. Inputs are bounded; out of bounds is a 422.
 
+pub mod breaker;
 pub mod saga;
 
 use std::time::{Duration, Instant};

@@ -209,6 +209,34 @@ impl Proxy {
         found
     }
 
+    /// Puts an HTTP-level fault on every replica of `service` for `ttl`; false when `service` is
+    /// not proxied.
+    pub fn set_fault(
+        &self,
+        service: &str,
+        fault: lab_resilience::HttpFault,
+        ttl: Duration,
+    ) -> Result<bool, lab_resilience::FaultError> {
+        match self.0.upstreams.get(service) {
+            Some(upstream) => upstream.fault.set(fault, ttl).map(|()| true),
+            None => Ok(false),
+        }
+    }
+
+    /// Lifts `service`'s fault; false when `service` is not proxied.
+    pub fn clear_fault(&self, service: &str) -> bool {
+        self.0
+            .upstreams
+            .get(service)
+            .map(|u| u.fault.clear())
+            .is_some()
+    }
+
+    /// `service`'s fault in force and its time left.
+    pub fn fault(&self, service: &str) -> Option<(lab_resilience::HttpFault, Duration)> {
+        self.0.upstreams.get(service)?.fault.current()
+    }
+
     /// Breaker changes, retries and fail-fasts as they happen.
     pub fn subscribe(&self) -> broadcast::Receiver<ResilienceEvent> {
         self.0.events.subscribe()

@@ -7,6 +7,7 @@
     reason = "test code: a panic is a failed assertion"
 )]
 
+mod breaker_demo;
 mod cluster_health;
 mod demos;
 mod faults;
