@@ -198,6 +198,15 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             shutdown.clone(),
         ));
     }
+    let traffic = Arc::new(live::bridge::Traffic::default());
+    tracker.spawn(live::bridge::run(
+        instance_id.clone(),
+        state.live.clone(),
+        proxy.clone(),
+        edge.rate_limiter().clone(),
+        Arc::clone(&traffic),
+        shutdown.clone(),
+    ));
     tracker.close();
     let readiness = Readiness::new().with(RedisProbe {
         redis,
@@ -212,7 +221,13 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     };
     // Sessions, rate limit and replay around every /api route, inside the platform middleware so
     // they see the request id and are counted.
-    let routes = edge.wrap(routes(state, &proxy).merge(edge.routes()));
+    let routes = edge
+        .wrap(routes(state, &proxy).merge(edge.routes()))
+        // Outside the edge, so the metrics snapshot counts the 429s it answers too.
+        .layer(axum::middleware::from_fn_with_state(
+            traffic,
+            live::bridge::observe,
+        ));
     let router = browser_edge(app.router(routes), &settings);
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
 }

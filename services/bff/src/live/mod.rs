@@ -6,6 +6,7 @@
 //! on the bus into message-flow and saga events.
 
 pub mod backplane;
+pub mod bridge;
 pub mod leader;
 pub mod sse;
 pub mod tap;

@@ -37,6 +37,12 @@ async fn catalog_pair() -> (
 async fn a_failing_catalog_opens_the_breakers_and_after_a_reset_a_healthy_one_answers_every_request()
  {
     let (_env, bff, _replicas) = catalog_pair().await;
+    let mut live = lab_test_support::SseStream::connect(
+        &bff.client,
+        &bff.url("/api/events?topics=breaker,console"),
+        &[],
+    )
+    .await;
 
     let (failing_status, failing) =
         demo(&bff, json!({ "upstream_failing": true, "requests": 12 })).await;
@@ -75,6 +81,14 @@ async fn a_failing_catalog_opens_the_breakers_and_after_a_reset_a_healthy_one_an
         .filter_map(|r| r["replica"].as_str())
         .collect();
     assert_eq!(replicas.len(), 2, "both replicas served: {replicas:?}");
+    let opened = live
+        .until(std::time::Duration::from_secs(10), |e| {
+            e.event == "breaker"
+                && e.data["data"]["kind"] == "breaker_changed"
+                && e.data["data"]["to"] == "open"
+        })
+        .await;
+    assert!(opened.is_some(), "no breaker event reached the live stream");
 }
 
 #[tokio::test]

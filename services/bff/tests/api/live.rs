@@ -226,3 +226,27 @@ async fn with_redis_down_a_replica_streams_to_its_own_viewers_and_says_so() {
     assert!(shared.is_some(), "the stream never went back to shared");
     assert!(after.is_some(), "no shared events after Redis returned");
 }
+
+#[tokio::test]
+async fn a_replicas_metrics_snapshot_counts_the_requests_it_served() {
+    let app = spawn_app().await;
+    let mut stream =
+        SseStream::connect(&app.client, &app.url("/api/events?topics=metrics"), &[]).await;
+
+    for _ in 0..7 {
+        app.get("/api/health").await;
+    }
+    let counted = stream
+        .until(WAIT, |e| {
+            e.data["data"]["requests"].as_u64().unwrap_or(0) >= 7
+        })
+        .await;
+
+    let counted = counted.expect("no metrics snapshot counted the requests");
+    assert!(
+        counted.data["data"]["p99_ms"].as_f64().is_some(),
+        "{}",
+        counted.data
+    );
+    assert_eq!(counted.data["source"], app.instance_id.as_str());
+}

@@ -1,0 +1,234 @@
+//! What each BFF replica itself contributes to the live stream: its breakers' state changes and
+//! exhausted retry budgets, its rate limiter's refusals (to everybody, without naming the
+//! visitor) and the demo bucket's decisions (to that visitor only), and every couple of seconds
+//! a metrics snapshot — requests per second, p50/p99, errors, 429s, fail-fasts, retries and each
+//! upstream replica's breaker with its counters (the topology's BFF → service edges, from the
+//! real traffic).
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use lab_contracts::live::{ConsoleLine, LiveBody, LiveEvent};
+use lab_resilience::ResilienceEvent;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
+
+use super::Backplane;
+use crate::proxy::Proxy;
+use crate::rate_limit::{RateLimitEvent, RateLimiter};
+
+/// How often a replica pushes its metrics snapshot.
+const METRICS_EVERY: Duration = Duration::from_secs(2);
+/// Latency samples kept per period; beyond it the window's p99 comes from the first ones (a
+/// replica past 25k requests/s has bigger problems than a slightly early p99).
+const MAX_SAMPLES: usize = 50_000;
+
+/// Request counters of one metrics period, fed by [`observe`].
+#[derive(Default)]
+pub struct Traffic {
+    /// Latencies (ms) of the period's requests.
+    samples: Mutex<Vec<f32>>,
+    requests: AtomicU64,
+    server_errors: AtomicU64,
+    too_many: AtomicU64,
+    retries: AtomicU64,
+    fail_fast: AtomicU64,
+}
+
+/// Middleware: counts every `/api` request of this replica for the metrics snapshot. The live
+/// stream itself is left out: it is one long request per viewer.
+pub async fn observe(
+    State(traffic): State<Arc<Traffic>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path() == "/api/events" {
+        return next.run(request).await;
+    }
+    let started = Instant::now();
+    let response = next.run(request).await;
+    let ms = started.elapsed().as_secs_f32() * 1_000.0;
+    traffic.requests.fetch_add(1, Ordering::Relaxed);
+    let status = response.status();
+    if status.is_server_error() {
+        traffic.server_errors.fetch_add(1, Ordering::Relaxed);
+    }
+    if status == axum::http::StatusCode::TOO_MANY_REQUESTS {
+        traffic.too_many.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Ok(mut samples) = traffic.samples.lock()
+        && samples.len() < MAX_SAMPLES
+    {
+        samples.push(ms);
+    }
+    response
+}
+
+/// Runs the bridge until `shutdown`.
+pub async fn run(
+    instance_id: String,
+    backplane: Backplane,
+    proxy: Proxy,
+    limiter: RateLimiter,
+    traffic: Arc<Traffic>,
+    shutdown: CancellationToken,
+) {
+    let mut resilience = proxy.subscribe();
+    let mut decisions = limiter.subscribe();
+    let mut tick = tokio::time::interval(METRICS_EVERY);
+    let mut period_started = Instant::now();
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            event = resilience.recv() => match event {
+                Ok(event) => on_resilience(&instance_id, &backplane, &traffic, event),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+            decision = decisions.recv() => match decision {
+                Ok(decision) => on_decision(&instance_id, &backplane, decision),
+                Err(RecvError::Lagged(_)) => {}
+                Err(RecvError::Closed) => return,
+            },
+            _ = tick.tick() => {
+                let seconds = period_started.elapsed().as_secs_f64().max(0.001);
+                period_started = Instant::now();
+                let snapshot = take_snapshot(&traffic, &proxy, seconds);
+                backplane.publish(LiveEvent::public(instance_id.clone(), LiveBody::Metrics(snapshot)));
+            }
+        }
+    }
+}
+
+fn on_resilience(
+    instance_id: &str,
+    backplane: &Backplane,
+    traffic: &Traffic,
+    event: ResilienceEvent,
+) {
+    match &event {
+        ResilienceEvent::Retried { .. } => {
+            traffic.retries.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        ResilienceEvent::Rejected { .. } => {
+            traffic.fail_fast.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        ResilienceEvent::BreakerChanged {
+            service,
+            endpoint,
+            to,
+            reason,
+            ..
+        } => {
+            let level = if matches!(to, lab_resilience::BreakerState::Open) {
+                "warn"
+            } else {
+                "info"
+            };
+            backplane.publish(LiveEvent::public(
+                instance_id,
+                LiveBody::Console(ConsoleLine {
+                    level: level.into(),
+                    text: format!("breaker {service} @ {endpoint} → {to:?}: {reason}"),
+                }),
+            ));
+        }
+        ResilienceEvent::BudgetExhausted { service } => {
+            backplane.publish(LiveEvent::public(
+                instance_id,
+                LiveBody::Console(ConsoleLine {
+                    level: "warn".into(),
+                    text: format!(
+                        "retry budget of {service} exhausted: failures are no longer retried"
+                    ),
+                }),
+            ));
+        }
+    }
+    if let Ok(data) = serde_json::to_value(&event) {
+        backplane.publish(LiveEvent::public(instance_id, LiveBody::Breaker(data)));
+    }
+}
+
+/// A refusal is news for everybody (without saying whose); the demo bucket's decisions are news
+/// for the visitor running it.
+fn on_decision(instance_id: &str, backplane: &Backplane, decision: RateLimitEvent) {
+    let session = decision.scope.strip_prefix("s:").map(str::to_owned);
+    if decision.class.is_none() {
+        if let (Some(session), Ok(data)) = (session, serde_json::to_value(&decision)) {
+            backplane.publish(
+                LiveEvent::public(instance_id, LiveBody::RateLimit(data)).for_session(session),
+            );
+        }
+        return;
+    }
+    if !decision.allowed {
+        let data = json!({ "class": decision.class, "allowed": false, "limit": decision.limit, "mode": decision.mode });
+        backplane.publish(LiveEvent::public(instance_id, LiveBody::RateLimit(data)));
+    }
+}
+
+fn take_snapshot(traffic: &Traffic, proxy: &Proxy, seconds: f64) -> serde_json::Value {
+    let mut samples = traffic
+        .samples
+        .lock()
+        .map(|mut s| std::mem::take(&mut *s))
+        .unwrap_or_default();
+    samples.sort_by(f32::total_cmp);
+    let quantile = |q: f64| -> Option<f32> {
+        if samples.is_empty() {
+            return None;
+        }
+        let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
+        samples.get(index).copied()
+    };
+    let requests = traffic.requests.swap(0, Ordering::Relaxed);
+    let errors = traffic.server_errors.swap(0, Ordering::Relaxed);
+    json!({
+        "period_s": seconds,
+        "requests": requests,
+        "requests_per_s": requests as f64 / seconds,
+        "p50_ms": quantile(0.50),
+        "p99_ms": quantile(0.99),
+        "server_errors": errors,
+        "error_rate": if requests == 0 { 0.0 } else { errors as f64 / requests as f64 },
+        "rate_limited": traffic.too_many.swap(0, Ordering::Relaxed),
+        "retries": traffic.retries.swap(0, Ordering::Relaxed),
+        "fail_fast": traffic.fail_fast.swap(0, Ordering::Relaxed),
+        "upstreams": proxy.breakers(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_snapshot_reports_the_periods_rates_and_quantiles_and_starts_the_next_period_empty() {
+        let traffic = Traffic::default();
+        for ms in 1..=100 {
+            traffic.samples.lock().unwrap().push(ms as f32);
+        }
+        traffic.requests.store(100, Ordering::Relaxed);
+        traffic.server_errors.store(5, Ordering::Relaxed);
+        let proxy = Proxy::new(&[], &crate::proxy::ProxySettings::default());
+
+        let first = take_snapshot(&traffic, &proxy, 2.0);
+        let second = take_snapshot(&traffic, &proxy, 2.0);
+
+        assert_eq!(first["requests_per_s"], 50.0);
+        assert_eq!(first["p50_ms"], 51.0);
+        assert_eq!(first["p99_ms"], 99.0);
+        assert_eq!(first["error_rate"], 0.05);
+        assert_eq!(second["requests"], 0);
+        assert!(second["p99_ms"].is_null());
+    }
+}
