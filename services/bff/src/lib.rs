@@ -7,6 +7,7 @@
 
 pub mod demo;
 mod health;
+pub mod journeys;
 pub mod live;
 // ---- edge (branch bff-edge): sessions, client IP, rate limit, idempotency replay ----
 pub mod client_ip;
@@ -54,6 +55,8 @@ pub struct Settings {
     pub amqp: AmqpSettings,
     /// The live push stream.
     pub live: live::LiveSettings,
+    /// Background journeys.
+    pub journeys: journeys::JourneySettings,
     /// Sessions, client IP, rate limits and idempotency replay (branch bff-edge).
     pub edge: edge::EdgeSettings,
     /// Timeouts, retries, breakers and body limits of the proxied routes.
@@ -85,6 +88,7 @@ impl Default for Settings {
             vault_addr: None,
             amqp: AmqpSettings::default(),
             live: live::LiveSettings::default(),
+            journeys: journeys::JourneySettings::default(),
             edge: edge::EdgeSettings::default(),
             proxy: ProxySettings::default(),
             security: SecuritySettings::default(),
@@ -187,6 +191,13 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         leadership.clone(),
         shutdown.clone(),
     ));
+    if settings.journeys.enabled {
+        tracker.spawn(journeys::run(
+            state.clone(),
+            leadership.clone(),
+            shutdown.clone(),
+        ));
+    }
     if settings.live.tap {
         let broker = Broker::start(&settings.amqp, NAME, shutdown.clone());
         tracker.spawn(live::tap::run(

@@ -33,12 +33,19 @@ const RESTOCK_BELOW: i64 = 10;
 const RESTOCK_TO: i64 = 100;
 
 /// The scenarios this demo runs.
-const SCENARIOS: &[&str] = &["success", "payment-declined", "last-unit-race"];
+const SCENARIOS: &[&str] = &[
+    "success",
+    "payment-declined",
+    "last-unit-race",
+    "idempotent-retry",
+];
+/// Requests per phase of the idempotent-retry scenario (in sequence, then at once).
+const RETRIES: usize = 5;
 
 /// Which saga to run.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SagaDemo {
-    /// `success`, `payment-declined` or `last-unit-race`.
+    /// `success`, `payment-declined`, `last-unit-race` or `idempotent-retry`.
     pub scenario: String,
     /// `stripe` (default) or `paypal`.
     #[serde(default)]
@@ -55,10 +62,23 @@ pub(crate) async fn run_saga(
     Json(body): Json<SagaDemo>,
 ) -> Result<Json<DemoReport>, Problem> {
     let provider = body.provider.unwrap_or_else(|| "stripe".to_owned());
+    let session = visitor.map(|Extension(v)| v.session.to_string());
+    saga(&state, session, body.scenario, provider)
+        .await
+        .map(Json)
+}
+
+/// Runs `scenario` for `session` (its steps pushed to that visitor; none for a background
+/// journey).
+pub(crate) async fn saga(
+    state: &AppState,
+    session: Option<String>,
+    scenario: String,
+    provider: String,
+) -> Result<DemoReport, Problem> {
     if provider != "stripe" && provider != "paypal" {
         return Err(Problem::invalid_field("provider", "`stripe` or `paypal`"));
     }
-    let scenario = body.scenario;
     if !SCENARIOS.contains(&scenario.as_str()) {
         return Err(Problem::invalid_field(
             "scenario",
@@ -68,12 +88,8 @@ pub(crate) async fn run_saga(
             ),
         ));
     }
-    let services = Services::of(&state)?;
-    let mut run = Run::new(
-        &state,
-        "saga",
-        visitor.map(|Extension(v)| v.session.to_string()),
-    );
+    let services = Services::of(state)?;
+    let mut run = Run::new(state, "saga", session);
     let customer = format!("demo:{}", Uuid::now_v7());
     let report = match scenario.as_str() {
         "success" | "payment-declined" => {
@@ -116,6 +132,50 @@ pub(crate) async fn run_saga(
                 held,
                 summary,
                 json!({ "order": finished, "payment": payment, "stock_before": before, "stock_after": after }),
+            )
+        }
+        "idempotent-retry" => {
+            let product = services.product(&mut run, PLENTY_SKU).await?;
+            services
+                .ensure_stock(&mut run, &product, RESTOCK_BELOW, RESTOCK_TO)
+                .await?;
+            let key = Uuid::now_v7().to_string();
+            let mut placed = Vec::new();
+            for _ in 0..RETRIES {
+                placed.push(
+                    services
+                        .place_keyed(&customer, &product, &provider, &key)
+                        .await?,
+                );
+            }
+            let parallel = futures::future::join_all(
+                (0..RETRIES).map(|_| services.place_keyed(&customer, &product, &provider, &key)),
+            )
+            .await;
+            for order in parallel {
+                placed.push(order?);
+            }
+            let distinct: std::collections::BTreeSet<&String> = placed.iter().collect();
+            run.step(
+                format!("sent the same order {} times ({RETRIES} in sequence, {RETRIES} at once) with one Idempotency-Key", placed.len()),
+                None,
+                json!({ "idempotency_key": key, "order_ids": distinct }),
+            );
+            let order = placed[0].clone();
+            let session_id = services.payment_session(&mut run, &order).await?;
+            services.buyer(&mut run, &session_id, true).await?;
+            let finished = services.finished(&mut run, &customer, &order).await?;
+            let status = finished["status"].as_str().unwrap_or_default().to_owned();
+            let held = distinct.len() == 1 && status == "Completed";
+            run.finish(
+                Some(scenario),
+                held,
+                format!(
+                    "{} distinct order(s) from {} requests; the order ended {status}",
+                    distinct.len(),
+                    placed.len()
+                ),
+                json!({ "order": finished, "order_ids": distinct }),
             )
         }
         "last-unit-race" => {
@@ -163,7 +223,7 @@ pub(crate) async fn run_saga(
             ));
         }
     };
-    Ok(Json(report))
+    Ok(report)
 }
 
 /// The services a saga demo talks to, and the calls it makes.
@@ -350,10 +410,33 @@ impl Services {
         product: &Value,
         provider: &str,
     ) -> Result<(String, Option<String>), Problem> {
+        self.place_with(customer, product, provider, &Uuid::now_v7().to_string())
+            .await
+    }
+
+    async fn place_keyed(
+        &self,
+        customer: &str,
+        product: &Value,
+        provider: &str,
+        key: &str,
+    ) -> Result<String, Problem> {
+        self.place_with(customer, product, provider, key)
+            .await
+            .map(|(order, _)| order)
+    }
+
+    async fn place_with(
+        &self,
+        customer: &str,
+        product: &Value,
+        provider: &str,
+        key: &str,
+    ) -> Result<(String, Option<String>), Problem> {
         let response = self
             .http
             .post(format!("{}/orders", self.orders))
-            .header("idempotency-key", Uuid::now_v7().to_string())
+            .header("idempotency-key", key)
             .header("x-lab-customer", customer)
             .json(&json!({ "lines": [{ "product_id": id_of(product), "quantity": 1 }], "provider": provider }))
             .send()

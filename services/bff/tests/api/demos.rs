@@ -98,3 +98,58 @@ async fn an_unknown_saga_scenario_or_provider_is_a_422() {
     assert_eq!(provider_status, 422, "{provider:#}");
     assert_eq!(provider["field"], "provider");
 }
+
+#[tokio::test]
+async fn the_same_order_sent_ten_times_with_one_key_is_one_order_that_completes() {
+    let cluster = cluster().await;
+    let bff = spawn_bff(&cluster.env, &cluster.upstreams()).await;
+
+    let (status, report) = run(&bff, json!({ "scenario": "idempotent-retry" })).await;
+
+    assert_eq!(status, 200, "{report:#}");
+    assert_eq!(report["verdict"], "pass", "{report:#}");
+    assert_eq!(report["evidence"]["order_ids"].as_array().unwrap().len(), 1);
+    assert_eq!(report["evidence"]["order"]["status"], "Completed");
+}
+
+#[tokio::test]
+async fn background_journeys_run_in_turn_and_every_viewer_sees_their_outcomes() {
+    let cluster = cluster().await;
+    let settings = lab_bff::Settings {
+        journeys: lab_bff::journeys::JourneySettings {
+            enabled: true,
+            every_s: 1,
+        },
+        ..crate::helpers::settings(&cluster.env, &cluster.upstreams())
+    };
+    let bff = cluster.env.spawn(lab_bff::build, settings).await;
+    let mut live =
+        lab_test_support::SseStream::connect(&bff.client, &bff.url("/api/events?topics=demo"), &[])
+            .await;
+
+    let mut outcomes = std::collections::BTreeMap::new();
+    while outcomes.len() < 3 {
+        let Some(event) = live
+            .until(std::time::Duration::from_secs(60), |e| {
+                e.data["data"]["journey"].is_string()
+            })
+            .await
+        else {
+            break;
+        };
+        outcomes.insert(
+            event.data["data"]["journey"].as_str().unwrap().to_owned(),
+            event.data["data"]["outcome"].clone(),
+        );
+    }
+
+    let names: Vec<&String> = outcomes.keys().collect();
+    assert_eq!(
+        names,
+        ["idempotent-retry", "occ-race", "place-order"],
+        "{outcomes:#?}"
+    );
+    for (journey, outcome) in &outcomes {
+        assert_eq!(outcome["verdict"], "pass", "{journey}: {outcome:#}");
+    }
+}

@@ -15,6 +15,11 @@ pub fn settings(env: &TestEnv, upstreams: &[(&str, String)]) -> Settings {
         http: env.http(1),
         amqp: env.amqp(),
         // Frequent health pushes, so live-stream tests see events within a second.
+        // Journeys only where a test turns them on.
+        journeys: lab_bff::journeys::JourneySettings {
+            enabled: false,
+            every_s: 1,
+        },
         live: lab_bff::live::LiveSettings {
             health_every_ms: 200,
             tap: true,
