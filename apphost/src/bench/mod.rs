@@ -4,6 +4,7 @@
 //! Practice from `BENCH.md`: the system under test and its peer are pinned to core 1, the load
 //! generator to core 0; the machine is checked for quiet first; each figure is the median of 3.
 
+mod bff;
 mod catalog;
 mod checkout;
 mod measure;
@@ -23,6 +24,8 @@ pub struct BenchArgs {
 
 #[derive(Subcommand)]
 enum Target {
+    /// Proxied GETs through the BFF vs nginx proxy_pass; added latency; rate-limit accuracy.
+    Bff(bff::BffArgs),
     /// Cached product reads vs bare axum, the cross-replica stale window, concurrent writers.
     Catalog(catalog::CatalogArgs),
     /// Completed orders/s through the whole saga vs pgbench TPC-B; place→Completed latency.
@@ -36,6 +39,7 @@ enum Target {
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     match args.target {
+        Target::Bff(a) => bff::run(a).await,
         Target::Catalog(a) => catalog::run(a).await,
         Target::Checkout(a) => checkout::run(a).await,
         Target::Outbox(a) => outbox::run(a).await,

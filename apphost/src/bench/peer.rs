@@ -35,18 +35,19 @@ fn body() -> String {
 
 pub async fn serve_peer(args: PeerArgs) -> anyhow::Result<()> {
     let body = body();
-    let router = Router::new().route(
-        "/product",
-        get(move || {
-            let body = body.clone();
-            async move {
-                (
-                    [(axum::http::header::CONTENT_TYPE, "application/json")],
-                    body,
-                )
-            }
-        }),
-    );
+    let answer = move || {
+        let body = body.clone();
+        async move {
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+        }
+    };
+    // `/products/{id}` too, so a proxy routing the catalog's public path can front the peer.
+    let router = Router::new()
+        .route("/product", get(answer.clone()))
+        .route("/products/{id}", get(answer));
     // TCP_NODELAY as in lab-http, so the comparison is of the stacks, not of Nagle.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await?
