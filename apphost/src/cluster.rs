@@ -259,6 +259,7 @@ async fn prepare(
             None => secrets.vault_root_token.clone(),
         }),
         psp_cert_dir: dir.root().join("psp-certs"),
+        bff_session_key: secrets.bff_session_key.clone(),
     })
 }
 

@@ -152,6 +152,11 @@ pub struct Secrets {
     pub vault_admin: String,
     /// OpenBao dev server's root token.
     pub vault_root_token: String,
+    /// The key every BFF replica signs session cookies with, so each accepts the others' and a
+    /// restarted BFF the ones it issued before (added later: absent from older files, then made
+    /// and saved on the next load).
+    #[serde(default)]
+    pub bff_session_key: String,
 }
 
 impl Secrets {
@@ -159,7 +164,11 @@ impl Secrets {
 
     /// The secrets of this data directory, generating and saving them on first use.
     pub fn load_or_create(dir: &DataDir) -> Result<Self, DataDirError> {
-        if let Some(s) = dir.read_json(Self::FILE)? {
+        if let Some(mut s) = dir.read_json::<Self>(Self::FILE)? {
+            if s.bff_session_key.is_empty() {
+                s.bff_session_key = session_key();
+                dir.write_json(Self::FILE, &s, 0o600)?;
+            }
             return Ok(s);
         }
         let s = Self {
@@ -167,10 +176,16 @@ impl Secrets {
             static_login: random_secret(),
             vault_admin: random_secret(),
             vault_root_token: format!("lab-{}", random_secret()),
+            bff_session_key: session_key(),
         };
         dir.write_json(Self::FILE, &s, 0o600)?;
         Ok(s)
     }
+}
+
+/// 64 alphanumeric characters: the BFF wants at least 32 bytes of key.
+fn session_key() -> String {
+    format!("{}{}", random_secret(), random_secret())
 }
 
 /// 32 alphanumeric characters (~190 bits): safe inside URLs and SQL literals without escaping.

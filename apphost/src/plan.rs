@@ -62,6 +62,8 @@ pub struct Wiring {
     /// Where the sandbox PSP keeps its CA and signing certificate (made on its first start),
     /// and where payments reads the CA it trusts for PayPal webhooks.
     pub psp_cert_dir: std::path::PathBuf,
+    /// The key the BFF replicas sign session cookies with (shared, kept across restarts).
+    pub bff_session_key: String,
 }
 
 /// One process to run.
@@ -278,6 +280,12 @@ fn wire_bff(procs: &mut [ProcSpec], wiring: &Wiring) {
         if let Some(addr) = &wiring.vault_addr {
             bff.env.push((format!("{prefix}VAULT_ADDR"), addr.clone()));
         }
+        if !wiring.bff_session_key.is_empty() {
+            bff.env.push((
+                format!("{prefix}EDGE__SESSION__KEY"),
+                wiring.bff_session_key.clone(),
+            ));
+        }
         bff.after = others.clone();
     }
 }
@@ -295,6 +303,7 @@ mod tests {
             vault_addr: Some("http://v".into()),
             vault_token: Some("t".into()),
             psp_cert_dir: "/lab/psp-certs".into(),
+            bff_session_key: "k".repeat(64),
         };
         let mut port = 9000;
         let procs = plan(&wiring, |_| {
@@ -317,6 +326,8 @@ mod tests {
         );
         let bff = procs.last().unwrap();
         let env: std::collections::BTreeMap<_, _> = bff.env.iter().cloned().collect();
+        assert_eq!(env["LAB_BFF__EDGE__SESSION__KEY"], "k".repeat(64));
+        assert!(env.contains_key("LAB_BFF__AMQP__URL"), "the BFF taps the bus");
         assert_eq!(
             env["LAB_BFF__UPSTREAMS__CATALOG"],
             "http://127.0.0.1:9002,http://127.0.0.1:9003"
@@ -384,6 +395,7 @@ mod tests {
             vault_addr: None,
             vault_token: None,
             psp_cert_dir: "/lab/psp-certs".into(),
+            bff_session_key: "k".repeat(64),
         };
         let procs = plan(&wiring, |_| crate::ports::loopback(0));
         assert!(procs.iter().all(|p| p.service != "identity"));
