@@ -164,6 +164,19 @@ pub async fn open(
     Ok(Database { pool, credentials })
 }
 
+impl Database {
+    /// `readiness` with this database's checks: PostgreSQL (critical) and, for a leased login,
+    /// OpenBao (non-critical: the service serves on its current login while it is down).
+    pub fn probes(&self, readiness: lab_http::Readiness) -> lab_http::Readiness {
+        let readiness = readiness.with(PgProbe(self.pool.clone()));
+        if self.credentials.enabled() {
+            readiness.with(VaultProbe(self.credentials.clone()))
+        } else {
+            readiness
+        }
+    }
+}
+
 fn pool_options(settings: &DbSettings) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
