@@ -26,6 +26,10 @@ const SWAP_GRACE: Duration = Duration::from_millis(250);
 /// How often the drain step looks at `pg_stat_activity` for sessions of the old login.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
 
+/// A session of the old login idle this long is not between two statements of a request (those
+/// follow each other within milliseconds): it is a pool leftover or a `LISTEN` connection.
+const IDLE_SETTLE: Duration = Duration::from_secs(1);
+
 /// First and longest pause between attempts while OpenBao does not answer.
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -430,6 +434,8 @@ impl Credentials {
 /// The lease in use.
 struct Current {
     username: String,
+    /// Kept to look at the login's own sessions while it drains.
+    password: SecretString,
     lease_id: String,
     /// What the lease was first granted; renewals ask for it again unless the demo changed it.
     granted: Duration,
@@ -445,6 +451,7 @@ impl Current {
         let now = Instant::now();
         Self {
             username: creds.username.clone(),
+            password: creds.password.clone(),
             lease_id: creds.lease.id.clone(),
             granted: creds.lease.duration,
             renewable: creds.lease.renewable,
@@ -730,7 +737,7 @@ impl Loop {
         });
         self.stage(&mut report, started, Stage::PoolSwapped);
 
-        report.drained = self.drain(&old.username).await;
+        report.drained = self.drain(&old).await;
         self.stage(&mut report, started, Stage::OldDrained);
 
         match self.m.vault.revoke(&old.lease_id).await {
@@ -760,27 +767,71 @@ impl Loop {
         Ok(report)
     }
 
-    /// Waits until PostgreSQL shows no session of `user`, closing idle pooled connections of it
-    /// on the way; `false` when the drain timeout passed first.
-    async fn drain(&self, user: &str) -> bool {
+    /// Waits until no session of the old login is doing work: none running a statement or inside
+    /// a transaction, none that ran one within [`IDLE_SETTLE`]. Idle pooled connections of it are
+    /// taken out and put back on the way, which closes them. What may remain idle is a connection
+    /// the pool will never hand out again, or one held outside the pool that waits for
+    /// notifications (`LISTEN`); revocation ends those and their owner reconnects with the new
+    /// login. `false` when the drain timeout passed first.
+    async fn drain(&self, old: &Current) -> bool {
         let deadline = Instant::now() + self.m.drain_timeout;
-        loop {
-            // Idle connections of the old login only meet the hooks when taken out and put back.
+        // A session of the old login itself, out of the owner role: only a session of the same
+        // user sees the state of the login's other sessions.
+        let mut own = match self.own_session(old).await {
+            Ok(conn) => Some(conn),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look at the old login's sessions as itself");
+                None
+            }
+        };
+        let drained = loop {
             let mut idle = Vec::new();
             while let Some(conn) = self.m.pool.try_acquire() {
                 idle.push(conn);
             }
             drop(idle);
-            match sessions_of(&self.m.pool, user).await {
-                Ok(0) => return true,
+            let busy = match own.as_mut() {
+                Some(conn) => busy_sessions(conn, &old.username).await,
+                None => sessions_of(&self.m.pool, &old.username).await,
+            };
+            match busy {
+                Ok(0) => break true,
                 Ok(_) => {}
                 Err(e) => tracing::debug!(error = %e, "counting the old login's sessions failed"),
             }
             if Instant::now() >= deadline {
-                return false;
+                if let Some(conn) = own.as_mut() {
+                    let left: Vec<(Option<String>, Option<String>)> = sqlx::query_as(
+                        "SELECT state, left(query, 80) FROM pg_stat_activity \
+                         WHERE usename = $1 AND pid <> pg_backend_pid()",
+                    )
+                    .bind(&old.username)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .unwrap_or_default();
+                    tracing::warn!(user = %old.username, sessions = ?left, "the old login did not drain in time; revocation ends its sessions");
+                }
+                break false;
             }
             tokio::time::sleep(DRAIN_POLL).await;
+        };
+        if let Some(conn) = own {
+            let _ = sqlx::Connection::close(conn).await;
         }
+        drained
+    }
+
+    async fn own_session(&self, old: &Current) -> Result<sqlx::PgConnection, sqlx::Error> {
+        use sqlx::Connection as _;
+        let options = self
+            .m
+            .base
+            .clone()
+            .username(&old.username)
+            .password(old.password.expose());
+        let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+        sqlx::query("SET ROLE NONE").execute(&mut conn).await?;
+        Ok(conn)
     }
 
     async fn revoke_leftovers(&mut self) {
@@ -811,6 +862,22 @@ impl Loop {
         }
         self.revoke_leftovers().await;
     }
+}
+
+/// Sessions of `user`, other than the caller's, that are running a statement, are inside a
+/// transaction, or ran a statement within [`IDLE_SETTLE`]; `conn` must be a session of `user`
+/// itself (without `SET ROLE`), or their state is hidden and every one counts as busy.
+async fn busy_sessions(conn: &mut sqlx::PgConnection, user: &str) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity \
+         WHERE usename = $1 AND pid <> pg_backend_pid() \
+           AND (state IS DISTINCT FROM 'idle' \
+                OR state_change > clock_timestamp() - make_interval(secs => $2))",
+    )
+    .bind(user)
+    .bind(IDLE_SETTLE.as_secs_f64())
+    .fetch_one(conn)
+    .await
 }
 
 /// Sessions of `user` on the whole server, from `pg_stat_activity`.
