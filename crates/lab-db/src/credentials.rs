@@ -87,6 +87,8 @@ pub enum CredentialError {
     Vault(#[from] VaultError),
     #[error("PostgreSQL: {0}")]
     Sql(#[from] sqlx::Error),
+    #[error("the rotation failed, the current login stays in use: {0}")]
+    Rotation(String),
     #[error("the credential manager has stopped")]
     Stopped,
     #[error("a demo TTL must be at least {MIN_DEMO_TTL_S} s")]
@@ -407,10 +409,7 @@ impl Credentials {
             .map_err(|_| CredentialError::Stopped)?;
         match rx.await {
             Ok(Ok(report)) => Ok(report),
-            Ok(Err(reason)) => Err(CredentialError::Vault(VaultError::Unreachable {
-                addr: "OpenBao".into(),
-                reason,
-            })),
+            Ok(Err(reason)) => Err(CredentialError::Rotation(reason)),
             Err(_) => Err(CredentialError::Stopped),
         }
     }

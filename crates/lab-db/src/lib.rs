@@ -124,6 +124,10 @@ pub async fn open(
     shutdown: CancellationToken,
 ) -> Result<Database, DbError> {
     if !settings.vault.enabled() {
+        tracing::info!(
+            schema,
+            "database login: static (no OpenBao configured; leased credentials disabled)"
+        );
         let pool = connect(settings, schema, app_name, env_hint).await?;
         return Ok(Database {
             pool,
@@ -160,6 +164,13 @@ pub async fn open(
         gate,
         drain_timeout: Duration::from_millis(login.drain_timeout_ms),
     };
+    tracing::info!(
+        schema,
+        user = %first.username,
+        lease = %credentials::redact_lease_id(&first.lease.id),
+        ttl_s = first.lease.duration.as_secs(),
+        "database login: leased from OpenBao"
+    );
     let credentials = manager.start(first, shutdown);
     Ok(Database { pool, credentials })
 }
