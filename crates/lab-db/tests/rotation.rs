@@ -277,3 +277,41 @@ async fn without_openbao_the_static_login_is_used_and_reported_disabled() {
         Err(lab_db::credentials::CredentialError::Disabled)
     ));
 }
+
+#[tokio::test]
+async fn a_lease_is_renewed_and_rotated_when_a_renewal_is_capped_by_max_ttl() {
+    require_bao!();
+    let env = env().await;
+    let settings = env.vault_database("catalog").await;
+    // A role of 4 s leases renewable up to 10 s: renewals at half-life, the third one capped.
+    let role = lab_db::credentials::engine_role(
+        "lab",
+        "catalog",
+        &env.db().server().1,
+        Duration::from_secs(4),
+        Duration::from_secs(10),
+    );
+    env.vault()
+        .client()
+        .write_db_role("database", "catalog", &role)
+        .await
+        .expect("short role");
+    let db = open(&settings, &env).await;
+    let first = session_user(&db).await;
+    let mut changes = db.credentials.subscribe();
+    let rotated = tokio::time::timeout(
+        Duration::from_secs(30),
+        changes.wait_for(|s| s.last_rotation.as_ref().is_some_and(|r| r.revoked)),
+    )
+    .await
+    .map(|s| s.map(|s| s.clone()));
+    let status = match rotated {
+        Ok(Ok(status)) => status,
+        other => panic!("no rotation within 30 s of a 10 s max_ttl: {other:?}"),
+    };
+    let report = status.last_rotation.expect("report");
+    assert_eq!(report.reason, "capped");
+    assert_eq!(report.old_user, first);
+    assert!(!role_exists(&env, &first).await);
+    assert_eq!(session_user(&db).await, report.new_user);
+}
