@@ -846,19 +846,10 @@ impl Loop {
         self.unrevoked = still;
     }
 
-    /// On shutdown: once no connection is in use (bounded), revokes the current lease so its user
-    /// does not outlive the process by a whole TTL.
+    /// On shutdown: old leases whose revocation failed are tried once more. The current lease is
+    /// left to expire (within one TTL, when OpenBao drops its user): the service may still be
+    /// finishing requests on it during its grace period, and revoking would cut them off.
     async fn stop(mut self) {
-        let deadline = Instant::now() + self.m.drain_timeout.min(Duration::from_secs(5));
-        while Instant::now() < deadline
-            && usize::try_from(self.m.pool.size()).unwrap_or(0) > self.m.pool.num_idle()
-        {
-            tokio::time::sleep(DRAIN_POLL).await;
-        }
-        self.m.pool.close().await;
-        if let Err(e) = self.m.vault.revoke(&self.current.lease_id).await {
-            tracing::debug!(error = %e, "revoking the database lease at shutdown failed");
-        }
         self.revoke_leftovers().await;
     }
 }

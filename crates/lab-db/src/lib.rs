@@ -115,7 +115,7 @@ pub struct Database {
 
 /// Opens `schema`'s pool with a static login (`settings.url`), or with a login leased from
 /// OpenBao when `settings.vault` names a server: then the login is renewed and rotated until
-/// `shutdown`, and revoked after it.
+/// `shutdown`, after which its lease runs out on its own (requests still finishing keep it).
 pub async fn open(
     settings: &DbSettings,
     schema: &str,
