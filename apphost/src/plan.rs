@@ -127,6 +127,12 @@ pub fn plan(wiring: &Wiring, mut listen: impl FnMut(&str) -> SocketAddr) -> Vec<
                 && let Some(url) = wiring.database_urls.get(s.name)
             {
                 env.push((format!("{prefix}DATABASE__URL"), url.clone()));
+                // With OpenBao, the login is leased from its database engine (role = service
+                // name) and rotated; the URL then only supplies host, port and database.
+                if let (Some(addr), Some(token)) = (&wiring.vault_addr, &wiring.vault_token) {
+                    env.push((format!("{prefix}DATABASE__VAULT__ADDR"), addr.clone()));
+                    env.push((format!("{prefix}DATABASE__VAULT__TOKEN"), token.clone()));
+                }
             }
             if s.redis {
                 env.push((format!("{prefix}REDIS__URL"), wiring.redis_url.clone()));
@@ -383,6 +389,39 @@ mod tests {
             identity
                 .env
                 .contains(&("LAB_IDENTITY__VAULT__TOKEN".to_owned(), "t".to_owned()))
+        );
+    }
+
+    #[test]
+    fn with_openbao_every_database_service_leases_its_login_and_without_it_none_does() {
+        let mut wiring = Wiring {
+            database_urls: lab_db::bootstrap::SCHEMA_SERVICES
+                .iter()
+                .map(|s| (s.to_string(), format!("postgres://{s}")))
+                .collect(),
+            redis_url: "redis://r".into(),
+            amqp_url: "amqp://a".into(),
+            vault_addr: Some("http://v".into()),
+            vault_token: Some("t".into()),
+            psp_cert_dir: "/lab/psp-certs".into(),
+        };
+        let procs = plan(&wiring, |_| crate::ports::loopback(0));
+        for service in lab_db::bootstrap::SCHEMA_SERVICES {
+            let prefix = lab_config::env_prefix(service);
+            for p in procs.iter().filter(|p| p.service == service) {
+                let env: std::collections::BTreeMap<_, _> = p.env.iter().cloned().collect();
+                assert_eq!(env[&format!("{prefix}DATABASE__VAULT__ADDR")], "http://v");
+                assert_eq!(env[&format!("{prefix}DATABASE__VAULT__TOKEN")], "t");
+            }
+        }
+        wiring.vault_addr = None;
+        wiring.vault_token = None;
+        let procs = plan(&wiring, |_| crate::ports::loopback(0));
+        assert!(
+            procs
+                .iter()
+                .flat_map(|p| &p.env)
+                .all(|(k, _)| !k.contains("DATABASE__VAULT"))
         );
     }
 

@@ -11,6 +11,7 @@ mod measure;
 mod outbox;
 mod peer;
 mod pgbench;
+mod rotation;
 
 use clap::{Args, Subcommand};
 
@@ -32,6 +33,8 @@ enum Target {
     Checkout(checkout::CheckoutArgs),
     /// Outbox relay and inbox consumer vs raw lapin; commit→publish latency.
     Outbox(outbox::OutboxArgs),
+    /// Requests through a database route while the login is rotated: failures, p99 ratio, time.
+    Rotation(rotation::RotationArgs),
     /// The bare axum peer the benchmarks compare against (started by them, pinned to a core).
     #[command(hide = true)]
     Peer(peer::PeerArgs),
@@ -43,6 +46,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Target::Catalog(a) => catalog::run(a).await,
         Target::Checkout(a) => checkout::run(a).await,
         Target::Outbox(a) => outbox::run(a).await,
+        Target::Rotation(a) => rotation::run(a).await,
         Target::Peer(a) => serve_peer(a).await,
     }
 }

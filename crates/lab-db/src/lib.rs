@@ -6,7 +6,9 @@
 //! migrations and tables land in its own schema, owned by the stable role. [`bootstrap`] creates
 //! those roles and schemas with an administrator's connection; [`connect`] opens a service's pool.
 
+pub mod admin;
 pub mod bootstrap;
+pub mod credentials;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -17,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
 
+pub use credentials::{CredentialStatus, Credentials, RotationReport, VaultLogin, VaultProbe};
 pub use sqlx;
 
 /// How a service reaches its database.
@@ -30,6 +34,9 @@ pub struct DbSettings {
     pub max_connections: u32,
     /// How long a request may wait for a pooled connection before it fails with 503.
     pub acquire_timeout_ms: u64,
+    /// Where a leased login comes from (`…__DATABASE__VAULT__ADDR`, `…__TOKEN`, `…__ROLE`);
+    /// without an address the URL's static login is used and Vault reports itself disabled.
+    pub vault: VaultLogin,
 }
 
 impl DbSettings {
@@ -45,6 +52,7 @@ impl DbSettings {
             // Long enough to ride out a pool swap, short enough that a stuck database surfaces
             // as a 503 before the caller's own timeout.
             acquire_timeout_ms: 3_000,
+            vault: VaultLogin::default(),
         }
     }
 }
@@ -68,6 +76,15 @@ pub enum DbError {
         reason: String,
         hint: String,
     },
+    #[error(
+        "no PostgreSQL login could be leased from OpenBao at {addr} (role {role}): {reason}; start it, fix {hint}, or run without OpenBao"
+    )]
+    Lease {
+        addr: String,
+        role: String,
+        reason: String,
+        hint: String,
+    },
     #[error("migrations of schema {schema} failed: {reason}")]
     Migration { schema: String, reason: String },
     #[error(transparent)]
@@ -87,8 +104,99 @@ pub fn connect_options(
     Ok(options)
 }
 
-/// Opens a pool for `schema` and checks that one connection really works, so a wrong address or
-/// password stops start-up with a clear message instead of failing the first request.
+/// A service's database: its pool and the handle on the login it uses.
+#[derive(Debug, Clone)]
+pub struct Database {
+    /// The one pool every handler uses; a rotation changes its login, never the pool.
+    pub pool: PgPool,
+    /// Status and control of a leased login (disabled for a static one).
+    pub credentials: Credentials,
+}
+
+/// Opens `schema`'s pool with a static login (`settings.url`), or with a login leased from
+/// OpenBao when `settings.vault` names a server: then the login is renewed and rotated until
+/// `shutdown`, after which its lease runs out on its own (requests still finishing keep it).
+pub async fn open(
+    settings: &DbSettings,
+    schema: &str,
+    app_name: &str,
+    env_hint: &str,
+    shutdown: CancellationToken,
+) -> Result<Database, DbError> {
+    if !settings.vault.enabled() {
+        tracing::info!(
+            schema,
+            "database login: static (no OpenBao configured; leased credentials disabled)"
+        );
+        let pool = connect(settings, schema, app_name, env_hint).await?;
+        return Ok(Database {
+            pool,
+            credentials: Credentials::disabled(),
+        });
+    }
+    let login = &settings.vault;
+    let role = if login.role.is_empty() {
+        schema.to_owned()
+    } else {
+        login.role.clone()
+    };
+    let lease_error = |reason: String| DbError::Lease {
+        addr: login.addr.clone(),
+        role: role.clone(),
+        reason,
+        hint: env_hint.replace("__URL", "__VAULT__ADDR"),
+    };
+    let vault = lab_vault::Vault::new(&login.addr, login.token.clone())
+        .map_err(|e| lease_error(e.to_string()))?;
+    let base = connect_options(&settings.url, schema, app_name)?;
+    let (first, options) = credentials::first_lease(&vault, &login.mount, &role, &base)
+        .await
+        .map_err(|e| lease_error(e.to_string()))?;
+    probe(&options, settings, env_hint).await?;
+    let gate = std::sync::Arc::new(credentials::SwapGate::default());
+    let pool = credentials::gated(pool_options(settings), &gate).connect_lazy_with(options);
+    let manager = credentials::Manager {
+        vault,
+        mount: login.mount.clone(),
+        role,
+        pool: pool.clone(),
+        base,
+        gate,
+        drain_timeout: Duration::from_millis(login.drain_timeout_ms),
+    };
+    tracing::info!(
+        schema,
+        user = %first.username,
+        lease = %credentials::redact_lease_id(&first.lease.id),
+        ttl_s = first.lease.duration.as_secs(),
+        "database login: leased from OpenBao"
+    );
+    let credentials = manager.start(first, shutdown);
+    Ok(Database { pool, credentials })
+}
+
+impl Database {
+    /// `readiness` with this database's checks: PostgreSQL (critical) and, for a leased login,
+    /// OpenBao (non-critical: the service serves on its current login while it is down).
+    pub fn probes(&self, readiness: lab_http::Readiness) -> lab_http::Readiness {
+        let readiness = readiness.with(PgProbe(self.pool.clone()));
+        if self.credentials.enabled() {
+            readiness.with(VaultProbe(self.credentials.clone()))
+        } else {
+            readiness
+        }
+    }
+}
+
+fn pool_options(settings: &DbSettings) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+}
+
+/// Opens a pool for `schema` with the static login of `settings.url` and checks that one
+/// connection really works, so a wrong address or password stops start-up with a clear message
+/// instead of failing the first request.
 pub async fn connect(
     settings: &DbSettings,
     schema: &str,
@@ -96,12 +204,21 @@ pub async fn connect(
     env_hint: &str,
 ) -> Result<PgPool, DbError> {
     let options = connect_options(&settings.url, schema, app_name)?;
+    probe(&options, settings, env_hint).await?;
+    Ok(pool_options(settings).connect_lazy_with(options))
+}
+
+/// One direct connection: its error says why (refused, bad password, no database), where a pool
+/// would only say that it timed out.
+async fn probe(
+    options: &PgConnectOptions,
+    settings: &DbSettings,
+    env_hint: &str,
+) -> Result<(), DbError> {
     let addr = format!("{}:{}", options.get_host(), options.get_port());
-    // One direct connection first: its error says why (refused, bad password, no database),
-    // where a pool would only say that it timed out.
     let probe = tokio::time::timeout(
         Duration::from_millis(settings.acquire_timeout_ms),
-        PgConnection::connect_with(&options),
+        PgConnection::connect_with(options),
     )
     .await;
     let reason = match probe {
@@ -115,17 +232,14 @@ pub async fn connect(
             settings.acquire_timeout_ms
         )),
     };
-    if let Some(reason) = reason {
-        return Err(DbError::Unreachable {
+    match reason {
+        Some(reason) => Err(DbError::Unreachable {
             addr,
             reason,
             hint: env_hint.to_owned(),
-        });
+        }),
+        None => Ok(()),
     }
-    Ok(PgPoolOptions::new()
-        .max_connections(settings.max_connections)
-        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
-        .connect_lazy_with(options))
 }
 
 /// Applies `migrator` to the pool's schema. Concurrent replicas serialise on sqlx's advisory lock.

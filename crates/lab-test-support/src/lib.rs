@@ -53,6 +53,10 @@ pub use poll::eventually;
 pub use process::{DevVault, PrivateRedis, closed_port_url, free_port};
 pub use sse::{SseEvent, SseStream};
 
+/// Leases in tests last as long as in `lab up`: no test waits for a natural rotation.
+const VAULT_TEST_TTL: Duration = Duration::from_secs(300);
+const VAULT_TEST_MAX_TTL: Duration = Duration::from_secs(900);
+
 /// Shared Redis, unless `LAB_TEST_REDIS_URL` names another.
 const DEFAULT_REDIS_URL: &str = "redis://127.0.0.1:6379";
 /// Shared RabbitMQ, unless `LAB_TEST_AMQP_URL` names another.
@@ -66,14 +70,15 @@ pub struct TestEnv(Arc<Inner>);
 struct Inner {
     /// Unique per test: `t<unix seconds>x<random>`; names its Redis prefix and RabbitMQ names.
     id: String,
+    /// Its OpenBao dev server, when asked for. Declared before `db`: fields drop in order, and
+    /// its leases must be revoked while their database still exists.
+    vault: Option<DevVault>,
     /// Its database, when asked for.
     db: Option<TestDb>,
     /// Its private Redis, when asked for; behind a lock so a test can stop and start it.
     private_redis: Option<Mutex<PrivateRedis>>,
     /// The private Redis's URL, fixed for the life of the test.
     private_redis_url: Option<String>,
-    /// Its OpenBao dev server, when asked for.
-    vault: Option<DevVault>,
     /// Whether RabbitMQ settings were handed out, so objects under the prefix may exist.
     amqp_used: AtomicBool,
     /// Parent of every spawned app's shutdown token.
@@ -273,6 +278,61 @@ impl TestEnv {
             .vault
             .as_ref()
             .unwrap_or_else(|| panic!("this TestEnv has no OpenBao: use .with_vault()"))
+    }
+
+    /// Configures the dev OpenBao's database secrets engine for this test's database (again after
+    /// a restart): a connection as the test's superuser and one role per service schema.
+    pub async fn configure_vault_engine(&self) {
+        let vault = self.vault().client();
+        let db = self.db();
+        vault
+            .mount("database", "database")
+            .await
+            .unwrap_or_else(|e| panic!("mounting the database engine: {e}"));
+        let (host_port, admin_user) = db.server();
+        let connection = lab_vault::DbConnection {
+            connection_url: format!(
+                "postgresql://{{{{username}}}}:{{{{password}}}}@{host_port}/{}?sslmode=disable",
+                db.name
+            ),
+            username: admin_user,
+            password: String::new(),
+            allowed_roles: "*".into(),
+        };
+        vault
+            .write_db_connection("database", "lab", &connection)
+            .await
+            .unwrap_or_else(|e| panic!("writing the engine's connection: {e}"));
+        for service in lab_db::bootstrap::SCHEMA_SERVICES {
+            let role = lab_db::credentials::engine_role(
+                "lab",
+                service,
+                &connection.username,
+                VAULT_TEST_TTL,
+                VAULT_TEST_MAX_TTL,
+            );
+            vault
+                .write_db_role("database", service, &role)
+                .await
+                .unwrap_or_else(|e| panic!("writing the engine role {service}: {e}"));
+        }
+    }
+
+    /// `service`'s database settings with its login leased from the dev OpenBao (engine
+    /// configured by [`TestEnv::configure_vault_engine`] first).
+    pub async fn vault_database(&self, service: &str) -> DbSettings {
+        self.configure_vault_engine().await;
+        let vault = self.vault();
+        DbSettings {
+            vault: lab_db::VaultLogin {
+                addr: vault.addr.clone(),
+                token: SecretString::new(vault.root_token.clone()),
+                // A test's drain never needs long; a stuck one shows up as a timed-out drain.
+                drain_timeout_ms: 10_000,
+                ..lab_db::VaultLogin::default()
+            },
+            ..self.database(service)
+        }
     }
 
     /// A fresh shutdown token for one app, cancelled at the latest when the env goes.

@@ -132,14 +132,15 @@ async fn ping(port: u16) -> Option<()> {
     (&buf == b"+PONG\r\n").then_some(())
 }
 
-/// An OpenBao dev server (in memory, unsealed, with a known root token) on a free port.
+/// An OpenBao dev server (in memory, unsealed, with a known root token) on a free port. A test
+/// may stop it and start it again on the same port and token (dev mode forgets its state then).
 pub struct DevVault {
     /// `http://127.0.0.1:<port>`
     pub addr: String,
     /// The root token, for tests that set the server up.
     pub root_token: String,
-    /// Killed on drop.
-    _child: Child,
+    /// The running server, `None` while stopped; killed on drop, after its leases are revoked.
+    child: tokio::sync::Mutex<Option<Child>>,
 }
 
 impl DevVault {
@@ -158,38 +159,90 @@ impl DevVault {
         }
         let mut last = None;
         for _ in 0..3 {
-            match Self::try_start(free_port()).await {
-                Ok(vault) => return Ok(vault),
+            let root_token = format!("lab-test-root-{:08x}", rand::random::<u32>());
+            let vault = Self {
+                addr: format!("http://127.0.0.1:{}", free_port()),
+                root_token,
+                child: tokio::sync::Mutex::new(None),
+            };
+            match vault.resume().await {
+                Ok(()) => return Ok(vault),
                 Err(e) => last = Some(e),
             }
         }
         Err(last.unwrap_or_else(|| anyhow::anyhow!("bao did not start")))
     }
 
-    async fn try_start(port: u16) -> anyhow::Result<Self> {
-        let root_token = format!("lab-test-root-{:08x}", rand::random::<u32>());
-        let addr = format!("127.0.0.1:{port}");
+    /// A client with the root token.
+    pub fn client(&self) -> lab_vault::Vault {
+        lab_vault::Vault::new(
+            &self.addr,
+            lab_config::SecretString::new(self.root_token.clone()),
+        )
+        .unwrap_or_else(|e| panic!("OpenBao client: {e}"))
+    }
+
+    /// Kills the server (as a crash would); every lease it held is forgotten.
+    pub async fn stop(&self) {
+        if let Some(mut child) = self.child.lock().await.take() {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts the server (again) on its port with its token and waits until it is healthy.
+    pub async fn resume(&self) -> anyhow::Result<()> {
+        self.stop().await;
+        let listen = self.addr.trim_start_matches("http://").to_owned();
         let child = owned_command("bao")
             .args(["server", "-dev", "-dev-no-store-token"])
-            .arg(format!("-dev-root-token-id={root_token}"))
-            .arg(format!("-dev-listen-address={addr}"))
+            .arg(format!("-dev-root-token-id={}", self.root_token))
+            .arg(format!("-dev-listen-address={listen}"))
             .spawn()
             .context("starting `bao server -dev`")?;
-        let vault = Self {
-            addr: format!("http://{addr}"),
-            root_token,
-            _child: child,
-        };
+        *self.child.lock().await = Some(child);
         let client = reqwest::Client::new();
-        let health = format!("{}/v1/sys/health", vault.addr);
+        let health = format!("{}/v1/sys/health", self.addr);
         let up = eventually(START_DEADLINE, || {
             let request = client.get(&health).send();
             async move { request.await.ok().filter(|r| r.status().is_success()) }
         })
         .await;
         if up.is_none() {
-            bail!("bao server -dev on {addr} did not become healthy");
+            self.stop().await;
+            bail!("bao server -dev on {listen} did not become healthy");
         }
-        Ok(vault)
+        Ok(())
+    }
+}
+
+impl Drop for DevVault {
+    /// Revokes every database lease first (their revocation drops the PostgreSQL users, which are
+    /// cluster-wide and would otherwise outlive the test), then the child is killed.
+    fn drop(&mut self) {
+        if !self.child.get_mut().is_some() {
+            return;
+        }
+        let vault = self.client();
+        // Drop cannot await; a short-lived thread with its own runtime does the work.
+        let revoker = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            // A local server revokes a few leases in well under this.
+            rt.block_on(async move {
+                let revoked = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    vault.revoke_prefix("database/creds"),
+                )
+                .await;
+                if !matches!(revoked, Ok(Ok(()))) {
+                    eprintln!("revoking the dev OpenBao's database leases failed: {revoked:?}");
+                }
+            });
+        });
+        let _ = revoker.join();
     }
 }

@@ -75,6 +75,28 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// Only an administrator gets past: the guard of the shared admin routes (`lab_db::admin`).
+/// No credential is 401, a visitor's or customer's is 403.
+#[derive(Debug, Clone, Copy)]
+pub struct RequireAdmin;
+
+impl FromRequestParts<AppState> for RequireAdmin {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        if !parts.headers.contains_key(header::AUTHORIZATION) {
+            return Err(unauthorized(&AuthError::Missing));
+        }
+        Caller::from_request_parts(parts, state)
+            .await?
+            .require_admin("manage the database credentials")?;
+        Ok(Self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::constant_time_eq;

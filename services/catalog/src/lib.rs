@@ -25,7 +25,7 @@ use anyhow::Context as _;
 use lab_auth::{AuthSettings, Verifier};
 use lab_cache::{CacheConfig, Redis, RedisProbe, RedisSettings, TwoLevel};
 use lab_config::SecretString;
-use lab_db::{DbSettings, PgProbe};
+use lab_db::DbSettings;
 use lab_http::{Application, HttpSettings, Readiness, ServiceApp, new_instance_id};
 use lab_messaging::{AmqpProbe, AmqpSettings, Broker};
 use lab_telemetry::Metrics;
@@ -87,6 +87,9 @@ impl Default for Settings {
         description = "Products and stock: optimistic concurrency on xmin, oversell-safe reservations, a two-level cache."
     ),
     paths(
+        lab_db::admin::credentials_status,
+        lab_db::admin::rotate_credentials,
+        lab_db::admin::set_credentials_ttl,
         routes::list_products,
         routes::get_product,
         routes::create_product,
@@ -115,13 +118,15 @@ const L2_TTL: Duration = Duration::from_secs(300);
 /// Connects what the service needs, applies its migrations, and binds its listener.
 pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Application> {
     let instance_id = new_instance_id(NAME, settings.http.replica);
-    let pool = lab_db::connect(
+    let db = lab_db::open(
         &settings.database,
         NAME,
         &instance_id,
         "LAB_CATALOG__DATABASE__URL",
+        shutdown.clone(),
     )
     .await?;
+    let pool = db.pool.clone();
     lab_db::migrate(&pool, &MIGRATOR, NAME).await?;
     lab_messaging::migrate(&pool).await?;
     let seeded = seed::run(&pool).await?;
@@ -134,8 +139,8 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             "starting the access-token verifier (LAB_CATALOG__AUTH__…, LAB_CATALOG__REDIS__…)",
         )?;
     let broker = Broker::start(&settings.amqp, &instance_id, shutdown.clone());
-    let readiness = Readiness::new()
-        .with(PgProbe(pool.clone()))
+    let readiness = db
+        .probes(Readiness::new())
         .with(RedisProbe {
             redis: redis.clone(),
             critical: false,
@@ -173,8 +178,14 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         self_url: self_url.clone(),
         verifier,
     };
+    // The shared credential routes answer administrators only (crate::auth).
+    let credentials_admin = lab_db::admin::router(db.credentials.clone()).route_layer(
+        axum::middleware::from_extractor_with_state::<auth::RequireAdmin, routes::AppState>(
+            state.clone(),
+        ),
+    );
     let (router, fast) = app.router_with_fast_path(
-        routes::router(state.clone()),
+        routes::router(state.clone()).merge(credentials_admin),
         routes::fast_product_reads(state),
     );
     let application = Application::bind(&settings.http, instance_id, router, shutdown)

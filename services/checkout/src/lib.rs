@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lab_config::SecretString;
-use lab_db::{DbSettings, PgProbe};
+use lab_db::DbSettings;
 use lab_http::{Application, HttpSettings, Readiness, ServiceApp, new_instance_id};
 use lab_messaging::{AmqpProbe, AmqpSettings, Broker};
 use lab_telemetry::Metrics;
@@ -124,7 +124,13 @@ impl Default for Settings {
     info(
         description = "The place-order saga orchestrator: every transition persisted, compensation on every step."
     ),
-    paths(routes::get_saga, routes::list_sagas),
+    paths(
+        routes::get_saga,
+        routes::list_sagas,
+        lab_db::admin::credentials_status,
+        lab_db::admin::rotate_credentials,
+        lab_db::admin::set_credentials_ttl,
+    ),
     components(schemas(
         queries::SagaView,
         queries::SagaSummary,
@@ -137,19 +143,19 @@ struct ApiDoc;
 /// Connects what the service needs, applies its migrations, and binds its listener.
 pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Application> {
     let instance_id = new_instance_id(NAME, settings.http.replica);
-    let pool = lab_db::connect(
+    let db = lab_db::open(
         &settings.database,
         NAME,
         &instance_id,
         "LAB_CHECKOUT__DATABASE__URL",
+        shutdown.clone(),
     )
     .await?;
+    let pool = db.pool.clone();
     lab_db::migrate(&pool, &MIGRATOR, NAME).await?;
     lab_messaging::migrate(&pool).await?;
     let broker = Broker::start(&settings.amqp, &instance_id, shutdown.clone());
-    let readiness = Readiness::new()
-        .with(PgProbe(pool.clone()))
-        .with(AmqpProbe(broker.clone()));
+    let readiness = db.probes(Readiness::new()).with(AmqpProbe(broker.clone()));
     let metrics = Metrics::default();
     let timeouts = saga::Timeouts::from(settings.timeouts);
     let saga_metrics = crate::metrics::SagaMetrics::register(&metrics);
@@ -181,6 +187,10 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         pool,
         admin_token: settings.admin_token.clone().map(Arc::new),
     };
-    let router = app.router(routes::router(state));
+    // The shared credential routes answer administrators only.
+    let credentials_admin = lab_db::admin::router(db.credentials.clone()).route_layer(
+        axum::middleware::from_extractor_with_state::<auth::Admin, routes::AppState>(state.clone()),
+    );
+    let router = app.router(routes::router(state).merge(credentials_admin));
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 use anyhow::Context;
 use lab_auth::{AuthSettings, Revocations, Verifier};
 use lab_cache::{Redis, RedisProbe, RedisSettings};
-use lab_db::{DbSettings, PgProbe};
+use lab_db::DbSettings;
 use lab_http::{Application, HttpSettings, Readiness, ServiceApp, new_instance_id};
 use lab_telemetry::Metrics;
 use serde::{Deserialize, Serialize};
@@ -99,6 +99,9 @@ impl Settings {
         description = "Users, passwords, JWT issuance with JWKS, refresh-token rotation and JTI revocation."
     ),
     paths(
+        lab_db::admin::credentials_status,
+        lab_db::admin::rotate_credentials,
+        lab_db::admin::set_credentials_ttl,
         routes::register,
         routes::login,
         routes::refresh,
@@ -148,13 +151,15 @@ impl utoipa::Modify for BearerScheme {
 /// OpenBao, and binds its listener.
 pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Application> {
     let instance_id = new_instance_id(NAME, settings.http.replica);
-    let pool = lab_db::connect(
+    let db = lab_db::open(
         &settings.database,
         NAME,
         &instance_id,
         "LAB_IDENTITY__DATABASE__URL",
+        shutdown.clone(),
     )
     .await?;
+    let pool = db.pool.clone();
     lab_db::migrate(&pool, &MIGRATOR, NAME).await?;
     let redis = Redis::new(&settings.redis, NAME)?;
     let keys = keys::KeyRing::load(&settings.vault).await.with_context(|| {
@@ -182,12 +187,10 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         .await
         .context("preparing the password hasher")?;
     let throttle = throttle::Throttle::new(redis.clone(), settings.throttle.clone());
-    let readiness = Readiness::new()
-        .with(PgProbe(pool.clone()))
-        .with(RedisProbe {
-            redis: redis.clone(),
-            critical: false,
-        });
+    let readiness = db.probes(Readiness::new()).with(RedisProbe {
+        redis: redis.clone(),
+        critical: false,
+    });
     let registry = Metrics::default();
     let metrics = metrics::IdentityMetrics::register(&registry);
     let app = ServiceApp {
@@ -206,7 +209,14 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         metrics,
         settings: Arc::new(settings.clone()),
     };
-    let router = app.router(routes::router(state));
+    // The shared credential routes answer administrators only.
+    let credentials_admin = lab_db::admin::router(db.credentials.clone()).route_layer(
+        axum::middleware::from_extractor_with_state::<
+            lab_auth::RequireRole<lab_auth::Admin>,
+            routes::AppState,
+        >(state.clone()),
+    );
+    let router = app.router(routes::router(state).merge(credentials_admin));
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
 }
 

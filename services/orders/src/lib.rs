@@ -24,7 +24,7 @@ use std::time::Duration;
 use anyhow::Context;
 use lab_auth::{AuthSettings, Verifier};
 use lab_cache::RedisSettings;
-use lab_db::{DbSettings, PgProbe};
+use lab_db::DbSettings;
 use lab_http::{Application, HttpSettings, Readiness, ServiceApp, new_instance_id};
 use lab_messaging::{AmqpProbe, AmqpSettings, Broker};
 use lab_telemetry::Metrics;
@@ -93,6 +93,9 @@ impl Default for Settings {
         description = "Idempotent claims and order placement; follows each order to its final state."
     ),
     paths(
+        lab_db::admin::credentials_status,
+        lab_db::admin::rotate_credentials,
+        lab_db::admin::set_credentials_ttl,
         claims::create_claim,
         claims::get_claim,
         routes::place_order,
@@ -105,13 +108,15 @@ struct ApiDoc;
 /// Connects what the service needs, applies its migrations, and binds its listener.
 pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Application> {
     let instance_id = new_instance_id(NAME, settings.http.replica);
-    let pool = lab_db::connect(
+    let db = lab_db::open(
         &settings.database,
         NAME,
         &instance_id,
         "LAB_ORDERS__DATABASE__URL",
+        shutdown.clone(),
     )
     .await?;
+    let pool = db.pool.clone();
     lab_db::migrate(&pool, &MIGRATOR, NAME).await?;
     lab_messaging::migrate(&pool).await?;
     domain::Ttl::parse(settings.order_claim_ttl_s)
@@ -133,9 +138,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             "starting the access-token verifier (LAB_ORDERS__AUTH__…, LAB_ORDERS__REDIS__…)",
         )?;
     let broker = Broker::start(&settings.amqp, &instance_id, shutdown.clone());
-    let readiness = Readiness::new()
-        .with(PgProbe(pool.clone()))
-        .with(AmqpProbe(broker.clone()));
+    let readiness = db.probes(Readiness::new()).with(AmqpProbe(broker.clone()));
     let metrics = Metrics::default();
     messages::start(&pool, &broker, &settings.amqp, &metrics, &shutdown);
     let orders_metrics = metrics::OrdersMetrics::register(&metrics);
@@ -153,6 +156,13 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         settings: Arc::new(settings.clone()),
         verifier,
     };
-    let router = app.router(routes::router(state));
+    // The shared credential routes answer administrators only.
+    let credentials_admin = lab_db::admin::router(db.credentials.clone()).route_layer(
+        axum::middleware::from_extractor_with_state::<
+            lab_auth::RequireRole<lab_auth::Admin>,
+            routes::AppState,
+        >(state.clone()),
+    );
+    let router = app.router(routes::router(state).merge(credentials_admin));
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
 }

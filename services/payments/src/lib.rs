@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use lab_config::SecretString;
-use lab_db::{DbSettings, PgProbe};
+use lab_db::DbSettings;
 use lab_http::{Application, HttpSettings, Readiness, ServiceApp, new_instance_id};
 use lab_messaging::{AmqpProbe, AmqpSettings, Broker, MessagingMetrics, Topology};
 use lab_telemetry::Metrics;
@@ -166,6 +166,9 @@ impl Default for Settings {
         description = "Payment sessions at the PSP, webhooks verified at ingress, capture, void and refund."
     ),
     paths(
+        lab_db::admin::credentials_status,
+        lab_db::admin::rotate_credentials,
+        lab_db::admin::set_credentials_ttl,
         webhooks::stripe_webhook,
         webhooks::paypal_webhook,
         routes::get_payment,
@@ -182,13 +185,15 @@ struct ApiDoc;
 /// Connects what the service needs, applies its migrations, and binds its listener.
 pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::Result<Application> {
     let instance_id = new_instance_id(NAME, settings.http.replica);
-    let pool = lab_db::connect(
+    let db = lab_db::open(
         &settings.database,
         NAME,
         &instance_id,
         "LAB_PAYMENTS__DATABASE__URL",
+        shutdown.clone(),
     )
     .await?;
+    let pool = db.pool.clone();
     lab_db::migrate(&pool, &MIGRATOR, NAME).await?;
     lab_messaging::migrate(&pool).await?;
     let http = reqwest::Client::builder()
@@ -247,9 +252,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         Duration::from_millis(settings.paypal.cert_fetch_timeout_ms),
     );
     let broker = Broker::start(&settings.amqp, &instance_id, shutdown.clone());
-    let readiness = Readiness::new()
-        .with(PgProbe(pool.clone()))
-        .with(AmqpProbe(broker.clone()));
+    let readiness = db.probes(Readiness::new()).with(AmqpProbe(broker.clone()));
     let metrics = Metrics::default();
     let payments_metrics = metrics::PaymentsMetrics::register(&metrics);
     let messaging = MessagingMetrics::register(&metrics);
@@ -281,6 +284,10 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         readiness,
         openapi: ApiDoc::openapi(),
     };
-    let router = app.router(routes::router(state));
+    // The shared credential routes answer administrators only.
+    let credentials_admin = lab_db::admin::router(db.credentials.clone()).route_layer(
+        axum::middleware::from_extractor_with_state::<auth::Admin, routes::AppState>(state.clone()),
+    );
+    let router = app.router(routes::router(state).merge(credentials_admin));
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
 }

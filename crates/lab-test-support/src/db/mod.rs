@@ -88,6 +88,14 @@ impl TestDb {
         login_settings(&self.admin, &self.name, service)
     }
 
+    /// `host:port` of the server and the administrator's user name.
+    pub fn server(&self) -> (String, String) {
+        (
+            format!("{}:{}", self.admin.get_host(), self.admin.get_port()),
+            self.admin.get_username().to_owned(),
+        )
+    }
+
     /// A superuser connection to this test's database, for assertions on the catalog.
     pub async fn admin_connection(&self) -> anyhow::Result<PgConnection> {
         connect_admin(&self.admin, &self.name).await

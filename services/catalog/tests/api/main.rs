@@ -9,6 +9,7 @@
 
 mod cache;
 mod catalog;
+mod credentials;
 mod demos;
 mod faults;
 mod health;

@@ -1,0 +1,85 @@
+//! The operator's routes over a service's database login, one piece of code every service with a
+//! database mounts: `GET /admin/credentials` (source, redacted lease id, TTL left, rotations, the
+//! last rotation's stages), `POST /admin/credentials/rotate` (rotate now, answer with the report)
+//! and `POST /admin/credentials/ttl` (demo: shorten the lease TTL so rotations come every few
+//! seconds).
+//!
+//! Who may call them is the service's decision: it wraps [`router`] in its own admin extractor,
+//! as with `lab_messaging::admin`.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use lab_http::{Json, Problem};
+use serde::Deserialize;
+
+use crate::credentials::{CredentialError, CredentialStatus, Credentials, RotationReport};
+
+/// The three routes, with their state; mount behind the service's admin check.
+pub fn router<S: Clone + Send + Sync + 'static>(credentials: Credentials) -> Router<S> {
+    Router::new()
+        .route("/admin/credentials", get(credentials_status))
+        .route("/admin/credentials/rotate", post(rotate_credentials))
+        .route("/admin/credentials/ttl", post(set_credentials_ttl))
+        .with_state(credentials)
+}
+
+fn problem(e: CredentialError) -> Problem {
+    match e {
+        CredentialError::Disabled => Problem::typed(
+            StatusCode::CONFLICT,
+            "vault-disabled",
+            "Leased credentials are disabled",
+        )
+        .detail("this service uses a static database login (started without OpenBao)"),
+        CredentialError::TtlTooShort => Problem::invalid_field("ttl_s", e.to_string()),
+        e => {
+            tracing::warn!(error = %e, "credential operation failed");
+            Problem::unavailable("openbao", e.to_string())
+        }
+    }
+}
+
+/// The login in use and its rotations.
+#[utoipa::path(get, path = "/admin/credentials", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = CredentialStatus), (status = 401, body = Problem)))]
+pub async fn credentials_status(State(credentials): State<Credentials>) -> Json<CredentialStatus> {
+    Json(credentials.status())
+}
+
+/// Rotates the login now: lease a new one, swap the pool, drain the old one, revoke it.
+#[utoipa::path(post, path = "/admin/credentials/rotate", tag = "admin", security(("bearer" = [])),
+    responses((status = 200, body = RotationReport), (status = 401, body = Problem),
+        (status = 409, body = Problem, description = "static login"),
+        (status = 503, body = Problem, description = "OpenBao unreachable")))]
+pub async fn rotate_credentials(
+    State(credentials): State<Credentials>,
+) -> Result<Json<RotationReport>, Problem> {
+    credentials.rotate().await.map(Json).map_err(problem)
+}
+
+/// The demo's lease TTL.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct TtlRequest {
+    /// Seconds each renewal extends the lease by; leases rotate at twice this age.
+    pub ttl_s: u64,
+}
+
+/// Demo: renews leases to `ttl_s` and rotates them at twice that age.
+#[utoipa::path(post, path = "/admin/credentials/ttl", tag = "admin", security(("bearer" = [])),
+    request_body = TtlRequest,
+    responses((status = 200, body = CredentialStatus), (status = 401, body = Problem),
+        (status = 409, body = Problem), (status = 422, body = Problem)))]
+pub async fn set_credentials_ttl(
+    State(credentials): State<Credentials>,
+    Json(request): Json<TtlRequest>,
+) -> Result<Json<CredentialStatus>, Problem> {
+    credentials
+        .set_ttl(Duration::from_secs(request.ttl_s))
+        .await
+        .map_err(problem)?;
+    Ok(Json(credentials.status()))
+}
