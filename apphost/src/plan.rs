@@ -333,7 +333,10 @@ mod tests {
         let bff = procs.last().unwrap();
         let env: std::collections::BTreeMap<_, _> = bff.env.iter().cloned().collect();
         assert_eq!(env["LAB_BFF__EDGE__SESSION__KEY"], "k".repeat(64));
-        assert!(env.contains_key("LAB_BFF__AMQP__URL"), "the BFF taps the bus");
+        assert!(
+            env.contains_key("LAB_BFF__AMQP__URL"),
+            "the BFF taps the bus"
+        );
         assert_eq!(
             env["LAB_BFF__UPSTREAMS__CATALOG"],
             "http://127.0.0.1:9002,http://127.0.0.1:9003"

@@ -24,6 +24,7 @@ use uuid::Uuid;
 pub const SAGA_DEADLINE: Duration = Duration::from_secs(45);
 
 const MIGRATIONS: &[ServiceMigrator] = &[
+    (lab_identity::NAME, &lab_identity::MIGRATOR),
     (lab_catalog::NAME, &lab_catalog::MIGRATOR),
     (lab_orders::NAME, &lab_orders::MIGRATOR),
     (lab_checkout::NAME, &lab_checkout::MIGRATOR),
@@ -44,6 +45,9 @@ pub struct Options {
     pub scenario: lab_psp::Scenario,
     /// Checkout's deadlines.
     pub timeouts: lab_checkout::TimeoutSettings,
+    /// Identity too (with an OpenBao dev server for its keys), and catalog and orders checking
+    /// its tokens; off by default (it needs `bao`).
+    pub identity: bool,
 }
 
 impl Default for Options {
@@ -54,6 +58,7 @@ impl Default for Options {
                 ..lab_psp::Scenario::default()
             },
             timeouts: lab_checkout::TimeoutSettings::default(),
+            identity: false,
         }
     }
 }
@@ -61,6 +66,8 @@ impl Default for Options {
 pub struct Cluster {
     pub env: TestEnv,
     pub orders: TestApp,
+    /// Running when [`Options::identity`] asked for it.
+    pub identity: Option<TestApp>,
     /// Kept running for the whole test: the buyer and both providers.
     pub psp: TestApp,
     catalog: Option<TestApp>,
@@ -79,7 +86,37 @@ fn at(env: &TestEnv, port: u16) -> lab_http::HttpSettings {
 
 impl Cluster {
     pub async fn start(options: Options) -> Self {
-        let env = TestEnv::builder().with_database(MIGRATIONS).start().await;
+        let builder = TestEnv::builder().with_database(MIGRATIONS);
+        let env = if options.identity {
+            builder.with_vault()
+        } else {
+            builder
+        }
+        .start()
+        .await;
+        let identity = if options.identity {
+            let settings = lab_identity::Settings {
+                http: env.http(1),
+                database: env.database(lab_identity::NAME),
+                redis: env.redis(),
+                vault: lab_identity::VaultSettings {
+                    addr: env.vault().addr.clone(),
+                    token: lab_config::SecretString::new(env.vault().root_token.clone()),
+                    ..lab_identity::VaultSettings::default()
+                },
+                ..lab_identity::Settings::default()
+            };
+            Some(env.spawn(lab_identity::build, settings).await)
+        } else {
+            None
+        };
+        let auth = lab_auth::AuthSettings {
+            jwks_url: identity
+                .as_ref()
+                .map(lab_test_support::identity::jwks_url)
+                .unwrap_or_else(|| lab_auth::AuthSettings::default().jwks_url),
+            ..lab_auth::AuthSettings::default()
+        };
         // One certificate directory for every test process: the PSP's RSA keys are made once.
         let certs = std::env::temp_dir().join("lab-test-cluster-psp-certs");
         let made = certs.clone();
@@ -97,6 +134,7 @@ impl Cluster {
             database: env.database(lab_catalog::NAME),
             redis: env.redis(),
             amqp: env.amqp(),
+            auth: auth.clone(),
             ..lab_catalog::Settings::default()
         };
         let checkout_settings = lab_checkout::Settings {
@@ -155,6 +193,8 @@ impl Cluster {
                     http: env.http(1),
                     database: env.database(lab_orders::NAME),
                     amqp: env.amqp(),
+                    redis: env.redis(),
+                    auth,
                     catalog_urls: catalog.base_url.clone(),
                     ..lab_orders::Settings::default()
                 },
@@ -163,6 +203,7 @@ impl Cluster {
         Self {
             env,
             orders,
+            identity,
             psp,
             catalog: Some(catalog),
             checkout: Some(checkout),
@@ -175,13 +216,20 @@ impl Cluster {
 
     /// Each service's base URL by name, as the BFF's `upstreams` setting takes them.
     pub fn upstreams(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("catalog", self.catalog().base_url.clone()),
-            ("orders", self.orders.base_url.clone()),
-            ("payments", self.payments().base_url.clone()),
-            ("checkout", self.checkout().base_url.clone()),
-            ("psp", self.psp.base_url.clone()),
-        ]
+        let identity = self
+            .identity
+            .as_ref()
+            .map(|i| ("identity", i.base_url.clone()));
+        identity
+            .into_iter()
+            .chain([
+                ("catalog", self.catalog().base_url.clone()),
+                ("orders", self.orders.base_url.clone()),
+                ("payments", self.payments().base_url.clone()),
+                ("checkout", self.checkout().base_url.clone()),
+                ("psp", self.psp.base_url.clone()),
+            ])
+            .collect()
     }
 
     pub fn catalog(&self) -> &TestApp {

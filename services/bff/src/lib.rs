@@ -137,6 +137,7 @@ pub(crate) struct AppState {
         live::sse::get_events,
         demo::saga::run_saga,
         demo::breaker::run_breaker,
+        demo::revocation::run_revocation,
         rate_limit::demo::post_rate_limit_demo
     ),
     components(schemas(
@@ -254,6 +255,10 @@ fn routes(state: AppState, proxy: &Proxy) -> axum::Router {
         .route(
             "/api/demo/circuit-breaker",
             axum::routing::post(demo::breaker::run_breaker),
+        )
+        .route(
+            "/api/demo/jti-revocation",
+            axum::routing::post(demo::revocation::run_revocation),
         )
         .with_state(state)
         .merge(proxy.router())

@@ -4,6 +4,7 @@
 //! stream as it happens. Inputs are bounded; out of bounds is a 422.
 
 pub mod breaker;
+pub mod revocation;
 pub mod saga;
 
 use std::time::{Duration, Instant};

@@ -153,3 +153,35 @@ async fn background_journeys_run_in_turn_and_every_viewer_sees_their_outcomes() 
         assert_eq!(outcome["verdict"], "pass", "{journey}: {outcome:#}");
     }
 }
+
+#[tokio::test]
+async fn the_revocation_demo_sees_catalog_and_orders_refuse_a_logged_out_token_within_a_second() {
+    lab_test_support::require_bao!();
+    let cluster = Cluster::start(Options {
+        identity: true,
+        ..Options::default()
+    })
+    .await;
+    let bff = spawn_bff(&cluster.env, &cluster.upstreams()).await;
+
+    let response = bff
+        .client
+        .post(bff.url("/api/demo/jti-revocation"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let report: Value = response.json().await.unwrap();
+
+    assert_eq!(status, 200, "{report:#}");
+    assert_eq!(report["verdict"], "pass", "{report:#}");
+    for service in ["catalog", "orders"] {
+        let ms = report["evidence"]["refused_after_ms"][service].as_f64();
+        assert!(ms.is_some_and(|ms| ms <= 1_000.0), "{service}: {report:#}");
+    }
+    let text = report.to_string();
+    assert!(
+        !text.contains("eyJ"),
+        "a token leaked into the report: {text}"
+    );
+}
