@@ -82,6 +82,8 @@ pub const ROUTES: &[Route] = &[
     route("/api/orders/{id}", "orders", "/api", ""),
     route("/api/claims", "orders", "/api", ""),
     route("/api/claims/{key}", "orders", "/api", ""),
+    // The order's payment, for its `payment_url` (the PSP's hosted page the buyer opens).
+    route("/api/payments/{order_id}", "payments", "/api", ""),
     route("/api/webhooks/stripe", "payments", "/api", ""),
     route("/api/webhooks/paypal", "payments", "/api", ""),
     demo("/api/demo/race", "catalog"),
