@@ -11,6 +11,7 @@
 mod auth;
 pub mod commands;
 pub mod deadlines;
+pub mod invariants;
 pub mod messages;
 pub mod metrics;
 pub mod orchestrator;
@@ -124,7 +125,7 @@ impl Default for Settings {
     info(
         description = "The place-order saga orchestrator: every transition persisted, compensation on every step."
     ),
-    paths(routes::get_saga, routes::list_sagas),
+    paths(routes::get_saga, routes::list_sagas, invariants::get_invariants),
     components(schemas(
         queries::SagaView,
         queries::SagaSummary,
@@ -180,6 +181,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let state = routes::AppState {
         pool,
         admin_token: settings.admin_token.clone().map(Arc::new),
+        timeouts,
     };
     let router = app.router(routes::router(state));
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
