@@ -4,6 +4,7 @@
 //! infrastructure as the services themselves see it; proxying and the edge patterns build on the
 //! same upstream list.
 
+pub mod chaos;
 pub mod demo;
 mod health;
 pub mod live;
@@ -103,7 +104,12 @@ pub(crate) struct AppState {
     info(
         description = "The gateway: cluster health, proxying to the services, the edge patterns and the pages."
     ),
-    paths(health::get_health, live::sse::get_events, demo::saga::run_saga),
+    paths(
+        health::get_health,
+        live::sse::get_events,
+        demo::saga::run_saga,
+        chaos::invariants::get_invariants
+    ),
     components(schemas(
         ClusterHealth,
         InstanceHealth,
@@ -171,6 +177,10 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         .route("/api/health", axum::routing::get(health::get_health))
         .route("/api/events", axum::routing::get(live::sse::get_events))
         .route("/api/demo/saga", axum::routing::post(demo::saga::run_saga))
+        .route(
+            "/api/chaos/invariants",
+            axum::routing::get(chaos::invariants::get_invariants),
+        )
         .with_state(state);
     let router = app.router(routes);
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)

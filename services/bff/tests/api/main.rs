@@ -12,4 +12,5 @@ mod demos;
 mod faults;
 mod health;
 mod helpers;
+mod invariants;
 mod live;

@@ -124,3 +124,48 @@ async fn stock_on_hand_bumped_without_a_receipt_breaks_conservation() {
         "{body}"
     );
 }
+
+#[tokio::test]
+async fn a_dead_letter_and_a_message_stuck_behind_a_paused_relay_are_reported() {
+    let app = spawn_app().await;
+    let pool = pool(&app).await;
+    let dead = Uuid::now_v7();
+
+    lab_messaging::outbox::pause(&pool).await.unwrap();
+    sqlx::query(
+        "INSERT INTO lab_outbox (message_id, routing_key, envelope, created_at) \
+         VALUES ($1, 'catalog.test', '{}', clock_timestamp() - interval '1 minute')",
+    )
+    .bind(Uuid::now_v7())
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO lab_dead_letters \
+             (consumer, message_id, message_type, routing_key, body, error, attempts) \
+         VALUES ('catalog', $1, 'test', 'catalog.test', '\\x7b7d', 'boom', 4)",
+    )
+    .bind(dead)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let body = invariants(&app).await;
+
+    assert_eq!(body["held"], false, "{body}");
+    let outbox = &body["messaging"]["outbox"];
+    assert_eq!(outbox["held"], false, "{body}");
+    assert_eq!(outbox["pending"], 1, "{body}");
+    assert_eq!(outbox["paused"], true, "{body}");
+    assert!(
+        outbox["oldest_pending_age_ms"].as_u64().unwrap() >= 60_000,
+        "{body}"
+    );
+    let dead_letters = &body["messaging"]["dead_letters"];
+    assert_eq!(dead_letters["held"], false, "{body}");
+    assert_eq!(dead_letters["outstanding"], 1, "{body}");
+    assert_eq!(
+        dead_letters["message_ids"],
+        serde_json::json!([dead.to_string()]),
+        "{body}"
+    );
+}
