@@ -126,6 +126,37 @@ async fn a_completed_order_whose_payment_was_refunded_is_reported_across_the_two
 }
 
 #[tokio::test]
+async fn a_terminal_order_whose_saga_is_back_in_flight_is_reported_across_the_two_services() {
+    let (cluster, ids) = cluster_with_orders().await;
+    let bff = spawn_bff(&cluster.env, &cluster.upstreams()).await;
+
+    // Idle past checkout's grace, so it is listed as in flight for the cross-check.
+    execute(
+        &cluster,
+        &format!(
+            "UPDATE checkout.sagas SET state = 'Captured', updated_at = now() - interval '1 hour' \
+             WHERE order_id = '{}'",
+            ids[1]
+        ),
+    )
+    .await;
+    let report = invariants(&bff).await;
+
+    let cross = check(&report, "cross.terminal_orders_have_terminal_sagas");
+    assert_eq!(cross["status"], "violated", "{report:#}");
+    assert_eq!(
+        cross["offending_ids"],
+        serde_json::json!([ids[1]]),
+        "{report:#}"
+    );
+    assert_eq!(cross["numbers"]["sagas_checked"], 1, "{report:#}");
+    assert_eq!(
+        check(&report, "cross.refunded_never_completed")["status"],
+        "held"
+    );
+}
+
+#[tokio::test]
 async fn a_service_that_does_not_answer_makes_its_checks_unknown_not_held() {
     let env = lab_test_support::TestEnv::builder().start().await;
     // A port that was just free: nothing listens, every connection is refused.
@@ -153,4 +184,9 @@ async fn a_service_that_does_not_answer_makes_its_checks_unknown_not_held() {
     let source = &report["sources"][0];
     assert_eq!(source["url"], dead, "{report:#}");
     assert_eq!(source["answered"], false, "{report:#}");
+    let (_, doc) = bff.get_json("/openapi.json").await;
+    assert!(
+        doc["paths"]["/api/chaos/invariants"]["get"].is_object(),
+        "{doc}"
+    );
 }

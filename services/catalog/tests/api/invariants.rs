@@ -63,6 +63,8 @@ async fn fresh_stock_with_reservations_holds_every_invariant() {
     assert_eq!(conserved["reserved"], 1, "{body}");
     assert_eq!(conserved["sold"], 1, "{body}");
     assert_eq!(body["reservations_match_inventory"]["held"], true, "{body}");
+    let (_, doc) = app.get_json("/openapi.json").await;
+    assert!(doc["paths"]["/invariants"]["get"].is_object(), "{doc}");
     assert_eq!(
         body["messaging"]["dead_letters"]["outstanding"], 0,
         "{body}"

@@ -50,6 +50,8 @@ async fn a_saga_waiting_on_a_future_deadline_is_in_flight_not_stuck() {
     assert_eq!(body["by_state"], json!({"Initiated": 1}), "{body}");
     assert_eq!(body["no_stuck_sagas"]["in_flight"], 1, "{body}");
     assert_eq!(body["no_stuck_sagas"]["order_ids"], json!([]), "{body}");
+    let (_, doc) = app.get_json("/openapi.json").await;
+    assert!(doc["paths"]["/invariants"]["get"].is_object(), "{doc}");
     // 1 + 1 + 15 + 1 min, and the commit's 1 min four times: 22 min.
     let defaults = TimeoutSettings::default();
     assert_eq!(

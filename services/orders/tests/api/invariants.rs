@@ -52,6 +52,8 @@ async fn a_fresh_pending_order_holds_every_invariant() {
     );
     assert_eq!(body["one_claim_per_key"]["held"], true, "{body}");
     assert_eq!(body["one_claim_per_key"]["claims"], 1, "{body}");
+    let (_, doc) = shop.orders.get_json("/openapi.json").await;
+    assert!(doc["paths"]["/invariants"]["get"].is_object(), "{doc}");
 }
 
 #[tokio::test]

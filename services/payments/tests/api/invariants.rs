@@ -52,6 +52,8 @@ async fn a_payment_captured_once_holds_every_invariant() {
     assert_eq!(body["no_double_capture"]["captured"], 1, "{body}");
     assert_eq!(body["no_double_capture"]["violations"], 0, "{body}");
     assert_eq!(body["captured_within_authorized"]["held"], true, "{body}");
+    let (_, doc) = h.app.get_json("/openapi.json").await;
+    assert!(doc["paths"]["/invariants"]["get"].is_object(), "{doc}");
     assert_eq!(
         body["refunded"],
         json!({"count": 0, "order_ids": []}),
