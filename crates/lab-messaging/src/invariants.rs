@@ -2,6 +2,7 @@
 //! drains and no message was given up on. One piece of code, so every service judges its outbox
 //! and dead letters the same way; each service adds its own business checks beside it.
 
+use lab_http::Problem;
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -59,6 +60,15 @@ impl MessagingInvariants {
     pub fn held(&self) -> bool {
         self.outbox.held && self.dead_letters.held
     }
+}
+
+/// [`check`] for a route: a failure is logged once here and answered 503 (the database, not the
+/// request, is at fault).
+pub async fn for_route(pool: &PgPool) -> Result<MessagingInvariants, Problem> {
+    check(pool).await.map_err(|e| {
+        tracing::error!(error = %e, "reading the outbox and dead letters failed");
+        Problem::unavailable("postgres", e.to_string())
+    })
 }
 
 /// Reads both checks from the pool's schema.

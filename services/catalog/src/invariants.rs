@@ -100,12 +100,7 @@ pub async fn get_invariants(
         .fetch_all(&state.pool)
         .await
         .map_err(db_problem)?;
-    let messaging = lab_messaging::invariants::check(&state.pool)
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "reading the outbox and dead letters failed");
-            Problem::unavailable("postgres", e.to_string())
-        })?;
+    let messaging = lab_messaging::invariants::for_route(&state.pool).await?;
     let conserved = offenders(&rows, |r| r.received != r.on_hand + r.reserved + r.sold);
     let non_negative = offenders(&rows, |r| r.on_hand < 0 || r.reserved < 0 || r.sold < 0);
     let matching = offenders(&rows, |r| {

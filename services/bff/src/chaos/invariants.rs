@@ -56,10 +56,10 @@ const SERVICE_CHECKS: [(&str, &[&str]); 4] = [
     ),
 ];
 
-/// Where a check stands.
+/// Where a check (or the whole report) stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub enum Verdict {
     Held,
     Violated,
     /// Not judged: the service did not answer, or only part could be checked.
@@ -72,10 +72,11 @@ pub struct InvariantsReport {
     /// True only when every check is held.
     pub held: bool,
     /// `violated` if any check is, else `unknown` if any is, else `held`.
-    pub status: Status,
+    pub status: Verdict,
     /// Every check, service by service, then the cross-checks.
     pub invariants: Vec<Invariant>,
     /// Per service, its counts by status or state (orders, checkout).
+    #[schema(value_type = Object)]
     pub counts: BTreeMap<String, Value>,
     /// Every instance asked, and whether it answered.
     pub sources: Vec<Source>,
@@ -89,7 +90,7 @@ pub struct Invariant {
     pub name: String,
     /// The services whose data it is judged from.
     pub services: Vec<String>,
-    pub status: Status,
+    pub status: Verdict,
     /// Whether `status` is `held`.
     pub held: bool,
     /// The numbers it was judged on.
@@ -217,15 +218,15 @@ async fn judge(state: &AppState) -> InvariantsReport {
         .await,
     );
 
-    let status = if invariants.iter().any(|i| i.status == Status::Violated) {
-        Status::Violated
-    } else if invariants.iter().any(|i| i.status == Status::Unknown) {
-        Status::Unknown
+    let status = if invariants.iter().any(|i| i.status == Verdict::Violated) {
+        Verdict::Violated
+    } else if invariants.iter().any(|i| i.status == Verdict::Unknown) {
+        Verdict::Unknown
     } else {
-        Status::Held
+        Verdict::Held
     };
     InvariantsReport {
-        held: status == Status::Held,
+        held: status == Verdict::Held,
         status,
         invariants,
         counts,
@@ -306,7 +307,7 @@ fn unknown(name: String, services: &[&str], reason: String) -> Invariant {
     Invariant {
         name,
         services: services.iter().map(|s| (*s).to_owned()).collect(),
-        status: Status::Unknown,
+        status: Verdict::Unknown,
         held: false,
         numbers: Map::new(),
         offending_ids: Vec::new(),
@@ -324,7 +325,11 @@ fn judged(
     Invariant {
         name,
         services: services.iter().map(|s| (*s).to_owned()).collect(),
-        status: if held { Status::Held } else { Status::Violated },
+        status: if held {
+            Verdict::Held
+        } else {
+            Verdict::Violated
+        },
         held,
         numbers,
         offending_ids: ids.into_iter().take(MAX_IDS).collect(),
