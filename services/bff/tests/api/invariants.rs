@@ -190,3 +190,38 @@ async fn a_service_that_does_not_answer_makes_its_checks_unknown_not_held() {
         "{doc}"
     );
 }
+
+#[tokio::test]
+async fn a_dead_replica_is_listed_while_a_live_one_speaks_for_its_service() {
+    let env = lab_test_support::TestEnv::builder()
+        .with_database(crate::helpers::MIGRATIONS)
+        .start()
+        .await;
+    let live = crate::helpers::spawn_catalog(&env, 1).await;
+    let closed = lab_test_support::faults::occupied_port();
+    let dead = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let bff = spawn_bff(&env, &[("catalog", format!("{dead},{}", live.base_url))]).await;
+
+    let report = invariants(&bff).await;
+
+    let conserved = check(&report, "catalog.stock_conserved");
+    assert_eq!(conserved["status"], "held", "{report:#}");
+    assert!(
+        conserved["numbers"]["products"].as_i64().unwrap() > 0,
+        "{report:#}"
+    );
+    let sources: Vec<(&str, bool)> = report["sources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["url"].as_str().unwrap(), s["answered"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(
+        sources,
+        [(dead.as_str(), false), (live.base_url.as_str(), true)],
+        "{report:#}"
+    );
+    // The services nobody configured leave the verdict unknown, never held.
+    assert_eq!(report["status"], "unknown", "{report:#}");
+}
