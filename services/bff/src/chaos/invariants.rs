@@ -29,7 +29,7 @@ pub const MAX_IDS: usize = 20;
 
 /// How long one instance's `/invariants` may take: a handful of aggregate queries that answer in
 /// milliseconds; 5 s means the instance or its database is in trouble, which is `unknown`.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Added to checkout's longest saga before a pending order counts as overdue: the saga's last
 /// event still has to reach orders through the broker (retry queues reach 25 s).
@@ -117,13 +117,13 @@ pub struct Source {
 }
 
 /// A service's report from the first instance that answered, or why none did.
-struct Answer {
+pub(super) struct Answer {
     /// The answering instance's URL and its report.
-    report: Result<(String, Value), String>,
+    pub(super) report: Result<(String, Value), String>,
 }
 
 impl Answer {
-    fn value(&self) -> Option<&Value> {
+    pub(super) fn value(&self) -> Option<&Value> {
         self.report.as_ref().ok().map(|(_, v)| v)
     }
 }
@@ -204,12 +204,12 @@ async fn judge(state: &AppState) -> InvariantsReport {
             }
         }
     }
-    invariants.push(refunded_never_completed(
+    invariants.push(super::cross::refunded_never_completed(
         &answers["payments"],
         &answers["orders"],
     ));
     invariants.push(
-        terminal_orders_have_terminal_sagas(
+        super::cross::terminal_orders_have_terminal_sagas(
             state,
             &answers["checkout"],
             &answers["orders"],
@@ -288,7 +288,7 @@ async fn fetch(http: &reqwest::Client, url: &str, query: &str) -> Result<Value, 
 }
 
 /// The ids (as strings) in the array at `path` of `report`.
-fn ids_at(report: Option<&Value>, path: &[&str]) -> Vec<String> {
+pub(super) fn ids_at(report: Option<&Value>, path: &[&str]) -> Vec<String> {
     let mut v = report;
     for key in path {
         v = v.and_then(|v| v.get(key));
@@ -303,7 +303,7 @@ fn ids_at(report: Option<&Value>, path: &[&str]) -> Vec<String> {
 }
 
 /// An invariant that could not be judged.
-fn unknown(name: String, services: &[&str], reason: String) -> Invariant {
+pub(super) fn unknown(name: String, services: &[&str], reason: String) -> Invariant {
     Invariant {
         name,
         services: services.iter().map(|s| (*s).to_owned()).collect(),
@@ -315,7 +315,8 @@ fn unknown(name: String, services: &[&str], reason: String) -> Invariant {
     }
 }
 
-fn judged(
+/// An invariant judged `held` or `violated` from `numbers`, with the first [`MAX_IDS`] ids.
+pub(super) fn judged(
     name: String,
     services: &[&str],
     held: bool,
@@ -379,124 +380,4 @@ fn from_service(service: &str, name: &str, answer: &Answer, path: &[&str]) -> In
         }
     }
     judged(full, &[service], held, numbers, ids)
-}
-
-/// No order is both refunded (payments) and `Completed` (orders). Both are final states, so the
-/// order of the two reads cannot matter.
-fn refunded_never_completed(payments: &Answer, orders: &Answer) -> Invariant {
-    const NAME: &str = "cross.refunded_never_completed";
-    const SERVICES: [&str; 2] = ["payments", "orders"];
-    let (Some(p), Some(o)) = (payments.value(), orders.value()) else {
-        return unknown(
-            NAME.into(),
-            &SERVICES,
-            "payments or orders did not answer".into(),
-        );
-    };
-    let listed = ids_at(Some(p), &["refunded", "order_ids"]);
-    let refunded = p["refunded"]["count"].as_i64().unwrap_or(0);
-    let completed: Vec<String> = listed
-        .iter()
-        .filter(|id| o["statuses_of"][id.as_str()] == "Completed")
-        .cloned()
-        .collect();
-    let mut numbers = Map::new();
-    numbers.insert("refunded".into(), refunded.into());
-    numbers.insert("checked".into(), listed.len().into());
-    numbers.insert("refunded_and_completed".into(), completed.len().into());
-    if completed.is_empty() && usize::try_from(refunded).unwrap_or(usize::MAX) > listed.len() {
-        let mut partial = unknown(
-            NAME.into(),
-            &SERVICES,
-            format!(
-                "only {} of {refunded} refunded orders could be checked",
-                listed.len()
-            ),
-        );
-        partial.numbers = numbers;
-        return partial;
-    }
-    judged(
-        NAME.into(),
-        &SERVICES,
-        completed.is_empty(),
-        numbers,
-        completed,
-    )
-}
-
-/// No order is terminal in orders while its saga is not terminal in checkout, for the sagas
-/// checkout listed as idle in flight; each suspect's saga is read again after orders (see the
-/// module's note), so work in flight is never reported.
-async fn terminal_orders_have_terminal_sagas(
-    state: &AppState,
-    checkout: &Answer,
-    orders: &Answer,
-    in_flight: &[String],
-) -> Invariant {
-    const NAME: &str = "cross.terminal_orders_have_terminal_sagas";
-    const SERVICES: [&str; 2] = ["orders", "checkout"];
-    let (Ok((checkout_url, _)), Some(o)) = (&checkout.report, orders.value()) else {
-        return unknown(
-            NAME.into(),
-            &SERVICES,
-            "orders or checkout did not answer".into(),
-        );
-    };
-    let suspects: Vec<&String> = in_flight
-        .iter()
-        .filter(|id| {
-            o["statuses_of"][id.as_str()]
-                .as_str()
-                .is_some_and(|status| status != "Pending")
-        })
-        .collect();
-    let mut violations = Vec::new();
-    for id in suspects.iter().take(MAX_IDS) {
-        match saga_terminal(&state.http, checkout_url, id).await {
-            Ok(true) => {}
-            Ok(false) => violations.push((*id).clone()),
-            Err(reason) => {
-                return unknown(
-                    NAME.into(),
-                    &SERVICES,
-                    format!("re-reading saga {id}: {reason}"),
-                );
-            }
-        }
-    }
-    let mut numbers = Map::new();
-    numbers.insert("sagas_checked".into(), in_flight.len().into());
-    numbers.insert("violations".into(), violations.len().into());
-    judged(
-        NAME.into(),
-        &SERVICES,
-        violations.is_empty(),
-        numbers,
-        violations,
-    )
-}
-
-/// Whether checkout now calls order `id`'s saga terminal.
-async fn saga_terminal(
-    http: &reqwest::Client,
-    checkout_url: &str,
-    id: &str,
-) -> Result<bool, String> {
-    let response = http
-        .get(format!("{checkout_url}/sagas/{id}"))
-        .timeout(FETCH_TIMEOUT)
-        .send()
-        .await
-        .map_err(|e| format!("no answer: {e}"))?;
-    if !response.status().is_success() {
-        return Err(format!("answered {}", response.status()));
-    }
-    let saga: Value = response
-        .json()
-        .await
-        .map_err(|e| format!("unreadable saga: {e}"))?;
-    saga["terminal"]
-        .as_bool()
-        .ok_or_else(|| "the saga has no `terminal` flag".to_owned())
 }
