@@ -30,6 +30,7 @@ pub struct DemoReport {
     /// What happened, step by step.
     pub steps: Vec<Step>,
     /// The demo's own evidence (orders, payments, stock …).
+    #[schema(value_type = Object)]
     pub evidence: Value,
     /// Wall time of the whole run.
     pub elapsed_ms: f64,
@@ -46,6 +47,7 @@ pub struct Step {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub instance: Option<String>,
     /// What came back.
+    #[schema(value_type = Object)]
     pub detail: Value,
 }
 
