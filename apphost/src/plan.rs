@@ -407,6 +407,7 @@ mod tests {
             vault_addr: Some("http://v".into()),
             vault_token: Some("t".into()),
             psp_cert_dir: "/lab/psp-certs".into(),
+            bff_session_key: String::new(),
         };
         let procs = plan(&wiring, |_| crate::ports::loopback(0));
         for service in lab_db::bootstrap::SCHEMA_SERVICES {

@@ -11,6 +11,7 @@
 //!   queues and [`dead_letters`] (listed and replayed by operators).
 //! - [`admin`]: the operator's routes over the outbox and dead letters, mounted by each service
 //!   behind its own admin check.
+//! - [`invariants`]: the outbox drains and no message is dead, for each service's `GET /invariants`.
 //! - [`MessagingMetrics`]: backlog, commit→publish latency, retries, dead letters, duplicates.
 //!
 //! The tables live in the calling service's schema; [`migrate`] creates them.
@@ -21,6 +22,7 @@ pub mod consumer;
 pub mod dead_letters;
 pub mod envelope;
 pub mod handler;
+pub mod invariants;
 pub mod metrics;
 pub mod outbox;
 pub mod relay;

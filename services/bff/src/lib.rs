@@ -5,6 +5,7 @@
 //! answer ([`proxy`]) to the same upstream list. [`build`] assembles the routes, then the edge
 //! layers around them.
 
+pub mod chaos;
 pub mod demo;
 mod health;
 pub mod journeys;
@@ -138,7 +139,8 @@ pub(crate) struct AppState {
         demo::saga::run_saga,
         demo::breaker::run_breaker,
         demo::revocation::run_revocation,
-        rate_limit::demo::post_rate_limit_demo
+        rate_limit::demo::post_rate_limit_demo,
+        chaos::invariants::get_invariants
     ),
     components(schemas(
         ClusterHealth,
@@ -259,6 +261,10 @@ fn routes(state: AppState, proxy: &Proxy) -> axum::Router {
         .route(
             "/api/demo/jti-revocation",
             axum::routing::post(demo::revocation::run_revocation),
+        )
+        .route(
+            "/api/chaos/invariants",
+            axum::routing::get(chaos::invariants::get_invariants),
         )
         .with_state(state)
         .merge(proxy.router())

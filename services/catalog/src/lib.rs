@@ -11,6 +11,7 @@
 mod auth;
 pub mod demo;
 pub mod domain;
+pub mod invariants;
 pub mod messages;
 pub mod occ;
 pub mod products;
@@ -98,6 +99,7 @@ impl Default for Settings {
         routes::get_inventory,
         routes::update_inventory,
         routes::get_cache_state,
+        invariants::get_invariants,
     ),
     components(schemas(
         products::Product,

@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
             get(get_inventory).put(update_inventory),
         )
         .route("/cache/products/{id}", get(get_cache_state))
+        .route("/invariants", get(crate::invariants::get_invariants))
         .merge(crate::demo::router())
         .with_state(state)
 }

@@ -11,6 +11,7 @@
 mod auth;
 pub mod commands;
 pub mod deadlines;
+pub mod invariants;
 pub mod messages;
 pub mod metrics;
 pub mod orchestrator;
@@ -127,6 +128,7 @@ impl Default for Settings {
     paths(
         routes::get_saga,
         routes::list_sagas,
+        invariants::get_invariants,
         lab_db::admin::credentials_status,
         lab_db::admin::rotate_credentials,
         lab_db::admin::set_credentials_ttl,
@@ -186,6 +188,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let state = routes::AppState {
         pool,
         admin_token: settings.admin_token.clone().map(Arc::new),
+        timeouts,
     };
     // The shared credential routes answer administrators only.
     let credentials_admin = lab_db::admin::router(db.credentials.clone()).route_layer(

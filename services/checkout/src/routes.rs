@@ -21,17 +21,20 @@ pub struct AppState {
     pub pool: sqlx::PgPool,
     /// The administrator's bearer token; none means nobody may list sagas.
     pub admin_token: Option<Arc<SecretString>>,
+    /// The saga's timeouts, for the longest saga `GET /invariants` reports.
+    pub timeouts: crate::saga::Timeouts,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/sagas", get(list_sagas))
         .route("/sagas/{order_id}", get(get_saga))
+        .route("/invariants", get(crate::invariants::get_invariants))
         .with_state(state)
 }
 
 /// A database failure: logged once here, answered as 503 (the database, not the request, is at fault).
-fn db_problem(e: sqlx::Error) -> Problem {
+pub(crate) fn db_problem(e: sqlx::Error) -> Problem {
     tracing::error!(error = %e, "database error");
     Problem::unavailable("postgres", lab_db::short_reason(&e))
 }

@@ -205,7 +205,7 @@ impl Timeouts {
 }
 
 /// `CommitStock` is re-issued this often before a captured order goes to a person.
-const MAX_COMMIT_RETRIES: u8 = 3;
+pub const MAX_COMMIT_RETRIES: u8 = 3;
 
 /// The outcome of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]

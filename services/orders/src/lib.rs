@@ -12,6 +12,7 @@
 mod auth;
 pub mod claims;
 pub mod domain;
+pub mod invariants;
 pub mod messages;
 pub mod metrics;
 pub mod orders;
@@ -100,6 +101,7 @@ impl Default for Settings {
         claims::get_claim,
         routes::place_order,
         routes::get_order,
+        invariants::get_invariants,
     ),
     components(schemas(domain::OrderStatus, orders::LineView, orders::Transition))
 )]

@@ -35,6 +35,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/orders", post(place_order))
         .route("/orders/{id}", get(get_order))
+        .route("/invariants", get(crate::invariants::get_invariants))
         .merge(crate::claims::router())
         .with_state(state)
 }

@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod commands;
+pub mod invariants;
 pub mod metrics;
 pub mod money;
 pub mod provider;
@@ -172,6 +173,7 @@ impl Default for Settings {
         webhooks::stripe_webhook,
         webhooks::paypal_webhook,
         routes::get_payment,
+        invariants::get_invariants,
         lab_messaging::admin::outbox_status,
         lab_messaging::admin::pause_outbox,
         lab_messaging::admin::resume_outbox,

@@ -44,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .route("/webhooks/stripe", post(webhooks::stripe_webhook))
         .route("/webhooks/paypal", post(webhooks::paypal_webhook))
         .route("/payments/{order_id}", get(get_payment))
+        .route("/invariants", get(crate::invariants::get_invariants))
         .merge(
             admin::router(admin::MessagingAdmin {
                 pool: state.pool.clone(),

@@ -13,6 +13,7 @@ mod demos;
 mod faults;
 mod health;
 mod helpers;
+mod invariants;
 mod live;
 mod proxy;
 mod rate_limit_demo;

@@ -14,6 +14,7 @@ mod demos;
 mod faults;
 mod health;
 mod helpers;
+mod invariants;
 mod messaging;
 mod occ;
 mod products;

@@ -114,6 +114,7 @@ async fn a_payment_window_that_closes_unpaid_cancels_the_order_and_expires_the_s
             payment_ms: 2_000,
             ..lab_checkout::TimeoutSettings::default()
         },
+        ..Options::default()
     })
     .await;
     let before = cluster.inventory("LAB-NOTEBOOK").await;

@@ -13,6 +13,7 @@ mod end_to_end;
 mod faults;
 mod health;
 mod helpers;
+mod invariants;
 mod saga;
 mod sagas;
 mod schema;

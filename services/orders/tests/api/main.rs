@@ -12,6 +12,7 @@ mod end_to_end;
 mod faults;
 mod health;
 mod helpers;
+mod invariants;
 mod orders;
 mod saga;
 mod schema;

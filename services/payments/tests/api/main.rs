@@ -12,6 +12,7 @@ mod commands;
 mod faults;
 mod health;
 mod helpers;
+mod invariants;
 mod paypal_webhooks;
 mod pki;
 mod psp;
