@@ -132,6 +132,9 @@ impl Proxy {
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(POOL_IDLE)
+            // Our call loop decides what is retried, inside the budget; hyper's own silent retry
+            // of a request whose pooled connection closed would add attempts nobody counts.
+            .retry_canceled_requests(false)
             .build(connector);
         let events = Events::default();
         let mut urls: HashMap<&str, Vec<String>> = HashMap::new();
