@@ -146,18 +146,23 @@ async fn a_get_is_retried_a_post_without_idempotency_key_is_not_and_one_with_a_k
     };
     let bff = spawn_bff_with(&env, &[("orders", stub.url.clone())], proxy).await;
 
-    let _ = bff.get("/api/orders/1").await;
+    // A fresh connection per request: a pooled one that the server closed at the wrong moment
+    // would be retried by the client itself, and the BFF would count two calls.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("a client");
+    let _ = client.get(bff.url("/api/orders/1")).send().await;
     let after_get = stub.hits();
-    let _ = bff
-        .client
+    let _ = client
         .post(bff.url("/api/orders"))
         .body("{}")
         .send()
         .await
         .expect("answered");
     let after_post = stub.hits();
-    let _ = bff
-        .client
+    let _ = client
         .post(bff.url("/api/orders"))
         .header("idempotency-key", "k-1")
         .body("{}")
