@@ -14,6 +14,7 @@ mod faults;
 mod health;
 mod helpers;
 mod live;
+mod pages;
 mod proxy;
 mod rate_limit_demo;
 mod rate_limits;

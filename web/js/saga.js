@@ -1,0 +1,140 @@
+// The message-flow section: the place-order saga's states, lit from the real `saga` and
+// `message` events of the sagas this visitor starts. The visitor's order ids arrive on their
+// own stream (the demo's "placed the order" steps); events of other orders (other visitors,
+// background journeys) are ignored, and events that arrive before their order id is known are
+// kept and replayed once it is.
+
+import { el, fill, postJson } from './dom.js';
+import { on } from './live.js';
+import { showProblem, showReport } from './demos.js';
+
+/** Events kept while waiting for an order id, per order (bounded: the stream is public). */
+const PENDING_LIMIT = 200;
+/** Failure states: reaching one lights the compensation row. */
+const FAILURES = new Set(['Rejected', 'Cancelled', 'RequiresReview']);
+
+const mine = new Set();
+let pending = [];
+let running = false;
+
+function short(id) {
+  return String(id).slice(0, 8);
+}
+
+function reset() {
+  mine.clear();
+  pending = [];
+  for (const li of document.querySelectorAll('#saga li, #saga-fail li')) li.className = li.classList.contains('final') ? 'final' : '';
+  document.getElementById('messages').replaceChildren();
+  fill(document.getElementById('history-list'), el('li', {}, 'Waiting for the saga…'));
+  document.getElementById('saga-fail').classList.remove('fired');
+}
+
+function status(text) {
+  document.getElementById('flow-status').textContent = text;
+}
+
+function light(state, how) {
+  const li = document.querySelector(`#saga li[data-state="${state}"], #saga-fail li[data-state="${state}"]`);
+  if (!li) return;
+  li.classList.add('reached', how);
+  li.classList.remove('current');
+  // The newest state is the current one.
+  for (const other of document.querySelectorAll('#saga li.current, #saga-fail li.current')) other.classList.remove('current');
+  li.classList.add('current');
+  if (FAILURES.has(state)) document.getElementById('saga-fail').classList.add('fired');
+}
+
+function onSaga(step) {
+  light(step.to, 'live');
+  const compensating = (step.compensations || []).length ? ` — compensating: ${step.compensations.join(', ')}` : '';
+  status(`order ${short(step.order_id)}: ${step.from || '∅'} → ${step.to} on ${step.event}${compensating}`);
+  const list = document.getElementById('messages');
+  list.append(el('li', { class: compensating ? 'comp' : '' },
+    `${short(step.order_id)} · ${step.from || '∅'} → ${step.to} (${step.event})${compensating}`));
+}
+
+function onMessage(message) {
+  const list = document.getElementById('messages');
+  list.append(el('li', { class: 'msg' },
+    `${short(message.correlation_id)} · ${message.from} → ${(message.to || []).join(', ') || 'nobody'}: ${message.message_type}`));
+}
+
+function handle(kind, data) {
+  const order = kind === 'saga' ? data.order_id : data.correlation_id;
+  if (mine.has(order)) {
+    if (kind === 'saga') onSaga(data);
+    else onMessage(data);
+  } else if (running && pending.length < PENDING_LIMIT) {
+    pending.push([kind, data]);
+  }
+}
+
+function learn(orderId) {
+  if (!orderId || mine.has(orderId)) return;
+  mine.add(orderId);
+  const replay = pending;
+  pending = [];
+  for (const [kind, data] of replay) handle(kind, data);
+}
+
+function orders(evidence) {
+  if (!evidence) return [];
+  if (Array.isArray(evidence.orders)) return evidence.orders;
+  return evidence.order ? [evidence.order] : [];
+}
+
+function showHistory(report) {
+  const all = orders(report.evidence);
+  const list = document.getElementById('history-list');
+  if (!all.length) {
+    fill(list, el('li', {}, 'The demo recorded no order history.'));
+    return;
+  }
+  fill(list, all.flatMap((order) => [
+    el('li', { class: 'order' }, `order ${short(order.id || order.order_id || '?')}: ${order.status || '?'}`),
+    ...(order.history || []).map((t) => el('li', {}, `${t.from || '∅'} → ${t.to}${t.event ? ` on ${t.event}` : ''}${t.at ? ` at ${t.at}` : ''}`)),
+  ]));
+  for (const order of all) {
+    for (const t of order.history || []) light(t.to, 'record');
+  }
+}
+
+async function startSaga(scenario) {
+  if (running) return;
+  reset();
+  running = true;
+  const panel = document.getElementById('flow');
+  for (const b of document.querySelectorAll('#saga-form button[data-scenario]')) b.disabled = true;
+  status(`starting a ${scenario} saga…`);
+  fill(document.getElementById('flow-result'), el('p', { class: 'muted' }, 'running…'));
+  const answer = await postJson('/api/demo/saga', { scenario });
+  running = false;
+  for (const b of document.querySelectorAll('#saga-form button[data-scenario]')) b.disabled = false;
+  const result = { querySelector: () => document.getElementById('flow-result') };
+  if (!answer.ok || !answer.body) {
+    showProblem(result, answer);
+    status('The saga did not run.');
+    return;
+  }
+  showHistory(answer.body);
+  showReport(result, answer.body);
+  const finals = orders(answer.body.evidence).map((o) => o.status).filter(Boolean);
+  if (finals.length) status(`Finished: ${finals.join(', ')}.`);
+  panel.dataset.done = scenario;
+}
+
+/** Wires the saga buttons and the live events. */
+export function start() {
+  on('demo', (event) => {
+    const step = event.data && event.data.step;
+    if (event.data && event.data.demo === 'saga' && step && step.detail && step.detail.order_id) learn(step.detail.order_id);
+  });
+  on('saga', (event) => handle('saga', event.data));
+  on('message', (event) => handle('message', event.data));
+  document.getElementById('saga-form').addEventListener('submit', (event) => {
+    event.preventDefault();
+    const button = event.submitter;
+    if (button && button.dataset.scenario) startSaga(button.dataset.scenario);
+  });
+}
