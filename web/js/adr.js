@@ -20,7 +20,7 @@ function render(body) {
   };
   for (const raw of body.split('\n')) {
     const line = raw.trimEnd();
-    if (line.startsWith('# ')) continue;
+    if (line.startsWith('# ') || /^- (Status|Date):/.test(line)) continue;
     if (line.startsWith('## ')) {
       flush();
       list = null;
@@ -46,6 +46,18 @@ function render(body) {
   return blocks;
 }
 
+/** A decision's first sentence, cut at a word boundary when it runs long. */
+const ONE_LINE = 180;
+
+function oneLine(text) {
+  if (text.length <= ONE_LINE) return text;
+  let cut = text.slice(0, ONE_LINE);
+  cut = cut.slice(0, cut.lastIndexOf(' '));
+  // Never leave a code span open.
+  if ((cut.match(/`/g) || []).length % 2) cut = cut.slice(0, cut.lastIndexOf('`'));
+  return `${cut.trimEnd()} …`;
+}
+
 /** Loads and renders the records. */
 export async function start() {
   const target = document.getElementById('adrs');
@@ -55,9 +67,9 @@ export async function start() {
     const records = await response.json();
     fill(target, records.map((r) => el('details', { class: 'adr' },
       el('summary', {},
-        el('span', { class: 'adr-title' }, `${r.number ? `ADR ${r.number}. ` : ''}${r.title}`),
+        el('span', { class: 'adr-title' }, r.number ? `ADR ${r.number}. ` : '', inline(r.title)),
         ' ', el('span', { class: `status ${String(r.status).toLowerCase()}` }, r.status || 'unknown'),
-        el('span', { class: 'adr-decision' }, inline(r.decision || ''))),
+        el('span', { class: 'adr-decision' }, inline(oneLine(r.decision || '')))),
       el('div', { class: 'adr-body' }, render(r.body || ''), el('p', { class: 'muted' }, `docs/adr/${r.file}${r.date ? ` · ${r.date}` : ''}`)))));
   } catch (error) {
     fill(target, el('p', {}, `The decision records could not be loaded (${error.message}).`));

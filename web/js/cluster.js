@@ -63,7 +63,7 @@ export function showHealth(health) {
     byService.get(instance.service).push(instance);
   }
   for (const [service, instances] of byService) {
-    instances.sort((a, b) => a.url.localeCompare(b.url));
+    instances.sort((a, b) => (a.instance_id || a.url).localeCompare(b.instance_id || b.url));
     instances.forEach((instance, i) => {
       const name = service === 'catalog' ? `catalog-${i + 1}` : service;
       urlToNode.set(instance.url, name);
@@ -93,11 +93,11 @@ function hero(health, byService) {
   const up = health.services.filter((s) => s.status === 'ready' || s.status === 'degraded').length + 1;
   const deps = (health.infrastructure || []).length;
   const catalogs = (byService.get('catalog') || []).length;
+  const named = services.map((s) => (s === 'catalog' && catalogs > 1 ? `catalog ×${catalogs}` : s));
+  if (byService.has('psp')) named.push('the sandbox PSP');
   fill(document.getElementById('hero-running'),
-    `${up} of ${instances} processes answering right now (the BFF, ${services.join(', ')}`,
-    catalogs > 1 ? ` with catalog ×${catalogs}` : '',
-    byService.has('psp') ? ', and the sandbox PSP' : '',
-    `), over ${deps} infrastructure dependencies.`);
+    `${up} of ${instances} processes answering right now — the BFF, ${named.join(', ')} — `,
+    `over ${deps} infrastructure dependencies.`);
   document.getElementById('cluster-lede').textContent =
     `One BFF, ${services.length} services${catalogs > 1 ? ` (catalog ×${catalogs})` : ''}${byService.has('psp') ? ', a sandbox payment provider' : ''} and ${deps} infrastructure dependencies.`;
 }
@@ -120,7 +120,7 @@ function showMetrics(metrics) {
   document.getElementById('metrics').textContent =
     `Traffic through this BFF: ${(metrics.requests_per_s || 0).toFixed(1)} req/s, p99 ${p99}, ` +
     `${metrics.server_errors || 0} 5xx, ${metrics.rate_limited || 0} 429s, ${metrics.retries || 0} retries, ` +
-    `${metrics.fail_fast || 0} fail-fast (last ${metrics.period_s || 2} s).`;
+    `${metrics.fail_fast || 0} fail-fast (last ${Math.round(metrics.period_s || 2)} s).`;
 }
 
 function lightBus() {

@@ -3,7 +3,10 @@
 // (429 with Retry-After, 422, 503) is shown as what it is, never as a pass.
 
 import { el, fill, ms, postJson, problemText } from './dom.js';
+import { on as onLive } from './live.js';
 
+/** Up to this many steps are shown open; longer runs fold them away behind a summary. */
+const OPEN_STEPS = 8;
 /** How long each request of a burst takes on screen, so the bucket visibly drains (ms). */
 const DRAIN_STEP_MS = 80;
 
@@ -16,12 +19,15 @@ export function showReport(panel, report) {
       el('li', {}, el('span', { class: 'at' }, ms(s.at_ms)), ' ', s.name,
         s.instance ? el('span', { class: 'inst' }, ` @ ${s.instance}`) : null)))
     : null;
+  const folded = steps && report.steps.length > OPEN_STEPS
+    ? el('details', { class: 'steps-box' }, el('summary', {}, `Steps (${report.steps.length})`), steps)
+    : steps;
   fill(result,
     el('p', { class: 'verdict-line' },
       el('span', { class: `verdict ${verdict}`, 'data-verdict': verdict }, verdict),
       ' ', report.summary || report.explanation || '',
       el('span', { class: 'muted' }, report.elapsed_ms !== undefined ? ` (${ms(report.elapsed_ms)})` : '')),
-    steps,
+    folded,
     el('details', { class: 'evidence' }, el('summary', {}, 'Evidence (raw)'),
       el('pre', {}, JSON.stringify(report.evidence !== undefined ? report.evidence : report, null, 2))));
 }
@@ -138,7 +144,22 @@ function drawBreaker(report) {
   const states = new Set((evidence.breakers || []).map((b) => b.state));
   if (opened) states.add('open');
   if (!states.size) states.add('closed');
-  markStates(states);
+  for (const state of states) passed.add(state);
+  markStates(passed);
+}
+
+/** States the catalog's breakers passed through since the panel last ran (live events). */
+const passed = new Set();
+
+function onBreakerEvent(event) {
+  const change = event.data || {};
+  if (change.kind !== 'breaker_changed' || change.service !== 'catalog') return;
+  passed.add(change.from);
+  passed.add(change.to);
+  const list = document.getElementById('cb-transitions');
+  list.append(el('li', {}, `${change.endpoint}: ${change.from} → ${change.to} (${change.reason})`));
+  while (list.children.length > 6) list.firstChild.remove();
+  markStates(passed);
 }
 
 function markStates(states) {
@@ -158,7 +179,7 @@ function drawCache(report) {
   fill(document.getElementById('cache-replicas'),
     el('table', {},
       el('caption', {}, `New version ${e.new_version ?? '?'}; the reader served the old one for ${ms(e.stale_window_ms)}`),
-      el('thead', {}, el('tr', {}, ['replica', 'when', 'L1 version', 'L2 version', 'hears invalidations'].map((h) => el('th', { scope: 'col' }, h)))),
+      el('thead', {}, el('tr', {}, ['replica', 'when', 'L1', 'L2 (Redis)', 'pub/sub'].map((h) => el('th', { scope: 'col' }, h)))),
       el('tbody', {}, (e.before || []).map((s) => row(s, 'before')), (e.after || []).map((s) => row(s, 'after')))),
     (e.reads || []).length ? el('p', { class: 'muted' }, `Reader's reads until converged: ${e.reads.join(' → ')}`) : null);
 }
@@ -169,7 +190,8 @@ function drawRace(report) {
   const list = document.getElementById('race-results');
   list.replaceChildren();
   for (const a of e.attempts || []) {
-    list.append(chip(`${a.status}`, a.status < 300 ? 'ok' : a.status === 412 ? 'warn' : 'bad',
+    const replica = String(a.replica || '').replace(/^catalog-/, 'c');
+    list.append(chip(`${a.status} · ${replica}`, a.status < 300 ? 'ok' : a.status === 412 ? 'warn' : 'bad',
       `${a.replica} · ${ms(a.latency_ms)}`));
   }
   list.setAttribute('aria-label', `Race attempts: ${e.winners ?? '?'} won, ${e.precondition_failed ?? '?'} got 412`);
@@ -186,13 +208,17 @@ export function start() {
     });
   };
   on('rate-limit', (form, panel) => run(panel, '/api/demo/rate-limit', numbers(form), drawBucket));
+  onLive('breaker', onBreakerEvent);
   on('circuit-breaker', (form, panel) => {
+    passed.clear();
+    document.getElementById('cb-transitions').replaceChildren();
     const failing = form.querySelector('input[name=upstream_failing]').checked;
     run(panel, '/api/demo/circuit-breaker',
       { requests: numbers(form).requests, upstream_failing: failing, reset: !failing }, drawBreaker);
   });
   document.querySelector('#drive-breaker [data-action=reset]')?.addEventListener('click', () => {
     const panel = document.getElementById('drive-breaker');
+    passed.clear();
     run(panel, '/api/demo/circuit-breaker', { requests: 1, upstream_failing: false, reset: true }, drawBreaker);
   });
   on('cache', (form, panel) => run(panel, '/api/demo/cache', {}, drawCache));

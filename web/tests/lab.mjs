@@ -17,8 +17,8 @@ import { chromium } from 'playwright-core';
 const RUN_BUDGET_MS = 50_000;
 /** One demo's bound: the slowest (a saga over RabbitMQ, the breaker's sick upstream) take ~1-2 s. */
 const DEMO_TIMEOUT_MS = 20_000;
-/** Screenshots are committed: JPEG keeps a full page to a few hundred KB. */
-const SHOT = { type: 'jpeg', quality: 80 };
+/** Screenshots are committed as PNG, what every image viewer shows. */
+const SHOT = { type: 'png' };
 /** The phone width the page must fit. */
 const PHONE_WIDTH = 360;
 
@@ -65,6 +65,17 @@ async function drive(page, form, panel, before) {
   await page.locator(`${panel}[aria-busy="false"] .result [data-verdict]`).first().waitFor({ timeout: DEMO_TIMEOUT_MS });
   await verdictOf(page, panel);
   step(`${form}: pass — ${(await page.locator(`${panel} .result .verdict-line`).first().innerText()).trim()}`);
+}
+
+/** With LAB_SHOT_SECTIONS=<dir>, one screenshot per section too, for a person to look at. */
+async function sections(page, width) {
+  const dir = process.env.LAB_SHOT_SECTIONS;
+  if (!dir) return;
+  mkdirSync(dir, { recursive: true });
+  for (const id of ['hero', 'cluster', 'svc-bff', 'svc-identity', 'svc-catalog', 'svc-orders', 'svc-payments', 'svc-checkout', 'flow', 'concurrency', 'decisions']) {
+    const target = id === 'hero' ? page.locator('section.hero') : page.locator(`#${id}`);
+    await target.screenshot({ path: join(dir, `${width}-${id}.png`) });
+  }
 }
 
 let failed = null;
@@ -139,12 +150,13 @@ try {
   }
   step(`Tab focuses a ${focused.tag.toLowerCase()} with a visible ${focused.outline} outline`);
 
-  await page.screenshot({ path: join(shots, 'lab-desktop.jpg'), fullPage: true, ...SHOT });
+  await page.screenshot({ path: join(shots, 'lab-desktop.png'), fullPage: true, ...SHOT });
   await page.emulateMedia({ colorScheme: 'dark' });
   await page.evaluate(() => window.scrollTo(0, 0));
-  await page.screenshot({ path: join(shots, 'lab-desktop-dark.jpg'), ...SHOT });
+  await page.screenshot({ path: join(shots, 'lab-desktop-dark.png'), ...SHOT });
   await page.emulateMedia({ colorScheme: 'light' });
 
+  await sections(page, 'desktop');
   await page.setViewportSize({ width: PHONE_WIDTH, height: 780 });
   await page.waitForTimeout(200);
   const overflow = await page.evaluate((width) => {
@@ -157,7 +169,8 @@ try {
   }, PHONE_WIDTH);
   if (overflow.scroll > PHONE_WIDTH) throw new Error(`at ${PHONE_WIDTH} px the page is ${overflow.scroll} px wide: ${overflow.wide.join(', ')}`);
   step(`nothing overflows at ${PHONE_WIDTH} px`);
-  await page.screenshot({ path: join(shots, 'lab-phone.jpg'), fullPage: true, ...SHOT });
+  await page.screenshot({ path: join(shots, 'lab-phone.png'), fullPage: true, ...SHOT });
+  await sections(page, 'phone');
 
   if (errors.length) throw new Error(`errors on the page:\n${errors.join('\n')}`);
 } catch (error) {
