@@ -10,15 +10,14 @@ import { showProblem, showReport } from './demos.js';
 
 /** Events kept while waiting for an order id, per order (bounded: the stream is public). */
 const PENDING_LIMIT = 200;
-/** Failure states: reaching one lights the compensation row. */
-const FAILURES = new Set(['Rejected', 'Cancelled', 'RequiresReview']);
 
 const mine = new Set();
 let pending = [];
 let running = false;
 
+/** The end of an id: UUIDv7s of one moment share their first half. */
 function short(id) {
-  return String(id).slice(0, 8);
+  return String(id).slice(-8);
 }
 
 function reset() {
@@ -28,6 +27,7 @@ function reset() {
   document.getElementById('messages').replaceChildren();
   fill(document.getElementById('history-list'), el('li', {}, 'Waiting for the saga…'));
   document.getElementById('saga-fail').classList.remove('fired');
+  document.getElementById('compensations').replaceChildren();
 }
 
 function status(text) {
@@ -42,13 +42,16 @@ function light(state, how) {
   // The newest state is the current one.
   for (const other of document.querySelectorAll('#saga li.current, #saga-fail li.current')) other.classList.remove('current');
   li.classList.add('current');
-  if (FAILURES.has(state)) document.getElementById('saga-fail').classList.add('fired');
 }
 
 function onSaga(step) {
   light(step.to, 'live');
   const compensating = (step.compensations || []).length ? ` — compensating: ${step.compensations.join(', ')}` : '';
   status(`order ${short(step.order_id)}: ${step.from || '∅'} → ${step.to} on ${step.event}${compensating}`);
+  if ((step.compensations || []).length) document.getElementById('saga-fail').classList.add('fired');
+  for (const command of step.compensations || []) {
+    document.getElementById('compensations').append(el('li', { class: 'chip bad' }, `${command} (order ${short(step.order_id)})`));
+  }
   const list = document.getElementById('messages');
   list.append(el('li', { class: compensating ? 'comp' : '' },
     `${short(step.order_id)} · ${step.from || '∅'} → ${step.to} (${step.event})${compensating}`));
@@ -71,7 +74,8 @@ function handle(kind, data) {
 }
 
 function learn(orderId) {
-  if (!orderId || mine.has(orderId)) return;
+  // Only sagas started from this section draw here (the cards' saga demos have their own panels).
+  if (!running || !orderId || mine.has(orderId)) return;
   mine.add(orderId);
   const replay = pending;
   pending = [];

@@ -4,7 +4,7 @@
 //
 // Loads the page with no console errors, waits for the live stream's first snapshot, runs every
 // "Drive it" panel to a `pass` verdict, starts a saga and waits for the message flow to reach
-// `Completed` from the live events, checks the decision records are rendered, then resizes to
+// `Completed` from the live events (and a last-unit race to one Completed, one Rejected), checks the decision records are rendered, then resizes to
 // 360 px and checks nothing overflows horizontally. Saves desktop, dark and phone screenshots.
 // Exits 0 on success, 1 with the reason otherwise. services/bff/tests/api/pages.rs runs it.
 
@@ -124,6 +124,14 @@ try {
   if (sagaVerdict !== 'pass') throw new Error(`saga: verdict ${sagaVerdict}`);
   const seen = await page.locator('#messages li').count();
   step(`saga: Completed from the live events (${seen} messages shown)`);
+  await page.locator('#saga-form button[data-scenario="last-unit-race"]').click();
+  await page.locator('#saga-fail li[data-state="Rejected"].live').waitFor({ timeout: DEMO_TIMEOUT_MS });
+  await page.locator('#saga li[data-state="Completed"].live').waitFor({ timeout: DEMO_TIMEOUT_MS });
+  await page.locator('#flow-result [data-verdict]').waitFor({ timeout: DEMO_TIMEOUT_MS });
+  if ((await page.locator('#flow-result [data-verdict]').getAttribute('data-verdict')) !== 'pass') {
+    throw new Error(`last-unit race: ${await page.locator('#flow-result').innerText()}`);
+  }
+  step('last-unit race: one order Completed, one Rejected, from the live events');
 
   await drive(page, 'circuit-breaker', '#drive-breaker');
   if ((await page.locator('#drive-breaker .states li.on[data-state="open"]').count()) !== 1) {
