@@ -53,6 +53,11 @@ function instanceReason(instance) {
   return `answered in ${ms(instance.latency_ms)}`;
 }
 
+/** The diagram's name for an instance's base URL (`catalog-2`), or the URL itself. */
+export function instanceName(url) {
+  return urlToNode.get(url) || url;
+}
+
 /** Draws one `ClusterHealth`. */
 export function showHealth(health) {
   if (!health || !Array.isArray(health.services)) return;

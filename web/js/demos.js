@@ -3,6 +3,7 @@
 // (429 with Retry-After, 422, 503) is shown as what it is, never as a pass.
 
 import { el, fill, ms, postJson, problemText } from './dom.js';
+import { instanceName } from './cluster.js';
 import { on as onLive } from './live.js';
 
 /** Up to this many steps are shown open; longer runs fold them away behind a summary. */
@@ -157,7 +158,7 @@ function onBreakerEvent(event) {
   passed.add(change.from);
   passed.add(change.to);
   const list = document.getElementById('cb-transitions');
-  list.append(el('li', {}, `${change.endpoint}: ${change.from} → ${change.to} (${change.reason})`));
+  list.append(el('li', {}, `${instanceName(change.endpoint)}: ${change.from} → ${change.to} (${change.reason})`));
   while (list.children.length > 6) list.firstChild.remove();
   markStates(passed);
 }
