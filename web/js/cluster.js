@@ -1,7 +1,8 @@
 // The hero's count and the cluster diagram: every box coloured by the latest health snapshot
 // (`GET /api/health`, then the `health` events), its reason shown on hover and focus, and each
 // BFF→replica edge lit when that replica's breaker counters moved since the previous `metrics`
-// snapshot; the bus lights for each `message` event.
+// snapshot; the bus and the taps of a message's publisher and consumers light for each `message`
+// event.
 
 import { fill, ms } from './dom.js';
 import { on } from './live.js';
@@ -128,12 +129,17 @@ function showMetrics(metrics) {
     `${metrics.fail_fast || 0} fail-fast (last ${Math.round(metrics.period_s || 2)} s).`;
 }
 
-function lightBus() {
-  const bus = document.querySelector('#diagram [data-edge="bus"]');
-  if (!bus) return;
-  bus.classList.add('lit');
+/** Lights the bus and the taps of the message's publisher and consumers for a moment. */
+function lightBus(event) {
+  const message = (event && event.data) || {};
+  const services = new Set([message.from, ...(message.to || [])]);
+  const lines = [...document.querySelectorAll('#diagram [data-edge="bus"], #diagram [data-bus]')]
+    .filter((line) => !line.dataset.bus || services.has(line.dataset.bus));
+  for (const line of lines) line.classList.add('lit');
   clearTimeout(busTimer);
-  busTimer = setTimeout(() => bus.classList.remove('lit'), BUS_GLOW_MS);
+  busTimer = setTimeout(() => {
+    for (const line of document.querySelectorAll('#diagram .lit[data-bus], #diagram [data-edge="bus"]')) line.classList.remove('lit');
+  }, BUS_GLOW_MS);
 }
 
 /** Wires the diagram to the live stream and its boxes to the reason line. */

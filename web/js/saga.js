@@ -11,9 +11,15 @@ import { showProblem, showReport } from './demos.js';
 /** Events kept while waiting for an order id, per order (bounded: the stream is public). */
 const PENDING_LIMIT = 200;
 
+/** Events of a saga may reach the stream after the demo's answer: keep collecting this long. */
+const LATE_EVENTS_MS = 5_000;
+
 const mine = new Set();
 let pending = [];
 let running = false;
+/** While true, unknown orders' events are kept and new order ids are learnt. */
+let collecting = false;
+let collectTimer = null;
 
 /** The end of an id: UUIDv7s of one moment share their first half. */
 function short(id) {
@@ -68,14 +74,14 @@ function handle(kind, data) {
   if (mine.has(order)) {
     if (kind === 'saga') onSaga(data);
     else onMessage(data);
-  } else if (running && pending.length < PENDING_LIMIT) {
+  } else if (collecting && pending.length < PENDING_LIMIT) {
     pending.push([kind, data]);
   }
 }
 
 function learn(orderId) {
   // Only sagas started from this section draw here (the cards' saga demos have their own panels).
-  if (!running || !orderId || mine.has(orderId)) return;
+  if (!collecting || !orderId || mine.has(orderId)) return;
   mine.add(orderId);
   const replay = pending;
   pending = [];
@@ -108,12 +114,19 @@ async function startSaga(scenario) {
   if (running) return;
   reset();
   running = true;
+  collecting = true;
+  clearTimeout(collectTimer);
   const panel = document.getElementById('flow');
   for (const b of document.querySelectorAll('#saga-form button[data-scenario]')) b.disabled = true;
   status(`starting a ${scenario} saga…`);
   fill(document.getElementById('flow-result'), el('p', { class: 'muted' }, 'running…'));
   const answer = await postJson('/api/demo/saga', { scenario });
   running = false;
+  for (const order of orders(answer.body && answer.body.evidence)) learn(order.id || order.order_id);
+  collectTimer = setTimeout(() => {
+    collecting = false;
+    pending = [];
+  }, LATE_EVENTS_MS);
   for (const b of document.querySelectorAll('#saga-form button[data-scenario]')) b.disabled = false;
   const result = { querySelector: () => document.getElementById('flow-result') };
   if (!answer.ok || !answer.body) {
@@ -132,7 +145,12 @@ async function startSaga(scenario) {
 export function start() {
   on('demo', (event) => {
     const step = event.data && event.data.step;
-    if (event.data && event.data.demo === 'saga' && step && step.detail && step.detail.order_id) learn(step.detail.order_id);
+    if (!event.data || event.data.demo !== 'saga' || !step || !step.detail) return;
+    // One order (`order_id`) or several at once (`orders`, `order_ids`: the last-unit race).
+    const detail = step.detail;
+    for (const id of [detail.order_id, ...(detail.orders || []), ...(detail.order_ids || [])]) {
+      if (typeof id === 'string') learn(id);
+    }
   });
   on('saga', (event) => handle('saga', event.data));
   on('message', (event) => handle('message', event.data));
