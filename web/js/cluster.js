@@ -9,6 +9,8 @@ import { on } from './live.js';
 
 /** Numbers a person reads in the hero. */
 const WORDS = ['Zero', 'One', 'Two', 'Three', 'Four', 'Five', 'Six', 'Seven', 'Eight', 'Nine', 'Ten'];
+/** The diagram's service boxes. */
+const SERVICE_NODES = ['identity', 'catalog-1', 'catalog-2', 'orders', 'payments', 'checkout', 'psp'];
 /** How long the bus stays lit after a message (ms). */
 const BUS_GLOW_MS = 1200;
 
@@ -76,6 +78,11 @@ export function showHealth(health) {
       const sub = service === 'psp' ? 'sandbox' : (instance.instance_id || instance.status);
       paint(name, instance.status, instanceReason(instance), sub);
     });
+  }
+  for (const name of SERVICE_NODES) {
+    if (![...urlToNode.values()].includes(name)) {
+      paint(name, 'not configured', 'this BFF has no upstream for it', 'not configured');
+    }
   }
   paint('bff', health.status === 'healthy' ? 'ready' : 'degraded',
     `${health.bff}; live backplane ${health.live && health.live.mode ? health.live.mode : 'unknown'}, rate limits ${health.rate_limit && health.rate_limit.mode ? health.rate_limit.mode : 'unknown'}`);
@@ -147,6 +154,14 @@ export function start() {
   on('health', (event) => showHealth(event.data));
   on('metrics', (event) => showMetrics(event.data || {}));
   on('message', lightBus);
+  // A breaker's change shows at once, without waiting for the next metrics snapshot.
+  on('breaker', (event) => {
+    const change = event.data || {};
+    if (change.kind !== 'breaker_changed') return;
+    const name = urlToNode.get(change.endpoint);
+    const edge = name && document.querySelector(`#diagram [data-edge="bff-${name}"]`);
+    if (edge) edge.classList.toggle('open', change.to === 'open');
+  });
   const info = document.getElementById('node-info');
   for (const box of document.querySelectorAll('#diagram .node')) {
     const show = () => {
