@@ -2,7 +2,8 @@
 //
 //   node web/tests/lab.mjs <bff url> <screenshot dir>
 //
-// Loads the page with no console errors, waits for the live stream's first snapshot, runs every
+// Loads the page with no console errors, sees it say "reconnecting" while the test refuses the
+// live stream and "live" once it is let through and the first snapshot arrives, runs every
 // "Drive it" panel to a `pass` verdict, starts a saga and waits for the message flow to reach
 // `Completed` from the live events (and a last-unit race to one Completed, one Rejected), checks the decision records are rendered, then resizes to
 // 360 px and checks nothing overflows horizontally. Saves desktop, dark and phone screenshots.
@@ -78,11 +79,16 @@ async function sections(page, width) {
   }
 }
 
+/** Whether the test is refusing the live stream on purpose. */
+let refusing = true;
 let failed = null;
 try {
   const page = context.pages()[0] || await context.newPage();
   page.on('console', (msg) => {
-    if (msg.type() === 'error') errors.push(`console: ${msg.text()}`);
+    if (msg.type() !== 'error') return;
+    // While the test itself refuses the stream, the browser reports each refused attempt.
+    if (refusing && (msg.location()?.url || '').includes('/api/events')) return;
+    errors.push(`console: ${msg.text()} (${msg.location()?.url || 'no url'})`);
   });
   page.on('response', (answer) => {
     // A refusal a panel shows on purpose (429) is not an error; anything else 4xx/5xx is.
@@ -94,10 +100,17 @@ try {
     if (!request.url().includes('/api/events')) errors.push(`request failed: ${request.url()} ${request.failure()?.errorText}`);
   });
 
+  // Connection states, honestly: with the stream refused the page says it is reconnecting;
+  // let through, it waits for the first snapshot, then is live.
+  await page.route('**/api/events*', (route) => route.abort());
   const response = await page.goto(`${base}/`, { waitUntil: 'load' });
   if (!response || response.status() !== 200) throw new Error(`GET / answered ${response && response.status()}`);
+  await page.locator('#conn[data-state="reconnecting"]', { hasText: 'reconnecting' }).waitFor({ timeout: DEMO_TIMEOUT_MS });
+  step('with the stream refused, the page says "reconnecting"');
+  await page.unroute('**/api/events*');
+  refusing = false;
   await page.locator('#conn[data-state="live"]').waitFor({ timeout: DEMO_TIMEOUT_MS });
-  step('the live stream delivered its first snapshot');
+  step('let through, the live stream delivered its first snapshot');
   const hero = await page.locator('#hero-count').innerText();
   if (!/services$/.test(hero) || hero === 'Services') throw new Error(`the hero did not count what runs: ${hero}`);
   step(`hero: ${hero}`);
