@@ -5,8 +5,9 @@
 // Loads the page with no console errors, sees it say "reconnecting" while the test refuses the
 // live stream and "live" once it is let through and the first snapshot arrives, runs every
 // "Drive it" panel to a `pass` verdict, starts a saga and waits for the message flow to reach
-// `Completed` from the live events (and a last-unit race to one Completed, one Rejected), checks the decision records are rendered, then resizes to
-// 360 px and checks nothing overflows horizontally. Saves desktop, dark and phone screenshots.
+// `Completed` from the live events (and a last-unit race to one Completed, one Rejected), checks
+// the decision records are rendered and Tab shows focus, then resizes to 360 px and checks
+// nothing overflows horizontally. Saves desktop, dark and phone screenshots.
 // Exits 0 on success, 1 with the reason otherwise. services/bff/tests/api/pages.rs runs it.
 
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
