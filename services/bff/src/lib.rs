@@ -10,6 +10,7 @@ pub mod demo;
 mod health;
 pub mod journeys;
 pub mod live;
+pub mod pages;
 // ---- edge (branch bff-edge): sessions, client IP, rate limit, idempotency replay ----
 pub mod client_ip;
 pub mod edge;
@@ -242,7 +243,9 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             traffic,
             live::bridge::observe,
         ));
-    let router = browser_edge(app.router(routes), &settings);
+    // The pages (`/`, `/assets/…`) sit outside the `/api` edge: no session or rate limit for
+    // static bytes; the page's first API call gets the visitor a session.
+    let router = browser_edge(app.router(routes.merge(pages::router())), &settings);
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
 }
 

@@ -15,6 +15,7 @@ mod health;
 mod helpers;
 mod invariants;
 mod live;
+mod pages;
 mod proxy;
 mod rate_limit_demo;
 mod rate_limits;

@@ -1,0 +1,60 @@
+// The live stream (`GET /api/events`): one EventSource for the page, its connection state shown
+// honestly ("connecting…", "waiting for snapshot…", "live", "reconnecting"), and a dispatcher
+// the other modules subscribe to by event kind.
+
+const KINDS = ['health', 'metrics', 'console', 'message', 'saga', 'breaker', 'rate-limit', 'demo', 'chaos', 'vault'];
+
+const listeners = new Map();
+let source = null;
+let snapshotSeen = false;
+
+/** Calls `handler(event)` for every live event of `kind` (`{at, source, kind, data, session?}`). */
+export function on(kind, handler) {
+  if (!listeners.has(kind)) listeners.set(kind, []);
+  listeners.get(kind).push(handler);
+}
+
+function setState(state, text) {
+  const node = document.getElementById('conn');
+  if (!node) return;
+  node.dataset.state = state;
+  node.textContent = text;
+}
+
+function dispatch(kind, raw) {
+  let event;
+  try {
+    event = JSON.parse(raw);
+  } catch {
+    return;
+  }
+  if (kind === 'health' && !snapshotSeen) {
+    snapshotSeen = true;
+    setState('live', 'live');
+  }
+  for (const handler of listeners.get(kind) || []) {
+    try {
+      handler(event);
+    } catch (error) {
+      console.warn(`live ${kind} handler failed`, error);
+    }
+  }
+}
+
+/** Opens the stream; the browser resumes it with `Last-Event-ID` after a drop. */
+export function connect() {
+  setState('connecting', 'connecting…');
+  source = new EventSource('/api/events', { withCredentials: true });
+  source.addEventListener('open', () => {
+    snapshotSeen = false;
+    setState('waiting', 'waiting for snapshot…');
+  });
+  source.addEventListener('error', () => {
+    snapshotSeen = false;
+    if (source.readyState === EventSource.CLOSED) setState('down', 'disconnected — reload to retry');
+    else setState('reconnecting', 'reconnecting');
+  });
+  for (const kind of KINDS) {
+    source.addEventListener(kind, (message) => dispatch(kind, message.data));
+  }
+}
