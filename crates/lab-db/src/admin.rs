@@ -18,6 +18,31 @@ use serde::Deserialize;
 
 use crate::credentials::{CredentialError, CredentialStatus, Credentials, RotationReport};
 
+/// `GET /credentials`: the same status with the login's name left out, for anybody — the BFF
+/// pushes it to the /chaos page. Mount it without the admin check.
+pub fn public_router<S: Clone + Send + Sync + 'static>(credentials: Credentials) -> Router<S> {
+    Router::new()
+        .route("/credentials", get(public_status))
+        .with_state(credentials)
+}
+
+/// What the public status shows instead of a login's name.
+const HIDDEN: &str = "(hidden)";
+
+/// The login's lease and rotations as anybody may see them (the logins' names left out; the lease
+/// id is redacted anyway).
+#[utoipa::path(get, path = "/credentials", tag = "credentials",
+    responses((status = 200, body = CredentialStatus)))]
+pub async fn public_status(State(credentials): State<Credentials>) -> Json<CredentialStatus> {
+    let mut status = credentials.status();
+    status.username = None;
+    if let Some(rotation) = status.last_rotation.as_mut() {
+        HIDDEN.clone_into(&mut rotation.old_user);
+        HIDDEN.clone_into(&mut rotation.new_user);
+    }
+    Json(status)
+}
+
 /// The three routes, with their state; mount behind the service's admin check.
 pub fn router<S: Clone + Send + Sync + 'static>(credentials: Credentials) -> Router<S> {
     Router::new()

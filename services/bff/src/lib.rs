@@ -195,6 +195,11 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         leadership.clone(),
         shutdown.clone(),
     ));
+    tracker.spawn(live::credentials::run(
+        state.clone(),
+        leadership.clone(),
+        shutdown.clone(),
+    ));
     if settings.journeys.enabled {
         tracker.spawn(journeys::run(
             state.clone(),

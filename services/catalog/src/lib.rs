@@ -89,6 +89,7 @@ impl Default for Settings {
     ),
     paths(
         lab_db::admin::credentials_status,
+        lab_db::admin::public_status,
         lab_db::admin::rotate_credentials,
         lab_db::admin::set_credentials_ttl,
         routes::list_products,
@@ -187,7 +188,9 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         ),
     );
     let (router, fast) = app.router_with_fast_path(
-        routes::router(state.clone()).merge(credentials_admin),
+        routes::router(state.clone())
+            .merge(credentials_admin)
+            .merge(lab_db::admin::public_router(db.credentials.clone())),
         routes::fast_product_reads(state),
     );
     let application = Application::bind(&settings.http, instance_id, router, shutdown)

@@ -130,6 +130,7 @@ impl Default for Settings {
         routes::list_sagas,
         invariants::get_invariants,
         lab_db::admin::credentials_status,
+        lab_db::admin::public_status,
         lab_db::admin::rotate_credentials,
         lab_db::admin::set_credentials_ttl,
     ),
@@ -194,6 +195,10 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let credentials_admin = lab_db::admin::router(db.credentials.clone()).route_layer(
         axum::middleware::from_extractor_with_state::<auth::Admin, routes::AppState>(state.clone()),
     );
-    let router = app.router(routes::router(state).merge(credentials_admin));
+    let router = app.router(
+        routes::router(state)
+            .merge(credentials_admin)
+            .merge(lab_db::admin::public_router(db.credentials.clone())),
+    );
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
 }

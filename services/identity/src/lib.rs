@@ -100,6 +100,7 @@ impl Settings {
     ),
     paths(
         lab_db::admin::credentials_status,
+        lab_db::admin::public_status,
         lab_db::admin::rotate_credentials,
         lab_db::admin::set_credentials_ttl,
         routes::register,
@@ -216,7 +217,11 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             routes::AppState,
         >(state.clone()),
     );
-    let router = app.router(routes::router(state).merge(credentials_admin));
+    let router = app.router(
+        routes::router(state)
+            .merge(credentials_admin)
+            .merge(lab_db::admin::public_router(db.credentials.clone())),
+    );
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
 }
 

@@ -7,6 +7,7 @@
 
 pub mod backplane;
 pub mod bridge;
+pub mod credentials;
 pub mod leader;
 pub mod sse;
 pub mod tap;

@@ -250,3 +250,37 @@ async fn a_replicas_metrics_snapshot_counts_the_requests_it_served() {
     );
     assert_eq!(counted.data["source"], app.instance_id.as_str());
 }
+
+#[tokio::test]
+async fn every_database_instances_credentials_reach_the_live_stream() {
+    let cluster = lab_test_cluster::Cluster::start(lab_test_cluster::Options::default()).await;
+    let bff = crate::helpers::spawn_bff(&cluster.env, &cluster.upstreams()).await;
+    let mut stream =
+        SseStream::connect(&bff.client, &bff.url("/api/events?topics=vault"), &[]).await;
+
+    let mut instances = std::collections::BTreeSet::new();
+    while instances.len() < 4 {
+        let Some(event) = stream.next(WAIT).await else {
+            break;
+        };
+        // The test cluster's services log in statically: reported as such, never as leased.
+        assert_eq!(
+            event.data["data"]["status"]["source"], "static",
+            "{}",
+            event.data
+        );
+        instances.insert(event.data["data"]["instance"].as_str().unwrap().to_owned());
+    }
+
+    let services: std::collections::BTreeSet<&str> = instances
+        .iter()
+        .filter_map(|i| i.split('-').next())
+        .collect();
+    assert_eq!(
+        services,
+        ["catalog", "checkout", "orders", "payments"]
+            .into_iter()
+            .collect(),
+        "{instances:?}"
+    );
+}

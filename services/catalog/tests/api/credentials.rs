@@ -126,6 +126,17 @@ async fn three_forced_rotations_under_a_load_of_requests_fail_none() {
     assert!(lease.starts_with("database/creds/catalog/…"), "{lease}");
     assert!(lease.chars().count() <= "database/creds/catalog/…".chars().count() + 4);
     assert!(after["ttl_left_s"].as_u64().unwrap() > 0);
+    let (status, public) = app.get_json("/credentials").await;
+    assert_eq!(status, 200, "anybody may read the public status");
+    assert_eq!(public["rotations"], 3);
+    assert!(public["username"].is_null(), "{public:#}");
+    let text = public.to_string();
+    for user in &users {
+        assert!(
+            !text.contains(user.as_str()),
+            "{user} shown publicly: {text}"
+        );
+    }
 }
 
 #[tokio::test]
