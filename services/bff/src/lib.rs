@@ -141,9 +141,17 @@ pub(crate) struct AppState {
         demo::breaker::run_breaker,
         demo::revocation::run_revocation,
         rate_limit::demo::post_rate_limit_demo,
-        chaos::invariants::get_invariants
+        chaos::invariants::get_invariants,
+        chaos::faults::get_chaos,
+        chaos::faults::post_fault,
+        chaos::faults::delete_fault
     ),
     components(schemas(
+        chaos::faults::FaultRecord,
+        chaos::faults::NewFault,
+        chaos::faults::ChaosState,
+        chaos::faults::Limits,
+        lab_resilience::HttpFault,
         ClusterHealth,
         InstanceHealth,
         DependencyHealth,
@@ -195,6 +203,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         leadership.clone(),
         shutdown.clone(),
     ));
+    tracker.spawn(chaos::faults::reconcile(state.clone(), shutdown.clone()));
     tracker.spawn(live::credentials::run(
         state.clone(),
         leadership.clone(),
@@ -269,6 +278,15 @@ fn routes(state: AppState, proxy: &Proxy) -> axum::Router {
         .route(
             "/api/demo/jti-revocation",
             axum::routing::post(demo::revocation::run_revocation),
+        )
+        .route("/api/chaos", axum::routing::get(chaos::faults::get_chaos))
+        .route(
+            "/api/chaos/faults",
+            axum::routing::post(chaos::faults::post_fault),
+        )
+        .route(
+            "/api/chaos/faults/{id}",
+            axum::routing::delete(chaos::faults::delete_fault),
         )
         .route(
             "/api/chaos/invariants",

@@ -8,6 +8,7 @@
 )]
 
 mod breaker_demo;
+mod chaos_faults;
 mod cluster_health;
 mod demos;
 mod faults;
