@@ -23,6 +23,8 @@ pub struct ControlState {
     pub table: ProcessTable,
     /// Command channel of each service process, by name.
     pub commands: Arc<BTreeMap<String, mpsc::Sender<Control>>>,
+    /// The fault proxies on every edge.
+    pub chaos: lab_faultproxy::Chaos,
 }
 
 /// Binds the control API on a free loopback port and serves it until `shutdown`.
@@ -37,6 +39,9 @@ pub async fn serve(
         .route("/processes", get(list))
         .route("/processes/{name}/restart", post(restart))
         .route("/processes/{name}/kill", post(kill))
+        .route("/chaos", get(chaos_state))
+        .route("/chaos/faults", post(apply_fault))
+        .route("/chaos/faults/{id}", axum::routing::delete(remove_fault))
         .with_state(state);
     tracker.spawn(async move {
         let server =
@@ -56,6 +61,58 @@ async fn list(State(state): State<ControlState>) -> Json<Vec<ProcessInfo>> {
         row.health = if up { Health::Ready } else { Health::Down };
     }
     Json(rows)
+}
+
+/// Every edge with its counters, and every active fault with its time left.
+async fn chaos_state(State(state): State<ControlState>) -> Json<lab_faultproxy::ChaosState> {
+    Json(state.chaos.state())
+}
+
+/// A fault to apply: where, what, for how long, and for whom (which bounds the duration).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewFault {
+    scope: lab_faultproxy::Scope,
+    fault: lab_faultproxy::Fault,
+    ttl_s: u64,
+    #[serde(default = "visitor")]
+    requester: lab_faultproxy::Requester,
+}
+
+fn visitor() -> lab_faultproxy::Requester {
+    lab_faultproxy::Requester::Visitor
+}
+
+/// Applies (or extends) a TCP fault; 422 with the reason when it is out of bounds or aims at
+/// nothing.
+async fn apply_fault(
+    State(state): State<ControlState>,
+    Json(body): Json<NewFault>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match state.chaos.apply(
+        body.scope,
+        body.fault,
+        std::time::Duration::from_secs(body.ttl_s),
+        body.requester,
+    ) {
+        Ok(active) => (StatusCode::CREATED, Json(active)).into_response(),
+        Err(e) => (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            Json(serde_json::json!({ "title": "Fault refused", "status": 422, "detail": e.to_string() })),
+        )
+            .into_response(),
+    }
+}
+
+async fn remove_fault(
+    State(state): State<ControlState>,
+    Path(id): Path<lab_faultproxy::FaultId>,
+) -> StatusCode {
+    match state.chaos.remove(id) {
+        Ok(()) => StatusCode::NO_CONTENT,
+        Err(_) => StatusCode::NOT_FOUND,
+    }
 }
 
 async fn restart(state: State<ControlState>, name: Path<String>) -> StatusCode {

@@ -16,6 +16,7 @@ pub mod console;
 pub mod control;
 pub mod datadir;
 pub mod down;
+pub mod edges;
 pub mod infra;
 pub mod plan;
 pub mod ports;

@@ -78,9 +78,15 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         addrs.insert(name.clone(), addr);
     }
     state.save(&dir)?;
-    let specs = plan::plan(&infra.wiring, |n| {
+    let mut specs = plan::plan(&infra.wiring, |n| {
         addrs.get(n).copied().unwrap_or(ports::loopback(0))
     });
+    // Fault proxies on every edge, alive until the apphost stops (after its children).
+    let edges_stop = CancellationToken::new();
+    let edges_tracker = TaskTracker::new();
+    let edges = crate::edges::put_on_edges(&mut specs, &edges_stop, &edges_tracker)
+        .await
+        .context("cannot put fault proxies on the edges")?;
 
     let table = ProcessTable::default();
     for row in infra.rows.iter().cloned() {
@@ -129,6 +135,7 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     let control_state = ControlState {
         table: table.clone(),
         commands: Arc::new(commands),
+        chaos: edges.chaos.clone(),
     };
     let bff_url = format!(
         "http://{}",
@@ -169,6 +176,10 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     console.note("stopping services (infrastructure keeps running; `lab down` stops it)");
     supervisor::stop_all(procs).await;
     control_stop.cancel();
+    // The services are gone: their edges can close.
+    edges_stop.cancel();
+    drop(edges);
+    edges_tracker.close();
     tracker.close();
     // Log pumps end when their pipes close; the control server when its token fires.
     let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;

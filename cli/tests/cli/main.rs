@@ -8,6 +8,7 @@
     reason = "a test's helpers fail the test loudly; clippy's test allowance covers only #[test] fns"
 )]
 
+mod chaos;
 mod run_errors;
 mod support;
 mod up;

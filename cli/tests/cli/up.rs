@@ -83,7 +83,7 @@ async fn a_service_killed_with_sigkill_is_restarted_counted_and_healthy_again() 
 
     signal(victim, Signal::SIGKILL);
 
-    let rows = wait_until(
+    wait_until(
         &control,
         Duration::from_secs(30),
         "catalog-2 back",
@@ -95,7 +95,6 @@ async fn a_service_killed_with_sigkill_is_restarted_counted_and_healthy_again() 
         },
     )
     .await;
-    let url = row(&rows, "catalog-2")["url"].as_str().unwrap().to_owned();
     let asked = reqwest::Client::new()
         .post(format!("{control}/processes/psp/restart"))
         .send()
@@ -129,11 +128,16 @@ async fn a_service_killed_with_sigkill_is_restarted_counted_and_healthy_again() 
         .json()
         .await
         .unwrap();
+    // The BFF reaches catalog-2 through its fault proxy: find it by its instance id.
     let instance = health["services"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["url"] == url.as_str())
+        .find(|s| {
+            s["instance_id"]
+                .as_str()
+                .is_some_and(|id| id.starts_with("catalog-2"))
+        })
         .unwrap_or_else(|| panic!("{health}"));
     assert_eq!(instance["status"], "ready", "{health}");
 
