@@ -201,15 +201,25 @@ impl DevVault {
             .context("starting `bao server -dev`")?;
         *self.child.lock().await = Some(child);
         let client = reqwest::Client::new();
-        let health = format!("{}/v1/sys/health", self.addr);
+        // Our own token must work: a server that answers with 403 is another test's OpenBao that
+        // won the race for this port (ours then failed to bind), so start over elsewhere.
+        let lookup = format!("{}/v1/auth/token/lookup-self", self.addr);
+        let token = self.root_token.clone();
         let up = eventually(START_DEADLINE, || {
-            let request = client.get(&health).send();
-            async move { request.await.ok().filter(|r| r.status().is_success()) }
+            let request = client.get(&lookup).header("X-Vault-Token", &token).send();
+            async move {
+                let response = request.await.ok()?;
+                match response.status().as_u16() {
+                    200 => Some(true),
+                    403 => Some(false),
+                    _ => None,
+                }
+            }
         })
         .await;
-        if up.is_none() {
+        if up != Some(true) {
             self.stop().await;
-            bail!("bao server -dev on {listen} did not become healthy");
+            bail!("bao server -dev on {listen} did not become ready with its token");
         }
         Ok(())
     }

@@ -228,15 +228,8 @@ pub(crate) async fn post_fault(
         expires_at_ms: existing.map_or(expires_at_ms, |f| f.expires_at_ms.max(expires_at_ms)),
         expires_in_ms: 0,
     };
+    store(&state, &record).await?;
     let mut conn = state.redis.conn();
-    let json = serde_json::to_string(&record).map_err(|_| Problem::internal())?;
-    let _: () = redis::cmd("HSET")
-        .arg(key(&state))
-        .arg(record.id.to_string())
-        .arg(json)
-        .query_async(&mut conn)
-        .await
-        .map_err(|e| redis_down(&e))?;
     if let Some(old) = existing.filter(|f| f.id != record.id) {
         let _: Result<i64, _> = redis::cmd("HDEL")
             .arg(key(&state))
@@ -264,6 +257,66 @@ pub(crate) async fn post_fault(
     let mut record = record;
     record.expires_in_ms = record.expires_at_ms.saturating_sub(now_ms());
     Ok((StatusCode::CREATED, Json(record)).into_response())
+}
+
+/// Puts `fault` on `target` for `ttl` through the shared store (every replica applies it) and
+/// on this replica at once; the circuit-breaker demo's "upstream failing" switch.
+pub(crate) async fn set_shared(
+    state: &AppState,
+    target: &str,
+    fault: HttpFault,
+    ttl: Duration,
+) -> Result<(), Problem> {
+    fault
+        .validate()
+        .map_err(|e| Problem::invalid_field("fault", e.to_string()))?;
+    let faults = active(state).await.map_err(|e| redis_down(&e))?;
+    let existing = faults.iter().find(|f| f.target == target);
+    let record = FaultRecord {
+        id: existing.map_or_else(Uuid::now_v7, |f| f.id),
+        target: target.to_owned(),
+        fault,
+        expires_at_ms: now_ms() + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+        expires_in_ms: 0,
+    };
+    store(state, &record).await?;
+    apply(state, &record);
+    announce(
+        state,
+        format!("fault injected on {target}: {}", describe(&record.fault)),
+        "warn",
+    )
+    .await;
+    Ok(())
+}
+
+/// Lifts `target`'s fault everywhere.
+pub(crate) async fn clear_shared(state: &AppState, target: &str) -> Result<(), Problem> {
+    let faults = active(state).await.map_err(|e| redis_down(&e))?;
+    let mut conn = state.redis.conn();
+    for fault in faults.iter().filter(|f| f.target == target) {
+        let _: i64 = redis::cmd("HDEL")
+            .arg(key(state))
+            .arg(fault.id.to_string())
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| redis_down(&e))?;
+    }
+    state.proxy.clear_fault(target);
+    announce(state, format!("fault on {target} removed"), "info").await;
+    Ok(())
+}
+
+async fn store(state: &AppState, record: &FaultRecord) -> Result<(), Problem> {
+    let mut conn = state.redis.conn();
+    let json = serde_json::to_string(record).map_err(|_| Problem::internal())?;
+    redis::cmd("HSET")
+        .arg(key(state))
+        .arg(record.id.to_string())
+        .arg(json)
+        .query_async::<()>(&mut conn)
+        .await
+        .map_err(|e| redis_down(&e))
 }
 
 /// Lifts a fault before it ends by itself.

@@ -97,10 +97,9 @@ pub(crate) async fn run_breaker(
                 latency_ms: SICK_LATENCY_MS,
                 trips_breaker: true,
             };
-            state
-                .proxy
-                .set_fault(SERVICE, fault, SICK_FOR)
-                .map_err(|e| Problem::invalid_field("upstream_failing", e.to_string()))?;
+            // Through the shared chaos store: every BFF replica's catalog calls fail alike, and
+            // the /chaos page lists it with its time left.
+            crate::chaos::faults::set_shared(&state, SERVICE, fault, SICK_FOR).await?;
             run.step(
                 "the catalog now fails: 503 after 200 ms, on every replica",
                 None,
@@ -108,7 +107,7 @@ pub(crate) async fn run_breaker(
             );
         }
         Some(false) => {
-            state.proxy.clear_fault(SERVICE);
+            crate::chaos::faults::clear_shared(&state, SERVICE).await?;
             run.step("the catalog recovered", None, json!({}));
         }
         None => {}
