@@ -10,15 +10,21 @@ import { on } from './live.js';
 /** How often the time left is redrawn (ms). */
 const TICK_MS = 250;
 
-/** What each `not_here` kind is, and why it is not available. */
+/** What each `not_here` kind is, and the group (with its reason) it is shown in. */
 const NOT_HERE = {
-  pause: ['Pause an instance (SIGSTOP, auto-resume)', 'process faults need the apphost supervisor'],
-  kill: ['Kill -9 an instance (restarted by the supervisor)', 'process faults need the apphost supervisor'],
-  restart: ['Graceful restart of an instance', 'process faults need the apphost supervisor'],
-  'tcp-latency': ['TCP latency on a dependency edge', 'dependency edges need the fault proxy'],
-  reset: ['Connection reset on a dependency edge', 'dependency edges need the fault proxy'],
-  blackhole: ['Blackhole a dependency edge', 'dependency edges need the fault proxy'],
-  bandwidth: ['Bandwidth limit on a dependency edge', 'dependency edges need the fault proxy'],
+  pause: ['pause (SIGSTOP, auto-resume)', 'process'],
+  kill: ['kill -9 (supervisor restarts it)', 'process'],
+  restart: ['graceful restart', 'process'],
+  'tcp-latency': ['TCP latency', 'edge'],
+  reset: ['connection reset', 'edge'],
+  blackhole: ['blackhole', 'edge'],
+  bandwidth: ['bandwidth limit', 'edge'],
+};
+/** Why each group is not available yet. */
+const GROUPS = {
+  process: 'Process faults on an instance: not available yet, they need the apphost supervisor.',
+  edge: 'TCP faults on a dependency edge (PostgreSQL, Redis, RabbitMQ, OpenBao): not available yet, they need the fault proxy.',
+  other: 'Not available on this BFF yet.',
 };
 
 let faults = [];
@@ -110,12 +116,18 @@ function showLimits(limits) {
 }
 
 function showNotHere(kinds) {
-  fill(document.getElementById('not-here'), kinds.map((kind) => {
-    const [what, why] = NOT_HERE[kind] || [kind, 'not available on this BFF'];
-    const id = `nh-${kind}`;
+  const groups = new Map();
+  for (const kind of kinds) {
+    const [what, group] = NOT_HERE[kind] || [kind, 'other'];
+    if (!groups.has(group)) groups.set(group, []);
+    groups.get(group).push(what);
+  }
+  fill(document.getElementById('not-here'), [...groups.entries()].map(([group, names]) => {
+    const id = `nh-${group}`;
     return el('li', {},
-      el('button', { type: 'button', disabled: true, 'aria-describedby': id }, what),
-      ' ', el('span', { class: 'muted', id }, `not available yet: ${why}`));
+      el('p', { class: 'muted', id }, GROUPS[group] || GROUPS.other),
+      el('div', { class: 'nh-buttons' }, names.map((what) =>
+        el('button', { type: 'button', disabled: true, 'aria-describedby': id }, what))));
   }));
 }
 

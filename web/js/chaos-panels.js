@@ -80,6 +80,11 @@ function showVault(event) {
       `, ${s.rotations || 0} rotations`)));
 }
 
+/** A dotted, underscored name with break opportunities after each `.` and `_`. */
+function breakable(name) {
+  return name.split(/(?<=[._])/).flatMap((part, i) => (i ? [el('wbr'), part] : [part]));
+}
+
 function numbersText(numbers) {
   return Object.entries(numbers || {})
     .map(([k, v]) => `${k.replace(/_/g, ' ')} ${typeof v === 'object' ? JSON.stringify(v) : v}`)
@@ -91,7 +96,7 @@ function showInvariants(report) {
     const cls = inv.status === 'held' ? 'ok' : inv.status === 'violated' ? 'bad' : 'warn';
     return el('li', { class: `inv ${cls}`, 'data-name': inv.name, 'data-status': inv.status },
       el('span', { class: `verdict ${inv.status === 'held' ? 'pass' : inv.status === 'violated' ? 'fail' : 'inconclusive'}` }, inv.status),
-      ' ', el('strong', {}, inv.name), ' ',
+      ' ', el('strong', {}, breakable(inv.name)), ' ',
       el('span', { class: 'muted' }, numbersText(inv.numbers)),
       inv.reason ? el('span', { class: 'muted' }, ` — ${inv.reason}`) : null,
       inv.offending_ids && inv.offending_ids.length ? el('span', {}, ` offending: ${inv.offending_ids.join(', ')}`) : null);
@@ -105,10 +110,21 @@ function showInvariants(report) {
     ? `All ${held} invariants held.`
     : `${held} of ${(report.invariants || []).length} held; the report is ${report.status}.`;
   document.getElementById('inv-at').textContent = `checked at ${new Date().toLocaleTimeString()}`;
-  const messaging = (report.invariants || []).filter((i) => /outbox|dead_letter/.test(i.name));
-  document.getElementById('score-messaging').textContent = messaging.length
-    ? messaging.map((i) => `${i.name}: ${i.status}${Object.keys(i.numbers || {}).length ? ` (${numbersText(i.numbers)})` : ''}`).join('; ')
-    : 'No service reported its outbox or dead letters.';
+  showMessaging(report.invariants || []);
+}
+
+/** Outbox backlog and dead letters per service, from the invariants' numbers. */
+function showMessaging(invariants) {
+  const per = (suffix, field) => invariants.filter((i) => i.name.endsWith(suffix)).map((i) =>
+    el('li', { class: `chip ${i.status === 'held' ? 'ok' : i.status === 'violated' ? 'bad' : 'warn'}` },
+      `${i.name.split('.')[0]}: ${i.numbers && i.numbers[field] !== undefined ? i.numbers[field] : i.status}`));
+  const outbox = per('.outbox_drains', 'pending');
+  const dead = per('.dead_letters', 'outstanding');
+  fill(document.getElementById('score-messaging'),
+    el('span', {}, 'Outbox backlog (messages pending)'),
+    el('ul', { class: 'chips', 'aria-label': 'Outbox backlog per service' }, outbox.length ? outbox : el('li', {}, 'not reported')),
+    el('span', {}, 'Dead letters outstanding'),
+    el('ul', { class: 'chips', 'aria-label': 'Dead letters per service' }, dead.length ? dead : el('li', {}, 'not reported')));
 }
 
 async function refreshInvariants() {

@@ -66,6 +66,16 @@ async function traffic(count) {
   return statuses;
 }
 
+/** With LAB_SHOT_SECTIONS=<dir>, one screenshot per section too, for a person to look at. */
+async function sections(page, width) {
+  const dir = process.env.LAB_SHOT_SECTIONS;
+  if (!dir) return;
+  mkdirSync(dir, { recursive: true });
+  for (const id of ['topology', 'faults', 'scoreboard', 'invariants', 'journeys', 'console']) {
+    await page.locator(`#${id}`).screenshot({ path: join(dir, `chaos-${width}-${id}.png`) });
+  }
+}
+
 let failed = null;
 try {
   const page = context.pages()[0] || await context.newPage();
@@ -121,7 +131,9 @@ try {
   if (!during.includes(503)) throw new Error(`the fault did not fail catalog's calls: ${during}`);
   await page.locator('#score-table td.bad').first().waitFor({ timeout: WAIT_MS });
   step(`the scoreboard shows the failures (products answered ${[...new Set(during)].join(', ')})`);
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: join(shots, 'chaos-desktop.png'), fullPage: true, type: 'png' });
+  await sections(page, 'desktop');
 
   // It ends by itself.
   await page.locator('#fault-list .fault-item').waitFor({ state: 'detached', timeout: WAIT_MS });
@@ -165,7 +177,9 @@ try {
   }, PHONE_WIDTH);
   if (overflow.scroll > PHONE_WIDTH) throw new Error(`at ${PHONE_WIDTH} px the page is ${overflow.scroll} px wide: ${overflow.wide.join(', ')}`);
   step(`nothing overflows at ${PHONE_WIDTH} px`);
+  await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: join(shots, 'chaos-phone.png'), fullPage: true, type: 'png' });
+  await sections(page, 'phone');
 
   if (errors.length) throw new Error(`errors on the page:\n${errors.join('\n')}`);
 } catch (error) {
