@@ -8,8 +8,9 @@
 // (with traffic the test drives through `/api/products` from outside the page) the scoreboard's
 // 5xx column go red; sees the fault end by itself and the recovery (the badge gone, catalog
 // answering, a snapshot without 5xx); sees the invariants panel report every invariant held and
-// the process faults shown disabled; checks Tab shows focus; then resizes to 360 px and checks
-// nothing overflows horizontally. Saves desktop and phone screenshots.
+// the process faults shown disabled; stops a second, longer fault with its Stop button from the
+// keyboard; checks Tab shows focus; then resizes to 360 px and checks nothing overflows
+// horizontally. Saves desktop (light and dark) and phone screenshots.
 // Exits 0 on success, 1 with the reason otherwise. services/bff/tests/api/pages.rs runs it.
 
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -134,6 +135,9 @@ try {
   await page.evaluate(() => window.scrollTo(0, 0));
   await page.screenshot({ path: join(shots, 'chaos-desktop.png'), fullPage: true, type: 'png' });
   await sections(page, 'desktop');
+  await page.emulateMedia({ colorScheme: 'dark' });
+  await page.screenshot({ path: join(shots, 'chaos-desktop-dark.png'), type: 'png' });
+  await page.emulateMedia({ colorScheme: 'light' });
 
   // It ends by itself.
   await page.locator('#fault-list .fault-item').waitFor({ state: 'detached', timeout: WAIT_MS });
@@ -151,6 +155,20 @@ try {
   step('the invariants still hold after the fault');
   await page.locator('#journey-list li[data-journey]').first().waitFor({ timeout: WAIT_MS });
   step(`journeys shown: ${(await page.locator('#journey-list').innerText()).replace(/\s+/g, ' ')}`);
+
+  // A longer fault stopped by hand, with the keyboard: Enter on its Stop button.
+  await page.selectOption('#fault-target', 'orders');
+  await page.selectOption('#fault-kind', 'latency');
+  await page.fill('#fault-form input[name=latency_ms]', '200');
+  await page.fill('#fault-form input[name=duration_s]', '60');
+  await page.locator('#fault-form button[type=submit]').click();
+  const stop = page.locator('#fault-list .fault-item[data-target="orders"] button[data-stop]');
+  await stop.waitFor({ timeout: WAIT_MS });
+  await stop.focus();
+  await page.keyboard.press('Enter');
+  await page.locator('#fault-list .fault-item').waitFor({ state: 'detached', timeout: WAIT_MS });
+  await page.locator('#console-lines li', { hasText: 'fault on orders removed' }).first().waitFor({ timeout: WAIT_MS });
+  step('a 60 s latency fault on orders stopped with its button (console says removed)');
 
   // Keyboard: Tab reaches a control and its focus is drawn.
   await page.evaluate(() => { document.activeElement?.blur(); window.scrollTo(0, 0); });
