@@ -5,8 +5,9 @@
 //! table be plain `static`s. Each asset is served as `/assets/<name>.<hash>.<ext>`; since the
 //! modules import each other by relative name, a module's imports are rewritten to the hashed
 //! names of what it imports *before* it is hashed itself (dependencies first), so a change in
-//! any module changes the name of every module that reaches it. `index.html` refers to
-//! `/assets/<name>.<ext>` and is rewritten to the hashed names the same way.
+//! any module changes the name of every module that reaches it. Each page (`index.html` for
+//! `/`, `chaos.html` for `/chaos`) refers to `/assets/<name>.<ext>` and is rewritten to the
+//! hashed names the same way.
 //!
 //! The ADRs become one JSON asset (`adr.json`): number, title, status, date, the first
 //! sentence of the decision, and the whole text for the page to expand.
@@ -16,6 +17,12 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
+
+/// The HTML pages: (file under `web/`, the constant it becomes, the path it is served at).
+const PAGES: &[(&str, &str, &str)] = &[
+    ("index.html", "INDEX_HTML", "/"),
+    ("chaos.html", "CHAOS_HTML", "/chaos"),
+];
 
 /// Hex digits of the SHA-256 kept in a name: 40 bits, ample to tell versions of one file apart.
 const HASH_LEN: usize = 10;
@@ -33,12 +40,8 @@ fn main() {
     let web = root.join("web");
     let adr = root.join("docs/adr");
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
-    for watched in [
-        web.join("index.html"),
-        web.join("js"),
-        web.join("css"),
-        adr.clone(),
-    ] {
+    let pages = PAGES.iter().map(|(file, _, _)| web.join(file));
+    for watched in pages.chain([web.join("js"), web.join("css"), adr.clone()]) {
         println!("cargo:rerun-if-changed={}", watched.display());
     }
 
@@ -69,19 +72,19 @@ fn main() {
         resolve(name, &sources, &mut hashed, &mut Vec::new());
     }
 
-    let index = std::fs::read_to_string(web.join("index.html")).expect("read web/index.html");
-    let index = rewrite(&index, "/assets/", &hashed);
-
     let mut table = String::new();
-    writeln!(table, "/// `/`, with hashed asset names.").ok();
-    let index_path = out.join("index.html");
-    std::fs::write(&index_path, index).expect("write index.html");
-    writeln!(
-        table,
-        "pub static INDEX_HTML: &[u8] = include_bytes!({:?});",
-        index_path
-    )
-    .ok();
+    for (file, constant, served) in PAGES {
+        let html = std::fs::read_to_string(web.join(file)).expect("read a page under web/");
+        let html = rewrite(&html, "/assets/", &hashed);
+        let path = out.join(file);
+        std::fs::write(&path, html).expect("write a page");
+        writeln!(table, "/// `{served}`, with hashed asset names.").ok();
+        writeln!(
+            table,
+            "pub static {constant}: &[u8] = include_bytes!({path:?});"
+        )
+        .ok();
+    }
     writeln!(
         table,
         "/// Every asset by its hashed name: (name, content type, bytes)."

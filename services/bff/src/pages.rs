@@ -1,5 +1,5 @@
-//! The pages: `GET /` (the Lab page) and `GET /assets/<name>.<hash>.<ext>` (its modules, styles
-//! and the decision records), all embedded in the binary by `build.rs` — no file is read at run
+//! The pages: `GET /` (the Lab page), `GET /chaos` (the cluster under fault injection) and
+//! `GET /assets/<name>.<hash>.<ext>` (their modules, styles and the decision records), all embedded in the binary by `build.rs` — no file is read at run
 //! time. Hashed assets never change under their name, so browsers keep them for a year without
 //! asking again; the HTML, which names the current hashes, is revalidated on every load.
 
@@ -20,14 +20,24 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// The page itself names the current hashes, so it is revalidated on every load.
 const NO_CACHE: &str = "no-cache";
 
-/// `/` and `/assets/{name}`.
+/// `/`, `/chaos` and `/assets/{name}`.
 pub fn router() -> Router {
     Router::new()
         .route("/", get(index))
+        .route("/chaos", get(chaos))
         .route("/assets/{name}", get(asset))
 }
 
 async fn index() -> Response {
+    page(embedded::INDEX_HTML)
+}
+
+async fn chaos() -> Response {
+    page(embedded::CHAOS_HTML)
+}
+
+/// A page's HTML, revalidated on every load.
+fn page(html: &'static [u8]) -> Response {
     (
         [
             (
@@ -36,7 +46,7 @@ async fn index() -> Response {
             ),
             (header::CACHE_CONTROL, HeaderValue::from_static(NO_CACHE)),
         ],
-        embedded::INDEX_HTML,
+        html,
     )
         .into_response()
 }
@@ -68,9 +78,14 @@ pub fn asset_names() -> impl Iterator<Item = &'static str> {
     embedded::ASSETS.iter().map(|(name, _, _)| *name)
 }
 
-/// The page's HTML as served.
+/// The Lab page's HTML as served.
 pub fn index_html() -> &'static str {
     std::str::from_utf8(embedded::INDEX_HTML).unwrap_or_default()
+}
+
+/// The chaos page's HTML as served.
+pub fn chaos_html() -> &'static str {
+    std::str::from_utf8(embedded::CHAOS_HTML).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -78,8 +93,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_page_names_only_hashed_assets_that_exist() {
-        let html = index_html();
+    fn each_page_names_only_hashed_assets_that_exist() {
+        for html in [index_html(), chaos_html()] {
+            the_page_names_only_hashed_assets_that_exist(html);
+        }
+    }
+
+    fn the_page_names_only_hashed_assets_that_exist(html: &str) {
         let referenced: Vec<&str> = html
             .split("/assets/")
             .skip(1)

@@ -1,6 +1,6 @@
-//! The pages: `GET /` and its hashed assets as the BFF serves them (headers, CSP, caching), and
-//! the Lab page driven in real Chromium (`web/tests/lab.mjs` through playwright-core) against
-//! the whole checkout path in-process, both catalog replicas behind the BFF.
+//! The pages: `GET /` and `GET /chaos` and their hashed assets as the BFF serves them (headers,
+//! CSP, caching), and both pages driven in real Chromium (`web/tests/lab.mjs` and
+//! `web/tests/chaos.mjs` through playwright-core) against the whole checkout path in-process.
 //!
 //! The browser test needs `/usr/bin/chromium` (or `LAB_CHROMIUM`) and `web/tests/node_modules`
 //! (`scripts/setup` installs both). Without them it is skipped with a message, unless `CI` is
@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use lab_test_cluster::{Cluster, Options};
 use lab_test_support::{TestApp, TestEnv, free_port};
 
-use crate::helpers::{spawn_app, spawn_bff};
+use crate::helpers::{settings, spawn_app, spawn_bff};
 
 fn header(response: &reqwest::Response, name: &str) -> String {
     response
@@ -60,6 +60,33 @@ async fn the_page_is_html_revalidated_on_every_load_under_a_csp_without_inline_c
         !html.contains("style=\""),
         "an inline style would be refused by the CSP"
     );
+}
+
+#[tokio::test]
+async fn the_chaos_page_is_html_revalidated_on_every_load_and_loads_only_hashed_modules() {
+    let app = spawn_app().await;
+
+    let response = app.client.get(app.url("/chaos")).send().await.unwrap();
+
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        header(&response, "content-type"),
+        "text/html; charset=utf-8"
+    );
+    assert_eq!(header(&response, "cache-control"), "no-cache");
+    let csp = header(&response, "content-security-policy");
+    assert!(!csp.contains("unsafe-inline"), "{csp}");
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("<script type=\"module\" src=\"/assets/chaos-app."),
+        "{html}"
+    );
+    assert!(!html.contains("<script>"), "an inline script");
+    assert!(!html.contains("style=\""), "an inline style");
+    for link in asset_links(&html) {
+        let asset = app.client.get(app.url(&link)).send().await.unwrap();
+        assert_eq!(asset.status(), 200, "{link}");
+    }
 }
 
 #[tokio::test]
@@ -210,4 +237,33 @@ async fn in_chromium_the_lab_page_runs_every_demo_to_a_pass_and_fits_a_phone() {
     let bff = spawn_bff(&cluster.env, &upstreams).await;
 
     run_browser_test(tests, "lab.mjs", bff.url("")).await;
+}
+
+#[tokio::test]
+async fn in_chromium_the_chaos_page_injects_a_fault_shows_the_reaction_and_the_recovery_and_fits_a_phone()
+ {
+    let tests = match browser() {
+        Ok(tests) => tests,
+        Err(why) if std::env::var_os("CI").is_some() => panic!("browser tests need {why}"),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    // The journeys' buyer waits on the PSP to choose, as on the Lab page.
+    let cluster = Cluster::start(Options {
+        scenario: lab_psp::Scenario::default(),
+        ..Options::default()
+    })
+    .await;
+    let upstreams = cluster.upstreams();
+    let mut bff_settings = settings(&cluster.env, &upstreams);
+    // Journeys often enough that the page shows one within the test.
+    bff_settings.journeys = lab_bff::journeys::JourneySettings {
+        enabled: true,
+        every_s: 2,
+    };
+    let bff = cluster.env.spawn(lab_bff::build, bff_settings).await;
+
+    run_browser_test(tests, "chaos.mjs", bff.url("")).await;
 }
