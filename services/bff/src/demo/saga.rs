@@ -301,15 +301,17 @@ impl Services {
         before: &Value,
         sold: bool,
     ) -> Result<Value, Problem> {
-        let deadline = tokio::time::Instant::now() + SAGA_DEADLINE;
-        loop {
+        let settled = poll(SAGA_DEADLINE, || async {
             let now = self.inventory(product).await?;
             let sold_now = now["sold"].as_i64().unwrap_or(0) - before["sold"].as_i64().unwrap_or(0);
             let settled = now["reserved"] == before["reserved"] && sold_now == i64::from(sold);
-            if settled || tokio::time::Instant::now() >= deadline {
-                return Ok(now);
-            }
-            tokio::time::sleep(POLL).await;
+            Ok(settled.then_some(now))
+        })
+        .await?;
+        // Not settled in time: the stock as it stands is the evidence of that.
+        match settled {
+            Some(now) => Ok(now),
+            None => self.inventory(product).await,
         }
     }
 
@@ -468,26 +470,28 @@ impl Services {
 
     /// Waits for payments to open the PSP session; its id.
     async fn payment_session(&self, run: &mut Run<'_>, order: &str) -> Result<String, Problem> {
-        let deadline = tokio::time::Instant::now() + SESSION_DEADLINE;
-        loop {
+        let opened = poll(SESSION_DEADLINE, || async {
             let payment = self.payment(order).await?;
-            if let Some(session) = payment["session_id"].as_str() {
-                run.step(
-                    "payments opened a session at the PSP",
-                    None,
-                    json!({ "session_id": session, "state": payment["state"] }),
-                );
-                return Ok(session.to_owned());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(upstream_failed(
-                    "payments",
-                    "opening the payment session",
-                    format!("no session within {SESSION_DEADLINE:?}"),
-                ));
-            }
-            tokio::time::sleep(POLL).await;
-        }
+            Ok(payment["session_id"].is_string().then_some(payment))
+        })
+        .await?;
+        let Some(payment) = opened else {
+            return Err(upstream_failed(
+                "payments",
+                "opening the payment session",
+                format!("no session within {SESSION_DEADLINE:?}"),
+            ));
+        };
+        let session = payment["session_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        run.step(
+            "payments opened a session at the PSP",
+            None,
+            json!({ "session_id": session, "state": payment["state"] }),
+        );
+        Ok(session)
     }
 
     /// The buyer approves or declines on the PSP.
@@ -535,27 +539,27 @@ impl Services {
         customer: &str,
         order: &str,
     ) -> Result<Value, Problem> {
-        let deadline = tokio::time::Instant::now() + SAGA_DEADLINE;
-        loop {
+        let finished = poll(SAGA_DEADLINE, || async {
             let view = self.order(customer, order).await?;
-            let status = view["status"].as_str().unwrap_or("Pending");
-            if status != "Pending" {
-                run.step(
-                    format!("the order ended {status}"),
-                    None,
-                    json!({ "order_id": order, "history": view["history"] }),
-                );
-                return Ok(view);
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(upstream_failed(
-                    "orders",
-                    "waiting for the order's final state",
-                    format!("still Pending after {SAGA_DEADLINE:?}"),
-                ));
-            }
-            tokio::time::sleep(POLL).await;
-        }
+            Ok(is_final(&view).then_some(view))
+        })
+        .await?;
+        let Some(view) = finished else {
+            return Err(upstream_failed(
+                "orders",
+                "waiting for the order's final state",
+                format!("still Pending after {SAGA_DEADLINE:?}"),
+            ));
+        };
+        run.step(
+            format!(
+                "the order ended {}",
+                view["status"].as_str().unwrap_or_default()
+            ),
+            None,
+            json!({ "order_id": order, "history": view["history"] }),
+        );
+        Ok(view)
     }
 
     /// Pays for `order` if its saga asks for a payment (it got the stock); its final view.
@@ -565,25 +569,51 @@ impl Services {
         customer: &str,
         order: &str,
     ) -> Result<Value, Problem> {
-        let deadline = tokio::time::Instant::now() + SAGA_DEADLINE;
-        loop {
-            let view = self.order(customer, order).await?;
-            if view["status"].as_str().is_some_and(|s| s != "Pending") {
-                return self.finished(run, customer, order).await;
+        // Either the saga finished without a payment (rejected), or it opened one to pay.
+        let next = poll(SAGA_DEADLINE, || async {
+            if is_final(&self.order(customer, order).await?) {
+                return Ok(Some(None));
             }
-            if let Some(session) = self.payment(order).await?["session_id"].as_str() {
-                self.buyer(run, session, true).await?;
-                return self.finished(run, customer, order).await;
-            }
-            if tokio::time::Instant::now() >= deadline {
+            let payment = self.payment(order).await?;
+            Ok(payment["session_id"].as_str().map(|s| Some(s.to_owned())))
+        })
+        .await?;
+        match next {
+            Some(Some(session)) => self.buyer(run, &session, true).await?,
+            Some(None) => {}
+            None => {
                 return Err(upstream_failed(
                     "orders",
                     "waiting for the order",
                     format!("no payment and no final state after {SAGA_DEADLINE:?}"),
                 ));
             }
-            tokio::time::sleep(POLL).await;
         }
+        self.finished(run, customer, order).await
+    }
+}
+
+/// Whether an order view is in a final state.
+fn is_final(view: &Value) -> bool {
+    view["status"].as_str().is_some_and(|s| s != "Pending")
+}
+
+/// Calls `probe` every [`POLL`] until it yields a value or `within` has passed (then `None`); a
+/// failed call ends the wait with its problem.
+async fn poll<T, F, Fut>(within: Duration, mut probe: F) -> Result<Option<T>, Problem>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, Problem>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = probe().await? {
+            return Ok(Some(value));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(POLL).await;
     }
 }
 
