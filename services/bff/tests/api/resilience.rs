@@ -61,6 +61,10 @@ async fn a_failing_upstream_opens_the_breaker_which_fails_fast_with_retry_after_
         breakers["breakers"][0]["counters"]["opened"], 1,
         "{breakers:#}"
     );
+    let counters = &breakers["breakers"][0]["counters"];
+    assert!(counters["failures"].as_u64() >= Some(1), "{breakers:#}");
+    assert!(counters["successes"].as_u64() >= Some(1), "{breakers:#}");
+    assert!(counters["rejected"].as_u64() >= Some(1), "{breakers:#}");
 }
 
 #[tokio::test]
