@@ -5,6 +5,7 @@
 import { showHealth, start as startCluster } from './cluster.js';
 import { start as startDemos } from './demos.js';
 import { start as startDecisions } from './adr.js';
+import { start as startIdentity } from './identity.js';
 import { connect } from './live.js';
 import { start as startSaga } from './saga.js';
 
@@ -13,6 +14,7 @@ async function main() {
   startDemos();
   startSaga();
   startDecisions();
+  startIdentity();
   try {
     const response = await fetch('/api/health', { credentials: 'same-origin' });
     if (response.ok) showHealth(await response.json());

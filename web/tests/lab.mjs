@@ -4,7 +4,8 @@
 //
 // Loads the page with no console errors, sees it say "reconnecting" while the test refuses the
 // live stream and "live" once it is let through and the first snapshot arrives, runs every
-// "Drive it" panel to a `pass` verdict, starts a saga and waits for the message flow to reach
+// "Drive it" panel to a `pass` verdict (the identity panel's sign-in round showing the token's
+// claims and never the token, then the JTI revocation timed in catalog and orders), starts a saga and waits for the message flow to reach
 // `Completed` from the live events (and a last-unit race to one Completed, one Rejected), checks
 // the decision records are rendered and Tab shows focus, then resizes to 360 px and checks
 // nothing overflows horizontally. Saves desktop, dark and phone screenshots.
@@ -92,6 +93,30 @@ async function breaker(b) {
   await drive(b, 'circuit-breaker', '#drive-breaker', () => b.setChecked('#drive-breaker input[name=upstream_failing]', false));
 }
 
+/** The identity panel: a whole sign-in round, its claims shown and its token never, then the
+ * server-side revocation timing. */
+async function identity(b) {
+  // After logout the panel presents the old token to /me on purpose: that 401 is the point.
+  b.expectStatus('/api/auth/me', 401);
+  await drive(b, 'identity', '#drive-identity');
+  const calls = await b.evaluate(() => [...document.querySelectorAll('#id-steps [data-call]')]
+    .map((chip) => `${chip.dataset.call} ${chip.dataset.status}`).join(', '));
+  if (calls !== 'register 201, login 200, me 200, logout 204, me again 401') throw new Error(`identity calls: ${calls}`);
+  const sub = await b.text('#id-claims [data-claim="sub"]');
+  const me = await b.text('#id-me [data-me="id"]');
+  if (sub !== me) throw new Error(`the token's sub ${sub} is not /me's id ${me}`);
+  const jti = await b.text('#id-claims [data-claim="jti"]');
+  if (!/^[0-9a-f-]{1,8}…$/.test(jti)) throw new Error(`the jti is not shown as a prefix: ${jti}`);
+  for (const claim of ['roles', 'exp']) await b.text(`#id-claims [data-claim="${claim}"]`);
+  // A JWT (header or payload) starts with "eyJ": nowhere in the page, text or markup.
+  if (await b.evaluate(() => document.documentElement.outerHTML.includes('eyJ'))) throw new Error('a token is on the page');
+  step(`identity: ${calls}; claims shown: sub ${sub}, jti ${jti}; no token on the page`);
+  await b.click('#drive-identity [data-action="jti-revocation"]');
+  await b.waitFor('#drive-identity[aria-busy="false"] .result [data-verdict]', { timeout: DEMO_TIMEOUT_MS });
+  await verdictOf(b, '#drive-identity');
+  step(`jti revocation: pass — ${(await b.text('#drive-identity .result .verdict-line')).trim()}`);
+}
+
 async function decisions(b) {
   const adrs = await b.count('#adrs details.adr');
   if (adrs < 1) throw new Error('no decision record rendered');
@@ -106,6 +131,7 @@ await run('lab.mjs', RUN_BUDGET_MS, async (b, { base, shots }) => {
   await demos(b);
   await sagas(b);
   await breaker(b);
+  await identity(b);
   await decisions(b);
   await b.checkFocusRing();
 

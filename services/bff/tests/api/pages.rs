@@ -143,8 +143,8 @@ async fn an_asset_that_does_not_exist_is_a_problem_404() {
 }
 
 /// Two catalog replicas on the cluster's database, Redis and bus, each knowing the other (the
-/// cache demo writes on one and reads on the other).
-async fn catalog_pair(env: &TestEnv) -> Vec<TestApp> {
+/// cache demo writes on one and reads on the other), checking `identity`'s tokens when it runs.
+async fn catalog_pair(env: &TestEnv, identity: Option<&TestApp>) -> Vec<TestApp> {
     let ports = [free_port(), free_port()];
     let peers = ports
         .iter()
@@ -162,6 +162,9 @@ async fn catalog_pair(env: &TestEnv) -> Vec<TestApp> {
         };
         settings.http.listen = ([127, 0, 0, 1], port).into();
         settings.peers = peers.clone();
+        if let Some(identity) = identity {
+            settings.auth.jwks_url = lab_test_support::identity::jwks_url(identity);
+        }
         apps.push(env.spawn(lab_catalog::build, settings).await);
     }
     apps
@@ -268,13 +271,15 @@ async fn run_browser_test(tests: PathBuf, script: &str, engine: Engine, base: St
 /// The Lab page's cluster: the checkout path in-process, two catalog replicas, the BFF in front.
 /// Answers the BFF's URL and what must stay alive while the page runs.
 async fn lab_page_cluster() -> (String, Cluster, Vec<TestApp>, TestApp) {
-    // The buyer waits on the PSP for the demo to choose, as in the saga demo's own tests.
+    // The buyer waits on the PSP for the demo to choose, as in the saga demo's own tests;
+    // identity (its keys in OpenBao) for the identity panel.
     let cluster = Cluster::start(Options {
         scenario: lab_psp::Scenario::default(),
+        identity: true,
         ..Options::default()
     })
     .await;
-    let catalogs = catalog_pair(&cluster.env).await;
+    let catalogs = catalog_pair(&cluster.env, cluster.identity.as_ref()).await;
     let catalog_urls = catalogs
         .iter()
         .map(|c| c.base_url.clone())
@@ -311,6 +316,7 @@ async fn chaos_page_cluster() -> (String, Cluster, TestApp) {
 
 #[tokio::test]
 async fn in_chromium_the_lab_page_runs_every_demo_to_a_pass_and_fits_a_phone() {
+    lab_test_support::require_bao!();
     let Some(tests) = browser_or_skip(Engine::Chromium) else {
         return;
     };
@@ -321,6 +327,7 @@ async fn in_chromium_the_lab_page_runs_every_demo_to_a_pass_and_fits_a_phone() {
 
 #[tokio::test]
 async fn in_firefox_the_lab_page_runs_every_demo_to_a_pass_and_fits_a_phone() {
+    lab_test_support::require_bao!();
     let Some(tests) = browser_or_skip(Engine::Firefox) else {
         return;
     };
