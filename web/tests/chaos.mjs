@@ -8,7 +8,9 @@
 // (with traffic the test drives through `/api/products` from outside the page) the scoreboard's
 // 5xx column go red; sees the fault end by itself and the recovery (the badge gone, catalog
 // answering, a snapshot without 5xx); sees the invariants panel report every invariant held and
-// the process faults shown disabled; stops a second, longer fault with its Stop button from the
+// the process faults shown disabled; injects a fault that counts against the breaker and sees
+// catalog's replica ejected with its time until probe (topology, scoreboard, console), stops it
+// and sees the probe let it back in; stops a latency fault with its Stop button from the
 // keyboard; checks Tab shows focus; then resizes to 360 px and checks nothing overflows
 // horizontally. Saves desktop (light and dark) and phone screenshots.
 // Exits 0 on success, 1 with the reason otherwise. services/bff/tests/api/pages.rs runs it.
@@ -107,6 +109,40 @@ async function faultAndRecovery(b, base, shots) {
   step(`journeys shown: ${(await b.text('#journey-list')).replace(/\s+/g, ' ')}`);
 }
 
+/**
+ * A fault that counts against the breaker: catalog's replica is ejected, shown as such with its
+ * time until probe in the topology and the scoreboard; stopped, the next call after the break
+ * probes it back in.
+ */
+async function ejection(b, base) {
+  await b.setChecked('#fault-form input[name=trips_breaker]', true);
+  await inject(b, 'catalog', 'status', { status: 503, probability: 100, duration_s: 60 });
+  await b.setChecked('#fault-form input[name=trips_breaker]', false);
+  const item = '#fault-list .fault-item[data-target="catalog"]';
+  await b.waitFor(item, { timeout: WAIT_MS });
+  // A GET is tried up to three times: five reads fail far more than the half of at least five
+  // calls in its window that opens the breaker, whatever successes the window already holds.
+  await traffic(base, 5);
+  const box = '#topo-services li[data-service="catalog"].ejected';
+  await b.waitFor(`${box} [data-probe]`, { text: 'probe', timeout: WAIT_MS });
+  const probe = await b.text(`${box} [data-probe]`);
+  await b.waitFor('#score-breakers li[data-service="catalog"]', { text: 'ejected', timeout: WAIT_MS });
+  await b.waitFor('#console-lines li', { text: 'replica ejected', timeout: WAIT_MS });
+  step(`catalog's replica ejected: the topology says "${probe}", so do the scoreboard and the console`);
+  await b.sections('chaos-ejected', { topology: '#topology', scoreboard: '#scoreboard' });
+
+  await b.click(`${item} button[data-stop]`);
+  await b.waitFor('#fault-list .fault-item', { gone: true, timeout: WAIT_MS });
+  const deadline = Date.now() + WAIT_MS;
+  while ((await traffic(base, 1))[0] !== 200) {
+    if (Date.now() > deadline) throw new Error('catalog never answered again after the fault was stopped');
+    await b.pause(250);
+  }
+  await b.waitFor(box, { gone: true, timeout: WAIT_MS });
+  await b.waitFor('#console-lines li', { text: 'back in the round-robin', timeout: WAIT_MS });
+  step('stopped: the probe let the replica back in (ejected badge gone, console says so)');
+}
+
 /** A longer fault stopped by hand, with the keyboard: Enter on its Stop button. */
 async function stopByKeyboard(b) {
   await inject(b, 'orders', 'latency', { latency_ms: 200, duration_s: 60 });
@@ -122,6 +158,7 @@ async function stopByKeyboard(b) {
 await run('chaos.mjs', RUN_BUDGET_MS, async (b, { base, shots }) => {
   await live(b, base);
   await faultAndRecovery(b, base, shots);
+  await ejection(b, base);
   await stopByKeyboard(b);
   await b.checkFocusRing();
   await b.checkPhone();
