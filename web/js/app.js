@@ -6,6 +6,7 @@ import { showHealth, start as startCluster } from './cluster.js';
 import { start as startDemos } from './demos.js';
 import { start as startDecisions } from './adr.js';
 import { start as startIdentity } from './identity.js';
+import { nameLiveRegions } from './a11y.js';
 import { connect } from './live.js';
 import { start as startSaga } from './saga.js';
 
@@ -15,6 +16,7 @@ async function main() {
   startSaga();
   startDecisions();
   startIdentity();
+  nameLiveRegions();
   try {
     const response = await fetch('/api/health', { credentials: 'same-origin' });
     if (response.ok) showHealth(await response.json());

@@ -33,7 +33,8 @@ export function probeText(endpoint) {
   if (!out) return '';
   if (out.probing) return 'probing: the next call decides';
   const left = out.probeAt - performance.now();
-  return left > 0 ? `probe in ${(left / 1000).toFixed(1)} s` : 'probe due: the next call is it';
+  // Under a tenth of a second it would read "probe in 0.0 s": it is due.
+  return left >= 100 ? `probe in ${(left / 1000).toFixed(1)} s` : 'probe due: the next call is it';
 }
 
 /** Whether the breaker of `endpoint` has its replica out of the round-robin. */

@@ -297,20 +297,43 @@ export class Browser {
     await this.page.screenshot({ path: join(shots, `${name}${this.suffix}.png`), fullPage, type: 'png' });
   }
 
+  /**
+   * Runs `shoot` with the sticky page header let go: an element's screenshot scrolls it to the
+   * top of the viewport, where the header would cover it.
+   */
+  async withoutStickyHeader(shoot) {
+    await this.evaluate(() => { for (const top of document.querySelectorAll('header.top')) top.style.position = 'static'; });
+    try {
+      await shoot();
+    } finally {
+      await this.evaluate(() => { for (const top of document.querySelectorAll('header.top')) top.style.position = ''; });
+    }
+  }
+
   /** With LAB_SHOT_SECTIONS=<dir>, one screenshot per section too, for a person to look at. */
   async sections(prefix, selectors) {
     const dir = process.env.LAB_SHOT_SECTIONS;
     if (!dir) return;
     mkdirSync(dir, { recursive: true });
-    for (const [id, selector] of Object.entries(selectors)) {
-      const node = await this.page.$(selector);
-      if (node) await node.screenshot({ path: join(dir, `${prefix}-${id}${this.suffix}.png`), type: 'png' });
-    }
+    await this.withoutStickyHeader(async () => {
+      for (const [id, selector] of Object.entries(selectors)) {
+        const node = await this.page.$(selector);
+        if (node) await node.screenshot({ path: join(dir, `${prefix}-${id}${this.suffix}.png`), type: 'png' });
+      }
+    });
   }
 
   /** From the top, Tab twice reaches a control whose focus is drawn; answers what it focused. */
   async checkFocusRing() {
-    await this.evaluate(() => { document.activeElement?.blur(); window.scrollTo(0, 0); });
+    // Blurring alone leaves the browsers' sequential-focus starting point where the last focus
+    // was (deep in the page); focusing the body moves it back to the top.
+    await this.evaluate(() => {
+      document.activeElement?.blur();
+      window.scrollTo(0, 0);
+      document.body.tabIndex = -1;
+      document.body.focus();
+      document.body.removeAttribute('tabindex');
+    });
     await this.press('Tab');
     await this.press('Tab');
     const focused = await this.evaluate(() => {
@@ -322,7 +345,31 @@ export class Browser {
     if (!focused || focused.tag === 'BODY' || focused.outline === 'none' || focused.width < 1) {
       throw new Error(`Tab did not show a focused control: ${JSON.stringify(focused)}`);
     }
-    step(`Tab focuses a ${focused.tag.toLowerCase()} with a visible ${focused.width} px ${focused.outline} outline`);
+    step(`Tab focuses <${focused.tag.toLowerCase()}> with a visible ${focused.width} px ${focused.outline} outline`);
+    await this.evaluate(() => window.scrollTo(0, 0));
+  }
+
+  /** Throws unless every live region (polite or assertive) has a name a screen reader reads. */
+  async checkLiveRegions() {
+    const { count, unnamed } = await this.evaluate(() => {
+      const regions = [...document.querySelectorAll('[aria-live]:not([aria-live="off"])')];
+      const named = (node) => (node.getAttribute('aria-label') || '').trim()
+        || (node.getAttribute('aria-labelledby') || '').split(/\s+/).some((id) => id && document.getElementById(id)?.textContent.trim());
+      return {
+        count: regions.length,
+        unnamed: regions.filter((node) => !named(node)).map((node) => node.id || `${node.tagName.toLowerCase()}.${node.className}`),
+      };
+    });
+    if (unnamed.length) throw new Error(`live regions without a name: ${unnamed.join(', ')}`);
+    step(`${count} live regions, each named`);
+  }
+
+  /** Saves one element's screenshot as `<shots>/<name><suffix>.png`. */
+  async elementScreenshot(shots, name, selector) {
+    mkdirSync(shots, { recursive: true });
+    const node = await this.page.$(selector);
+    if (!node) throw new Error(`no ${selector} to screenshot`);
+    await this.withoutStickyHeader(() => node.screenshot({ path: join(shots, `${name}${this.suffix}.png`), type: 'png' }));
   }
 
   /** Resizes to a phone and throws if anything sticks out sideways. */

@@ -12,7 +12,7 @@
 // catalog's replica ejected with its time until probe (topology, scoreboard, console), stops it
 // and sees the probe let it back in; stops a latency fault with its Stop button from the
 // keyboard; checks Tab shows focus; then resizes to 360 px and checks nothing overflows
-// horizontally. Saves desktop (light and dark) and phone screenshots.
+// horizontally. Saves desktop (light and dark), phone and ejected-replica screenshots.
 // Exits 0 on success, 1 with the reason otherwise. services/bff/tests/api/pages.rs runs it.
 
 import { run, step } from './browser.mjs';
@@ -114,7 +114,7 @@ async function faultAndRecovery(b, base, shots) {
  * time until probe in the topology and the scoreboard; stopped, the next call after the break
  * probes it back in.
  */
-async function ejection(b, base) {
+async function ejection(b, base, shots) {
   await b.setChecked('#fault-form input[name=trips_breaker]', true);
   await inject(b, 'catalog', 'status', { status: 503, probability: 100, duration_s: 60 });
   await b.setChecked('#fault-form input[name=trips_breaker]', false);
@@ -129,7 +129,7 @@ async function ejection(b, base) {
   await b.waitFor('#score-breakers li[data-service="catalog"]', { text: 'ejected', timeout: WAIT_MS });
   await b.waitFor('#console-lines li', { text: 'replica ejected', timeout: WAIT_MS });
   step(`catalog's replica ejected: the topology says "${probe}", so do the scoreboard and the console`);
-  await b.sections('chaos-ejected', { topology: '#topology', scoreboard: '#scoreboard' });
+  await b.elementScreenshot(shots, 'chaos-ejected', '#topology');
 
   await b.click(`${item} button[data-stop]`);
   await b.waitFor('#fault-list .fault-item', { gone: true, timeout: WAIT_MS });
@@ -158,9 +158,10 @@ async function stopByKeyboard(b) {
 await run('chaos.mjs', RUN_BUDGET_MS, async (b, { base, shots }) => {
   await live(b, base);
   await faultAndRecovery(b, base, shots);
-  await ejection(b, base);
+  await ejection(b, base, shots);
   await stopByKeyboard(b);
   await b.checkFocusRing();
+  await b.checkLiveRegions();
   await b.checkPhone();
   await b.evaluate(() => window.scrollTo(0, 0));
   await b.screenshot(shots, 'chaos-phone', { fullPage: true });

@@ -134,6 +134,7 @@ await run('lab.mjs', RUN_BUDGET_MS, async (b, { base, shots }) => {
   await identity(b);
   await decisions(b);
   await b.checkFocusRing();
+  await b.checkLiveRegions();
 
   await b.screenshot(shots, 'lab-desktop', { fullPage: true });
   await b.darkScreenshot(shots, 'lab-desktop-dark');
