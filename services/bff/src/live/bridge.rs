@@ -229,7 +229,7 @@ impl ReplicaChange {
             (_, BreakerState::Open) => {
                 let probe_in_ms = siblings
                     .iter()
-                    .find(|b| &*b.endpoint == endpoint)
+                    .find(|b| *b.endpoint == *endpoint)
                     .and_then(|b| b.retry_after_ms)
                     .unwrap_or(0);
                 Some(Self::ReplicaEjected {
