@@ -5,6 +5,8 @@
 import { showHealth, start as startCluster } from './cluster.js';
 import { start as startDemos } from './demos.js';
 import { start as startDecisions } from './adr.js';
+import { start as startIdentity } from './identity.js';
+import { nameLiveRegions } from './a11y.js';
 import { connect } from './live.js';
 import { start as startSaga } from './saga.js';
 
@@ -13,6 +15,8 @@ async function main() {
   startDemos();
   startSaga();
   startDecisions();
+  startIdentity();
+  nameLiveRegions();
   try {
     const response = await fetch('/api/health', { credentials: 'same-origin' });
     if (response.ok) showHealth(await response.json());

@@ -5,6 +5,7 @@
 import { showFaults, showHealth, start as startTopology } from './chaos-topology.js';
 import { onFaults, start as startFaults } from './chaos-faults.js';
 import { start as startPanels } from './chaos-panels.js';
+import { nameLiveRegions } from './a11y.js';
 import { connect } from './live.js';
 
 async function main() {
@@ -12,6 +13,7 @@ async function main() {
   onFaults(showFaults);
   startFaults();
   startPanels();
+  nameLiveRegions();
   try {
     const response = await fetch('/api/health', { credentials: 'same-origin' });
     if (response.ok) showHealth(await response.json());

@@ -6,7 +6,7 @@
 
 import { el, fill, ms } from './dom.js';
 import { on } from './live.js';
-import { statusClass } from './chaos-topology.js';
+import { isEjected, probeText, statusClass } from './chaos-topology.js';
 
 /** How often the invariants are judged again (ms): each check reads every service's data. */
 const INVARIANTS_EVERY_MS = 5000;
@@ -49,8 +49,10 @@ function showMetrics(event) {
   const breakers = (metrics.upstreams || []).map((b) => {
     const c = b.counters || {};
     const cls = statusClass(b.state);
+    const out = isEjected(b.endpoint);
     return el('li', { class: `chip ${cls === 'unknown' ? 'ok' : cls}`, 'data-endpoint': b.endpoint, 'data-service': b.service, 'data-state': b.state },
-      `${b.service} ${b.endpoint.replace(/^https?:\/\//, '')}: ${b.state}`,
+      `${b.service} ${b.endpoint.replace(/^https?:\/\//, '')}: ${out ? 'ejected' : b.state}`,
+      out ? ', ' : null, out ? el('span', { 'data-probe': b.endpoint }, probeText(b.endpoint)) : null,
       ` (${c.successes || 0} ok, ${c.failures || 0} failed, ${c.rejected || 0} rejected)`);
   });
   fill(document.getElementById('score-breakers'), breakers.length ? breakers : el('li', {}, 'no upstream proxied'));

@@ -1,7 +1,9 @@
 // The /chaos page's topology: every instance from the health snapshots (`GET /api/health`, then
 // `health` events) with its id and status, its breaker state and whether it carried traffic in
-// the last `metrics` snapshot, a fault badge on the services under a fault, and the
-// dependencies; a `message` event lights its publisher and consumers for a moment.
+// the last `metrics` snapshot, a fault badge on the services under a fault, an "ejected" badge
+// with the time until its probe on a replica its breaker took out of the round-robin (from the
+// `replica_*` breaker events and each metrics snapshot's breakers), and the dependencies; a
+// `message` event lights its publisher and consumers for a moment.
 
 import { el, fill, ms } from './dom.js';
 import { on } from './live.js';
@@ -17,6 +19,57 @@ let breakers = new Map();
 /** Services under a fault. */
 let faulted = new Set();
 let lastHealth = null;
+/**
+ * Replicas out of the round-robin, by endpoint: `{ probeAt }` (this browser's clock) while the
+ * break runs, `{ probing: true }` once the next call is its probe.
+ */
+const ejected = new Map();
+/** How often the time until probe is redrawn (ms). */
+const PROBE_TICK_MS = 250;
+
+/** "probe in 3.2 s", "probe due: the next call is it" or "probing", for an ejected replica. */
+export function probeText(endpoint) {
+  const out = ejected.get(endpoint);
+  if (!out) return '';
+  if (out.probing) return 'probing: the next call decides';
+  const left = out.probeAt - performance.now();
+  // Under a tenth of a second it would read "probe in 0.0 s": it is due.
+  return left >= 100 ? `probe in ${(left / 1000).toFixed(1)} s` : 'probe due: the next call is it';
+}
+
+/** Whether the breaker of `endpoint` has its replica out of the round-robin. */
+export function isEjected(endpoint) {
+  return ejected.has(endpoint);
+}
+
+/** Redraws every time-until-probe on the page (topology and scoreboard) in place. */
+function tickProbes() {
+  for (const node of document.querySelectorAll('[data-probe]')) {
+    const text = probeText(node.dataset.probe);
+    if (text && node.textContent !== text) node.textContent = text;
+  }
+}
+
+/** Follows a replica from a breaker snapshot (`state`, `retry_after_ms`) of the metrics. */
+function trackSnapshot(breaker) {
+  if (breaker.state === 'open') {
+    const probeAt = performance.now() + (breaker.retry_after_ms || 0);
+    ejected.set(breaker.endpoint, { probeAt });
+  } else if (breaker.state === 'half_open') {
+    ejected.set(breaker.endpoint, { probing: true });
+  } else {
+    ejected.delete(breaker.endpoint);
+  }
+}
+
+/** Follows a replica from a `replica_*` breaker event as it happens. */
+function trackReplica(change) {
+  if (change.kind === 'replica_ejected') ejected.set(change.endpoint, { probeAt: performance.now() + (change.probe_in_ms || 0) });
+  else if (change.kind === 'replica_probing') ejected.set(change.endpoint, { probing: true });
+  else if (change.kind === 'replica_restored') ejected.delete(change.endpoint);
+  else return false;
+  return true;
+}
 
 /** `ok`, `warn`, `bad` or `unknown` for a health status. */
 export function statusClass(status) {
@@ -53,8 +106,11 @@ function instanceBox(instance) {
   if (breaker && breaker.state === 'open') cls.push('open');
   if (lit.has(endpoint)) cls.push('lit');
   if (faulted.has(instance.service)) cls.push('fault');
+  const out = isEjected(endpoint);
+  if (out) cls.push('ejected');
   const id = instance.instance_id || 'no id';
   const reason = `${instance.service} ${id}: ${instance.status} — ${reasonOf(instance)}; breaker ${state}` +
+    `${out ? '; ejected from the round-robin until its probe' : ''}` +
     `${faulted.has(instance.service) ? '; a fault is injected on this service' : ''}`;
   return focusable(el('li', {
     class: cls.join(' '), tabindex: 0, 'data-service': instance.service, 'data-url': instance.url,
@@ -64,7 +120,9 @@ function instanceBox(instance) {
   el('span', { class: 'sub' }, id),
   el('span', { class: 'sub', 'data-field': 'status' }, instance.status),
   el('span', { class: 'sub breaker' }, `breaker ${state}`),
-  faulted.has(instance.service) ? el('span', { class: 'badge' }, 'fault') : null));
+  faulted.has(instance.service) ? el('span', { class: 'badge' }, 'fault') : null,
+  out ? el('span', { class: 'badge ejected' }, 'ejected') : null,
+  out ? el('span', { class: 'sub probe', 'data-probe': endpoint }, probeText(endpoint)) : null));
 }
 
 function draw() {
@@ -115,6 +173,7 @@ function showMetrics(event) {
     next.set(upstream.endpoint, calls);
     if (before !== undefined && calls > before) lit.add(upstream.endpoint);
     breakers.set(upstream.endpoint, upstream);
+    trackSnapshot(upstream);
   }
   lastCalls = next;
   const bff = document.querySelector('#topo-bff [data-field="traffic"]');
@@ -139,8 +198,13 @@ export function start() {
   on('health', (event) => showHealth(event.data));
   on('metrics', showMetrics);
   on('message', lightMessage);
+  setInterval(tickProbes, PROBE_TICK_MS);
   on('breaker', (event) => {
     const change = event.data || {};
+    if (trackReplica(change)) {
+      draw();
+      return;
+    }
     if (change.kind !== 'breaker_changed' || !breakers.has(change.endpoint)) return;
     breakers.get(change.endpoint).state = change.to;
     draw();

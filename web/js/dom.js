@@ -35,13 +35,18 @@ export function ms(value) {
  * POSTs JSON to the BFF and answers `{ ok, status, body, retryAfter }`; a problem+json answer
  * (429, 422, 503…) is returned, not thrown, so each panel can show it honestly.
  */
-export async function postJson(path, body) {
+export function postJson(path, body, headers = {}) {
+  return callJson('POST', path, { body, headers });
+}
+
+/** Any method, as `postJson`; a `body` is sent as JSON, `headers` are added (a bearer token). */
+export async function callJson(method, path, { body, headers = {} } = {}) {
   let response;
   try {
     response = await fetch(path, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', accept: 'application/json' },
-      body: JSON.stringify(body),
+      method,
+      headers: { accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+      body: body === undefined ? undefined : JSON.stringify(body),
       credentials: 'same-origin',
     });
   } catch (error) {

@@ -41,18 +41,37 @@ function dispatch(kind, raw) {
   }
 }
 
-/** Opens the stream; the browser resumes it with `Last-Event-ID` after a drop. */
+/**
+ * Back-off (ms) between our own reopenings of a stream the browser gave up on, the last one
+ * repeated: soon enough to catch a restarted BFF, slow enough not to hammer one that is down.
+ */
+const REOPEN_MS = [1000, 2000, 5000, 10000];
+let reopenings = 0;
+
+/**
+ * Opens the stream; the browser resumes it with `Last-Event-ID` after a drop. A stream whose
+ * connection failed outright is closed for good by Firefox (as the spec says) while Chromium
+ * retries; so a closed stream is reopened here, with back-off, and both come back the same way.
+ */
 export function connect() {
   setState('connecting', 'connecting…');
   source = new EventSource('/api/events', { withCredentials: true });
   source.addEventListener('open', () => {
     snapshotSeen = false;
+    reopenings = 0;
     setState('waiting', 'waiting for snapshot…');
   });
   source.addEventListener('error', () => {
     snapshotSeen = false;
-    if (source.readyState === EventSource.CLOSED) setState('down', 'disconnected — reload to retry');
-    else setState('reconnecting', 'reconnecting');
+    setState('reconnecting', 'reconnecting');
+    if (source.readyState !== EventSource.CLOSED) return;
+    source.close();
+    const wait = REOPEN_MS[Math.min(reopenings, REOPEN_MS.length - 1)];
+    reopenings += 1;
+    setTimeout(() => {
+      connect();
+      setState('reconnecting', 'reconnecting');
+    }, wait);
   });
   for (const kind of KINDS) {
     source.addEventListener(kind, (message) => dispatch(kind, message.data));

@@ -1,6 +1,6 @@
-// Browser test of the chaos page (`GET /chaos`) in real Chromium through playwright-core.
+// Browser test of the chaos page (`GET /chaos`), in Chromium or Firefox (browser.mjs).
 //
-//   node web/tests/chaos.mjs <bff url> <screenshot dir>
+//   node web/tests/chaos.mjs <bff url> <screenshot dir> [chromium|firefox]
 //
 // Loads the page with no console errors and waits for it to be live with the topology drawn;
 // injects a 503 fault on catalog for a few seconds from the page's own form; sees it listed
@@ -8,52 +8,27 @@
 // (with traffic the test drives through `/api/products` from outside the page) the scoreboard's
 // 5xx column go red; sees the fault end by itself and the recovery (the badge gone, catalog
 // answering, a snapshot without 5xx); sees the invariants panel report every invariant held and
-// the process faults shown disabled; stops a second, longer fault with its Stop button from the
+// the process faults shown disabled; injects a fault that counts against the breaker and sees
+// catalog's replica ejected with its time until probe (topology, scoreboard, console), stops it
+// and sees the probe let it back in; stops a latency fault with its Stop button from the
 // keyboard; checks Tab shows focus; then resizes to 360 px and checks nothing overflows
-// horizontally. Saves desktop (light and dark) and phone screenshots.
+// horizontally. Saves desktop (light and dark), phone and ejected-replica screenshots.
 // Exits 0 on success, 1 with the reason otherwise. services/bff/tests/api/pages.rs runs it.
 
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { run, step } from './browser.mjs';
 
 /** The whole run's bound: a stuck page fails the test instead of hanging it. */
-const RUN_BUDGET_MS = 50_000;
+const RUN_BUDGET_MS = 90_000;
 /** One wait's bound: snapshots come every 2 s, the invariants every 5 s. */
 const WAIT_MS = 15_000;
 /** The injected fault's duration: long enough to see it, short enough to watch it end. */
 const FAULT_S = 5;
-/** The phone width the page must fit. */
-const PHONE_WIDTH = 360;
 
-const [base, shots] = process.argv.slice(2);
-if (!base || !shots) {
-  console.error('usage: node chaos.mjs <bff url> <screenshot dir>');
-  process.exit(2);
-}
-const budget = setTimeout(() => {
-  console.error(`FAIL: the run took longer than ${RUN_BUDGET_MS} ms`);
-  process.exit(1);
-}, RUN_BUDGET_MS);
-
-const errors = [];
-const profile = mkdtempSync(join(tmpdir(), 'lab-chromium-'));
-mkdirSync(shots, { recursive: true });
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.LAB_CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1280, height: 900 },
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-
-function step(text) {
-  console.log(`- ${text}`);
-}
+const SECTIONS = Object.fromEntries(['topology', 'faults', 'scoreboard', 'invariants', 'journeys', 'console']
+  .map((id) => [id, `#${id}`]));
 
 /** Calls `/api/products` `count` times from outside the page; answers the statuses seen. */
-async function traffic(count) {
+async function traffic(base, count) {
   const statuses = [];
   for (let i = 0; i < count; i += 1) {
     try {
@@ -67,149 +42,128 @@ async function traffic(count) {
   return statuses;
 }
 
-/** With LAB_SHOT_SECTIONS=<dir>, one screenshot per section too, for a person to look at. */
-async function sections(page, width) {
-  const dir = process.env.LAB_SHOT_SECTIONS;
-  if (!dir) return;
-  mkdirSync(dir, { recursive: true });
-  for (const id of ['topology', 'faults', 'scoreboard', 'invariants', 'journeys', 'console']) {
-    await page.locator(`#${id}`).screenshot({ path: join(dir, `chaos-${width}-${id}.png`) });
-  }
+/** Injects a fault from the page's own form. */
+async function inject(b, target, kind, fields) {
+  await b.select('#fault-target', target);
+  await b.select('#fault-kind', kind);
+  for (const [name, value] of Object.entries(fields)) await b.fill(`#fault-form input[name=${name}]`, String(value));
+  await b.click('#fault-form button[type=submit]');
 }
 
-let failed = null;
-try {
-  const page = context.pages()[0] || await context.newPage();
-  page.on('console', (msg) => {
-    if (msg.type() === 'error') errors.push(`console: ${msg.text()} (${msg.location()?.url || 'no url'})`);
-  });
-  page.on('response', (answer) => {
-    if (answer.status() >= 400) errors.push(`HTTP ${answer.status()} for ${answer.url()}`);
-  });
-  page.on('pageerror', (error) => errors.push(`page error: ${error.message}`));
-  page.on('requestfailed', (request) => {
-    if (!request.url().includes('/api/events')) errors.push(`request failed: ${request.url()} ${request.failure()?.errorText}`);
-  });
-
-  const response = await page.goto(`${base}/chaos`, { waitUntil: 'load' });
-  if (!response || response.status() !== 200) throw new Error(`GET /chaos answered ${response && response.status()}`);
-  await page.locator('#conn[data-state="live"]').waitFor({ timeout: WAIT_MS });
+async function live(b, base) {
+  await b.goto(`${base}/chaos`);
+  await b.waitFor('#conn[data-state="live"]', { timeout: WAIT_MS });
   step('the live stream delivered its first snapshot');
-  await page.locator('#topo-services li[data-service="catalog"].ok').first().waitFor({ timeout: WAIT_MS });
-  const instances = await page.locator('#topo-services li[data-service]').count();
-  step(`the topology shows ${instances} instances, catalog ready`);
-  await page.locator('#score-table tbody tr').first().waitFor({ timeout: WAIT_MS });
+  await b.waitFor('#topo-services li[data-service="catalog"].ok', { timeout: WAIT_MS });
+  step(`the topology shows ${await b.count('#topo-services li[data-service]')} instances, catalog ready`);
+  await b.waitFor('#score-table tbody tr', { timeout: WAIT_MS });
   step('the scoreboard shows a metrics snapshot');
-  const disabled = await page.locator('#not-here button:disabled').count();
+  const disabled = await b.count('#not-here button:disabled');
   if (disabled < 1) throw new Error('the faults not available here are not shown');
   step(`${disabled} faults shown as not available yet, disabled`);
-
-  await page.locator('#inv-summary[data-status="held"]').waitFor({ timeout: WAIT_MS });
-  const held = await page.locator('#inv-list li[data-status="held"]').count();
-  const all = await page.locator('#inv-list li').count();
+  await b.waitFor('#inv-summary[data-status="held"]', { timeout: WAIT_MS });
+  const held = await b.count('#inv-list li[data-status="held"]');
+  const all = await b.count('#inv-list li');
   if (held !== all || all === 0) throw new Error(`invariants: ${held} of ${all} held`);
   step(`invariants: all ${all} held`);
+}
 
-  // Inject from the page's own controls.
-  await page.selectOption('#fault-target', 'catalog');
-  await page.selectOption('#fault-kind', 'status');
-  await page.fill('#fault-form input[name=status]', '503');
-  await page.fill('#fault-form input[name=probability]', '100');
-  await page.fill('#fault-form input[name=duration_s]', String(FAULT_S));
-  await page.locator('#fault-form button[type=submit]').click();
-  const item = page.locator('#fault-list .fault-item[data-target="catalog"]');
-  await item.waitFor({ timeout: WAIT_MS });
-  const left = await item.locator('.left').innerText();
+/** A short 503 fault on catalog: listed, counting down, seen in the topology and the scores. */
+async function faultAndRecovery(b, base, shots) {
+  await inject(b, 'catalog', 'status', { status: 503, probability: 100, duration_s: FAULT_S });
+  const item = '#fault-list .fault-item[data-target="catalog"]';
+  await b.waitFor(item, { timeout: WAIT_MS });
+  const left = await b.text(`${item} .left`);
   if (!/s left/.test(left)) throw new Error(`the fault shows no time left: ${left}`);
-  await page.waitForTimeout(600);
-  const later = await item.locator('.left').innerText();
+  await b.pause(600);
+  const later = await b.text(`${item} .left`);
   if (parseFloat(later) >= parseFloat(left)) throw new Error(`the time left does not count down: ${left} then ${later}`);
-  step(`the fault is listed: ${(await item.innerText()).replace(/\s+/g, ' ')}, counting down (${left} → ${later})`);
-  await page.locator('#topo-services li[data-service="catalog"].fault').first().waitFor({ timeout: WAIT_MS });
+  step(`the fault is listed: ${(await b.text(item)).replace(/\s+/g, ' ')}, counting down (${left} → ${later})`);
+  await b.waitFor('#topo-services li[data-service="catalog"].fault', { timeout: WAIT_MS });
   step('the topology marks catalog as faulted');
 
-  const during = await traffic(10);
+  const during = await traffic(base, 10);
   if (!during.includes(503)) throw new Error(`the fault did not fail catalog's calls: ${during}`);
-  await page.locator('#score-table td.bad').first().waitFor({ timeout: WAIT_MS });
+  await b.waitFor('#score-table td.bad', { timeout: WAIT_MS });
   step(`the scoreboard shows the failures (products answered ${[...new Set(during)].join(', ')})`);
-  await page.evaluate(() => window.scrollTo(0, 0));
-  await page.screenshot({ path: join(shots, 'chaos-desktop.png'), fullPage: true, type: 'png' });
-  await sections(page, 'desktop');
-  await page.emulateMedia({ colorScheme: 'dark' });
-  await page.screenshot({ path: join(shots, 'chaos-desktop-dark.png'), type: 'png' });
-  await page.emulateMedia({ colorScheme: 'light' });
+  await b.evaluate(() => window.scrollTo(0, 0));
+  await b.screenshot(shots, 'chaos-desktop', { fullPage: true });
+  await b.sections('chaos-desktop', SECTIONS);
+  await b.darkScreenshot(shots, 'chaos-desktop-dark');
 
   // It ends by itself.
-  await page.locator('#fault-list .fault-item').waitFor({ state: 'detached', timeout: WAIT_MS });
-  await page.locator('#topo-services li[data-service="catalog"].fault').first().waitFor({ state: 'detached', timeout: WAIT_MS });
-  await page.locator('#console-lines li', { hasText: 'fault on catalog expired' }).first().waitFor({ timeout: WAIT_MS });
+  await b.waitFor('#fault-list .fault-item', { gone: true, timeout: WAIT_MS });
+  await b.waitFor('#topo-services li[data-service="catalog"].fault', { gone: true, timeout: WAIT_MS });
+  await b.waitFor('#console-lines li', { text: 'fault on catalog expired', timeout: WAIT_MS });
   step('the fault ended by itself (listed no more, console says expired)');
-  const after = await traffic(3);
+  const after = await traffic(base, 3);
   if (after.some((s) => s !== 200)) throw new Error(`catalog did not recover: ${after}`);
   // A snapshot that carried traffic and no 5xx: req/s is the 2nd column, 5xx the 4th.
-  await page.waitForFunction(() => [...document.querySelectorAll('#score-table tbody tr')].some((row) =>
-    Number(row.children[1].textContent) > 0 && row.children[3].textContent === '0'), null, { timeout: WAIT_MS });
-  await page.locator('#topo-services li[data-service="catalog"].ok').first().waitFor({ timeout: WAIT_MS });
+  await b.until(() => [...document.querySelectorAll('#score-table tbody tr')].some((row) =>
+    Number(row.children[1].textContent) > 0 && row.children[3].textContent === '0'), null, WAIT_MS);
+  await b.waitFor('#topo-services li[data-service="catalog"].ok', { timeout: WAIT_MS });
   step('recovered: products answer 200, a snapshot without 5xx, catalog ready');
-  await page.locator('#inv-summary[data-status="held"]').waitFor({ timeout: WAIT_MS });
+  await b.waitFor('#inv-summary[data-status="held"]', { timeout: WAIT_MS });
   step('the invariants still hold after the fault');
-  await page.locator('#journey-list li[data-journey]').first().waitFor({ timeout: WAIT_MS });
-  step(`journeys shown: ${(await page.locator('#journey-list').innerText()).replace(/\s+/g, ' ')}`);
+  await b.waitFor('#journey-list li[data-journey]', { timeout: WAIT_MS });
+  step(`journeys shown: ${(await b.text('#journey-list')).replace(/\s+/g, ' ')}`);
+}
 
-  // A longer fault stopped by hand, with the keyboard: Enter on its Stop button.
-  await page.selectOption('#fault-target', 'orders');
-  await page.selectOption('#fault-kind', 'latency');
-  await page.fill('#fault-form input[name=latency_ms]', '200');
-  await page.fill('#fault-form input[name=duration_s]', '60');
-  await page.locator('#fault-form button[type=submit]').click();
-  const stop = page.locator('#fault-list .fault-item[data-target="orders"] button[data-stop]');
-  await stop.waitFor({ timeout: WAIT_MS });
-  await stop.focus();
-  await page.keyboard.press('Enter');
-  await page.locator('#fault-list .fault-item').waitFor({ state: 'detached', timeout: WAIT_MS });
-  await page.locator('#console-lines li', { hasText: 'fault on orders removed' }).first().waitFor({ timeout: WAIT_MS });
-  step('a 60 s latency fault on orders stopped with its button (console says removed)');
+/**
+ * A fault that counts against the breaker: catalog's replica is ejected, shown as such with its
+ * time until probe in the topology and the scoreboard; stopped, the next call after the break
+ * probes it back in.
+ */
+async function ejection(b, base, shots) {
+  await b.setChecked('#fault-form input[name=trips_breaker]', true);
+  await inject(b, 'catalog', 'status', { status: 503, probability: 100, duration_s: 60 });
+  await b.setChecked('#fault-form input[name=trips_breaker]', false);
+  const item = '#fault-list .fault-item[data-target="catalog"]';
+  await b.waitFor(item, { timeout: WAIT_MS });
+  // A GET is tried up to three times: five reads fail far more than the half of at least five
+  // calls in its window that opens the breaker, whatever successes the window already holds.
+  await traffic(base, 5);
+  const box = '#topo-services li[data-service="catalog"].ejected';
+  await b.waitFor(`${box} [data-probe]`, { text: 'probe', timeout: WAIT_MS });
+  const probe = await b.text(`${box} [data-probe]`);
+  await b.waitFor('#score-breakers li[data-service="catalog"]', { text: 'ejected', timeout: WAIT_MS });
+  await b.waitFor('#console-lines li', { text: 'replica ejected', timeout: WAIT_MS });
+  step(`catalog's replica ejected: the topology says "${probe}", so do the scoreboard and the console`);
+  await b.elementScreenshot(shots, 'chaos-ejected', '#topology');
 
-  // Keyboard: Tab reaches a control and its focus is drawn.
-  await page.evaluate(() => { document.activeElement?.blur(); window.scrollTo(0, 0); });
-  await page.keyboard.press('Tab');
-  await page.keyboard.press('Tab');
-  const focused = await page.evaluate(() => {
-    const node = document.activeElement;
-    return node && { tag: node.tagName, outline: getComputedStyle(node).outlineStyle };
-  });
-  if (!focused || focused.tag === 'BODY' || focused.outline === 'none') {
-    throw new Error(`Tab did not show a focused control: ${JSON.stringify(focused)}`);
+  await b.click(`${item} button[data-stop]`);
+  await b.waitFor('#fault-list .fault-item', { gone: true, timeout: WAIT_MS });
+  const deadline = Date.now() + WAIT_MS;
+  while ((await traffic(base, 1))[0] !== 200) {
+    if (Date.now() > deadline) throw new Error('catalog never answered again after the fault was stopped');
+    await b.pause(250);
   }
-  step(`Tab focuses a ${focused.tag.toLowerCase()} with a visible ${focused.outline} outline`);
-
-  await page.setViewportSize({ width: PHONE_WIDTH, height: 780 });
-  await page.waitForTimeout(200);
-  const overflow = await page.evaluate((width) => {
-    const wide = [];
-    for (const node of document.querySelectorAll('body *')) {
-      const box = node.getBoundingClientRect();
-      if (box.width > 0 && box.right > width + 1) wide.push(`${node.tagName.toLowerCase()}${node.id ? `#${node.id}` : ''}.${node.className} right=${Math.round(box.right)}`);
-    }
-    return { scroll: document.documentElement.scrollWidth, wide: wide.slice(0, 10) };
-  }, PHONE_WIDTH);
-  if (overflow.scroll > PHONE_WIDTH) throw new Error(`at ${PHONE_WIDTH} px the page is ${overflow.scroll} px wide: ${overflow.wide.join(', ')}`);
-  step(`nothing overflows at ${PHONE_WIDTH} px`);
-  await page.evaluate(() => window.scrollTo(0, 0));
-  await page.screenshot({ path: join(shots, 'chaos-phone.png'), fullPage: true, type: 'png' });
-  await sections(page, 'phone');
-
-  if (errors.length) throw new Error(`errors on the page:\n${errors.join('\n')}`);
-} catch (error) {
-  failed = error;
-} finally {
-  await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-  clearTimeout(budget);
+  await b.waitFor(box, { gone: true, timeout: WAIT_MS });
+  await b.waitFor('#console-lines li', { text: 'back in the round-robin', timeout: WAIT_MS });
+  step('stopped: the probe let the replica back in (ejected badge gone, console says so)');
 }
-if (failed) {
-  console.error(`FAIL: ${failed.stack || failed}`);
-  if (errors.length) console.error(errors.join('\n'));
-  process.exit(1);
+
+/** A longer fault stopped by hand, with the keyboard: Enter on its Stop button. */
+async function stopByKeyboard(b) {
+  await inject(b, 'orders', 'latency', { latency_ms: 200, duration_s: 60 });
+  const stop = '#fault-list .fault-item[data-target="orders"] button[data-stop]';
+  await b.waitFor(stop, { timeout: WAIT_MS });
+  await b.focus(stop);
+  await b.press('Enter');
+  await b.waitFor('#fault-list .fault-item', { gone: true, timeout: WAIT_MS });
+  await b.waitFor('#console-lines li', { text: 'fault on orders removed', timeout: WAIT_MS });
+  step('a 60 s latency fault on orders stopped with its button (console says removed)');
 }
-console.log('ok: the chaos page passed in Chromium');
+
+await run('chaos.mjs', RUN_BUDGET_MS, async (b, { base, shots }) => {
+  await live(b, base);
+  await faultAndRecovery(b, base, shots);
+  await ejection(b, base, shots);
+  await stopByKeyboard(b);
+  await b.checkFocusRing();
+  await b.checkLiveRegions();
+  await b.checkPhone();
+  await b.evaluate(() => window.scrollTo(0, 0));
+  await b.screenshot(shots, 'chaos-phone', { fullPage: true });
+  await b.sections('chaos-phone', SECTIONS);
+});

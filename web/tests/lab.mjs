@@ -1,210 +1,146 @@
-// Browser test of the Lab page (`GET /`) in real Chromium through playwright-core.
+// Browser test of the Lab page (`GET /`), in Chromium or Firefox (browser.mjs).
 //
-//   node web/tests/lab.mjs <bff url> <screenshot dir>
+//   node web/tests/lab.mjs <bff url> <screenshot dir> [chromium|firefox]
 //
 // Loads the page with no console errors, sees it say "reconnecting" while the test refuses the
 // live stream and "live" once it is let through and the first snapshot arrives, runs every
-// "Drive it" panel to a `pass` verdict, starts a saga and waits for the message flow to reach
+// "Drive it" panel to a `pass` verdict (the identity panel's sign-in round showing the token's
+// claims and never the token, then the JTI revocation timed in catalog and orders), starts a saga and waits for the message flow to reach
 // `Completed` from the live events (and a last-unit race to one Completed, one Rejected), checks
 // the decision records are rendered and Tab shows focus, then resizes to 360 px and checks
 // nothing overflows horizontally. Saves desktop, dark and phone screenshots.
 // Exits 0 on success, 1 with the reason otherwise. services/bff/tests/api/pages.rs runs it.
 
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium } from 'playwright-core';
+import { run, step } from './browser.mjs';
 
 /** The whole run's bound: a stuck page fails the test instead of hanging it. */
-const RUN_BUDGET_MS = 50_000;
+const RUN_BUDGET_MS = 90_000;
 /** One demo's bound: the slowest (a saga over RabbitMQ, the breaker's sick upstream) take ~1-2 s. */
 const DEMO_TIMEOUT_MS = 20_000;
-/** Screenshots are committed as PNG, what every image viewer shows. */
-const SHOT = { type: 'png' };
-/** The phone width the page must fit. */
-const PHONE_WIDTH = 360;
 
-const [base, shots] = process.argv.slice(2);
-if (!base || !shots) {
-  console.error('usage: node lab.mjs <bff url> <screenshot dir>');
-  process.exit(2);
-}
-const budget = setTimeout(() => {
-  console.error(`FAIL: the run took longer than ${RUN_BUDGET_MS} ms`);
-  process.exit(1);
-}, RUN_BUDGET_MS);
+const SECTIONS = Object.fromEntries(['cluster', 'svc-bff', 'svc-identity', 'svc-catalog', 'svc-orders',
+  'svc-payments', 'svc-checkout', 'flow', 'concurrency', 'decisions'].map((id) => [id, `#${id}`]));
+SECTIONS.hero = 'section.hero';
 
-const errors = [];
-const profile = mkdtempSync(join(tmpdir(), 'lab-chromium-'));
-mkdirSync(shots, { recursive: true });
-const context = await chromium.launchPersistentContext(profile, {
-  executablePath: process.env.LAB_CHROMIUM || '/usr/bin/chromium',
-  headless: true,
-  viewport: { width: 1280, height: 900 },
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-});
-
-function step(text) {
-  console.log(`- ${text}`);
-}
-
-async function verdictOf(page, selector) {
-  const verdict = page.locator(`${selector} .result [data-verdict]`);
-  await verdict.first().waitFor({ timeout: DEMO_TIMEOUT_MS });
-  const value = await verdict.first().getAttribute('data-verdict');
-  if (value !== 'pass') {
-    const text = await page.locator(`${selector} .result`).innerText();
-    throw new Error(`${selector}: verdict ${value}: ${text}`);
-  }
+async function verdictOf(b, selector) {
+  await b.waitFor(`${selector} .result [data-verdict]`, { timeout: DEMO_TIMEOUT_MS });
+  const value = await b.attr(`${selector} .result [data-verdict]`, 'data-verdict');
+  if (value !== 'pass') throw new Error(`${selector}: verdict ${value}: ${await b.text(`${selector} .result`)}`);
 }
 
 /** Submits `form` (by its data-form) and waits for a pass in its panel. */
-async function drive(page, form, panel, before) {
-  const button = page.locator(`form[data-form="${form}"] button[type=submit]`);
+async function drive(b, form, panel, before) {
   if (before) await before();
-  await button.click();
-  await page.locator(`${panel}[aria-busy="false"] .result [data-verdict]`).first().waitFor({ timeout: DEMO_TIMEOUT_MS });
-  await verdictOf(page, panel);
-  step(`${form}: pass — ${(await page.locator(`${panel} .result .verdict-line`).first().innerText()).trim()}`);
+  await b.click(`form[data-form="${form}"] button[type=submit]`);
+  await b.waitFor(`${panel}[aria-busy="false"] .result [data-verdict]`, { timeout: DEMO_TIMEOUT_MS });
+  await verdictOf(b, panel);
+  step(`${form}: pass — ${(await b.text(`${panel} .result .verdict-line`)).trim()}`);
 }
 
-/** With LAB_SHOT_SECTIONS=<dir>, one screenshot per section too, for a person to look at. */
-async function sections(page, width) {
-  const dir = process.env.LAB_SHOT_SECTIONS;
-  if (!dir) return;
-  mkdirSync(dir, { recursive: true });
-  for (const id of ['hero', 'cluster', 'svc-bff', 'svc-identity', 'svc-catalog', 'svc-orders', 'svc-payments', 'svc-checkout', 'flow', 'concurrency', 'decisions']) {
-    const target = id === 'hero' ? page.locator('section.hero') : page.locator(`#${id}`);
-    await target.screenshot({ path: join(dir, `${width}-${id}.png`) });
-  }
-}
-
-/** Whether the test is refusing the live stream on purpose. */
-let refusing = true;
-let failed = null;
-try {
-  const page = context.pages()[0] || await context.newPage();
-  page.on('console', (msg) => {
-    if (msg.type() !== 'error') return;
-    // While the test itself refuses the stream, the browser reports each refused attempt.
-    if (refusing && (msg.location()?.url || '').includes('/api/events')) return;
-    errors.push(`console: ${msg.text()} (${msg.location()?.url || 'no url'})`);
-  });
-  page.on('response', (answer) => {
-    // A refusal a panel shows on purpose (429) is not an error; anything else 4xx/5xx is.
-    if (answer.status() >= 400 && answer.status() !== 429) errors.push(`HTTP ${answer.status()} for ${answer.url()}`);
-  });
-  page.on('pageerror', (error) => errors.push(`page error: ${error.message}`));
-  page.on('requestfailed', (request) => {
-    // The live stream is closed when the page goes away; that is not an error of the page.
-    if (!request.url().includes('/api/events')) errors.push(`request failed: ${request.url()} ${request.failure()?.errorText}`);
-  });
-
-  // Connection states, honestly: with the stream refused the page says it is reconnecting;
-  // let through, it waits for the first snapshot, then is live.
-  await page.route('**/api/events*', (route) => route.abort());
-  const response = await page.goto(`${base}/`, { waitUntil: 'load' });
-  if (!response || response.status() !== 200) throw new Error(`GET / answered ${response && response.status()}`);
-  await page.locator('#conn[data-state="reconnecting"]', { hasText: 'reconnecting' }).waitFor({ timeout: DEMO_TIMEOUT_MS });
+/** With the stream refused the page says it is reconnecting; let through, it goes live. */
+async function connectionStates(b, base) {
+  await b.refuseStream(true);
+  await b.goto(`${base}/`);
+  await b.waitFor('#conn[data-state="reconnecting"]', { text: 'reconnecting', timeout: DEMO_TIMEOUT_MS });
   step('with the stream refused, the page says "reconnecting"');
-  await page.unroute('**/api/events*');
-  refusing = false;
-  await page.locator('#conn[data-state="live"]').waitFor({ timeout: DEMO_TIMEOUT_MS });
+  await b.refuseStream(false);
+  await b.waitFor('#conn[data-state="live"]', { timeout: DEMO_TIMEOUT_MS });
   step('let through, the live stream delivered its first snapshot');
-  const hero = await page.locator('#hero-count').innerText();
+  const hero = await b.text('#hero-count');
   if (!/services$/.test(hero) || hero === 'Services') throw new Error(`the hero did not count what runs: ${hero}`);
   step(`hero: ${hero}`);
-  await page.locator('#diagram [data-node="catalog-2"].ok').waitFor({ timeout: DEMO_TIMEOUT_MS });
+  await b.waitFor('#diagram [data-node="catalog-2"].ok', { timeout: DEMO_TIMEOUT_MS });
   step('the diagram shows both catalog replicas ready');
+}
 
-  await drive(page, 'rate-limit', '#drive-rate-limit');
-  const refused = await page.locator('#rl-results .chip.bad').count();
-  if (refused === 0) throw new Error('the burst refused nothing');
-  await page.locator('#rl-countdown', { hasText: 'Retry-After' }).waitFor({ timeout: 5_000 });
-  await drive(page, 'race', '#drive-race');
-  const wins = await page.locator('#race-results .chip.ok').count();
-  const lost = await page.locator('#race-results .chip.warn').count();
+async function demos(b) {
+  await drive(b, 'rate-limit', '#drive-rate-limit');
+  if ((await b.count('#rl-results .chip.bad')) === 0) throw new Error('the burst refused nothing');
+  await b.waitFor('#rl-countdown', { text: 'Retry-After', timeout: 5_000 });
+  await drive(b, 'race', '#drive-race');
+  const wins = await b.count('#race-results .chip.ok');
+  const lost = await b.count('#race-results .chip.warn');
   if (wins !== 1 || lost < 1) throw new Error(`race: ${wins} winners, ${lost} 412s`);
-  await drive(page, 'cache', '#drive-cache');
-  await drive(page, 'last-unit', '#drive-last-unit');
-  await drive(page, 'idempotent-retry', '#drive-idempotent');
-  await drive(page, 'payment-declined', '#drive-declined');
+  await drive(b, 'cache', '#drive-cache');
+  await drive(b, 'last-unit', '#drive-last-unit');
+  await drive(b, 'idempotent-retry', '#drive-idempotent');
+  await drive(b, 'payment-declined', '#drive-declined');
+}
 
-  await page.locator('#saga-form button[data-scenario="success"]').click();
-  await page.locator('#saga li[data-state="Completed"].live').waitFor({ timeout: DEMO_TIMEOUT_MS });
-  await page.locator('#flow-result [data-verdict]').waitFor({ timeout: DEMO_TIMEOUT_MS });
-  const sagaVerdict = await page.locator('#flow-result [data-verdict]').getAttribute('data-verdict');
+async function sagas(b) {
+  await b.click('#saga-form button[data-scenario="success"]');
+  await b.waitFor('#saga li[data-state="Completed"].live', { timeout: DEMO_TIMEOUT_MS });
+  await b.waitFor('#flow-result [data-verdict]', { timeout: DEMO_TIMEOUT_MS });
+  const sagaVerdict = await b.attr('#flow-result [data-verdict]', 'data-verdict');
   if (sagaVerdict !== 'pass') throw new Error(`saga: verdict ${sagaVerdict}`);
-  const seen = await page.locator('#messages li').count();
-  step(`saga: Completed from the live events (${seen} messages shown)`);
-  await page.locator('#saga-form button[data-scenario="last-unit-race"]').click();
-  await page.locator('#saga-fail li[data-state="Rejected"].live').waitFor({ timeout: DEMO_TIMEOUT_MS });
-  await page.locator('#saga li[data-state="Completed"].live').waitFor({ timeout: DEMO_TIMEOUT_MS });
-  await page.locator('#flow-result [data-verdict]').waitFor({ timeout: DEMO_TIMEOUT_MS });
-  if ((await page.locator('#flow-result [data-verdict]').getAttribute('data-verdict')) !== 'pass') {
-    throw new Error(`last-unit race: ${await page.locator('#flow-result').innerText()}`);
+  step(`saga: Completed from the live events (${await b.count('#messages li')} messages shown)`);
+  await b.click('#saga-form button[data-scenario="last-unit-race"]');
+  await b.waitFor('#saga-fail li[data-state="Rejected"].live', { timeout: DEMO_TIMEOUT_MS });
+  await b.waitFor('#saga li[data-state="Completed"].live', { timeout: DEMO_TIMEOUT_MS });
+  await b.waitFor('#flow-result [data-verdict]', { timeout: DEMO_TIMEOUT_MS });
+  if ((await b.attr('#flow-result [data-verdict]', 'data-verdict')) !== 'pass') {
+    throw new Error(`last-unit race: ${await b.text('#flow-result')}`);
   }
   step('last-unit race: one order Completed, one Rejected, from the live events');
+}
 
-  await drive(page, 'circuit-breaker', '#drive-breaker');
-  if ((await page.locator('#drive-breaker .states li.on[data-state="open"]').count()) !== 1) {
+async function breaker(b) {
+  await drive(b, 'circuit-breaker', '#drive-breaker');
+  if ((await b.count('#drive-breaker .states li.on[data-state="open"]')) !== 1) {
     throw new Error('the breaker state machine does not show open');
   }
   // Heal the catalog again: the checkbox off recovers it and closes the breakers.
-  await drive(page, 'circuit-breaker', '#drive-breaker', () => page.locator('#drive-breaker input[name=upstream_failing]').uncheck());
+  await drive(b, 'circuit-breaker', '#drive-breaker', () => b.setChecked('#drive-breaker input[name=upstream_failing]', false));
+}
 
-  const adrs = await page.locator('#adrs details.adr').count();
+/** The identity panel: a whole sign-in round, its claims shown and its token never, then the
+ * server-side revocation timing. */
+async function identity(b) {
+  // After logout the panel presents the old token to /me on purpose: that 401 is the point.
+  b.expectStatus('/api/auth/me', 401);
+  await drive(b, 'identity', '#drive-identity');
+  const calls = await b.evaluate(() => [...document.querySelectorAll('#id-steps [data-call]')]
+    .map((chip) => `${chip.dataset.call} ${chip.dataset.status}`).join(', '));
+  if (calls !== 'register 201, login 200, me 200, logout 204, me again 401') throw new Error(`identity calls: ${calls}`);
+  const sub = await b.text('#id-claims [data-claim="sub"]');
+  const me = await b.text('#id-me [data-me="id"]');
+  if (sub !== me) throw new Error(`the token's sub ${sub} is not /me's id ${me}`);
+  const jti = await b.text('#id-claims [data-claim="jti"]');
+  if (!/^[0-9a-f-]{1,8}…$/.test(jti)) throw new Error(`the jti is not shown as a prefix: ${jti}`);
+  for (const claim of ['roles', 'exp']) await b.text(`#id-claims [data-claim="${claim}"]`);
+  // A JWT (header or payload) starts with "eyJ": nowhere in the page, text or markup.
+  if (await b.evaluate(() => document.documentElement.outerHTML.includes('eyJ'))) throw new Error('a token is on the page');
+  step(`identity: ${calls}; claims shown: sub ${sub}, jti ${jti}; no token on the page`);
+  await b.click('#drive-identity [data-action="jti-revocation"]');
+  await b.waitFor('#drive-identity[aria-busy="false"] .result [data-verdict]', { timeout: DEMO_TIMEOUT_MS });
+  await verdictOf(b, '#drive-identity');
+  step(`jti revocation: pass — ${(await b.text('#drive-identity .result .verdict-line')).trim()}`);
+}
+
+async function decisions(b) {
+  const adrs = await b.count('#adrs details.adr');
   if (adrs < 1) throw new Error('no decision record rendered');
-  await page.locator('#adrs details.adr summary').first().click();
+  await b.click('#adrs details.adr summary');
   step(`${adrs} decision records rendered, the first expands`);
-
-  // Keyboard: from the top, Tab reaches a control and its focus is drawn.
-  await page.evaluate(() => { document.activeElement?.blur(); window.scrollTo(0, 0); });
-  await page.keyboard.press('Tab');
-  await page.keyboard.press('Tab');
-  const focused = await page.evaluate(() => {
-    const node = document.activeElement;
-    return node && { tag: node.tagName, outline: getComputedStyle(node).outlineStyle };
-  });
-  if (!focused || focused.tag === 'BODY' || focused.outline === 'none') {
-    throw new Error(`Tab did not show a focused control: ${JSON.stringify(focused)}`);
-  }
-  step(`Tab focuses a ${focused.tag.toLowerCase()} with a visible ${focused.outline} outline`);
-
-  await page.screenshot({ path: join(shots, 'lab-desktop.png'), fullPage: true, ...SHOT });
-  await page.emulateMedia({ colorScheme: 'dark' });
-  await page.evaluate(() => window.scrollTo(0, 0));
-  await page.screenshot({ path: join(shots, 'lab-desktop-dark.png'), ...SHOT });
-  await page.emulateMedia({ colorScheme: 'light' });
-
-  await sections(page, 'desktop');
-  await page.setViewportSize({ width: PHONE_WIDTH, height: 780 });
-  await page.waitForTimeout(200);
-  const overflow = await page.evaluate((width) => {
-    const wide = [];
-    for (const node of document.querySelectorAll('body *')) {
-      const box = node.getBoundingClientRect();
-      if (box.width > 0 && box.right > width + 1) wide.push(`${node.tagName.toLowerCase()}${node.id ? `#${node.id}` : ''}.${node.className} right=${Math.round(box.right)}`);
-    }
-    return { scroll: document.documentElement.scrollWidth, wide: wide.slice(0, 10) };
-  }, PHONE_WIDTH);
-  if (overflow.scroll > PHONE_WIDTH) throw new Error(`at ${PHONE_WIDTH} px the page is ${overflow.scroll} px wide: ${overflow.wide.join(', ')}`);
-  step(`nothing overflows at ${PHONE_WIDTH} px`);
-  await page.screenshot({ path: join(shots, 'lab-phone.png'), fullPage: true, ...SHOT });
-  await sections(page, 'phone');
-
-  if (errors.length) throw new Error(`errors on the page:\n${errors.join('\n')}`);
-} catch (error) {
-  failed = error;
-} finally {
-  await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-  clearTimeout(budget);
 }
-if (failed) {
-  console.error(`FAIL: ${failed.stack || failed}`);
-  if (errors.length) console.error(errors.join('\n'));
-  process.exit(1);
-}
-console.log('ok: the Lab page passed in Chromium');
+
+await run('lab.mjs', RUN_BUDGET_MS, async (b, { base, shots }) => {
+  // A refusal a panel shows on purpose (429) is not an error; anything else 4xx/5xx is.
+  b.tolerate(429);
+  await connectionStates(b, base);
+  await demos(b);
+  await sagas(b);
+  await breaker(b);
+  await identity(b);
+  await decisions(b);
+  await b.checkFocusRing();
+  await b.checkLiveRegions();
+
+  await b.screenshot(shots, 'lab-desktop', { fullPage: true });
+  await b.darkScreenshot(shots, 'lab-desktop-dark');
+  await b.sections('desktop', SECTIONS);
+
+  await b.checkPhone();
+  await b.screenshot(shots, 'lab-phone', { fullPage: true });
+  await b.sections('phone', SECTIONS);
+});

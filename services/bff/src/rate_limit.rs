@@ -44,7 +44,9 @@ pub struct RateLimitSettings {
     pub orders: Bucket,
     /// `/api/demo/*`: each fans out into tens of calls.
     pub demo: Bucket,
-    /// `/api/chaos/*`: each changes how the cluster behaves for everyone.
+    /// `/api/chaos/*` writes: each changes how the cluster behaves for everyone. Reads (the
+    /// /chaos page polls the invariants every 5 s) are `default`: at this bucket's refill the
+    /// poll alone would use it up, and a visitor's first fault would starve their own panel.
     pub chaos: Bucket,
 }
 
@@ -136,7 +138,7 @@ impl RouteClass {
             Some(Self::Orders)
         } else if path.starts_with("/api/demo/") {
             Some(Self::Demo)
-        } else if path.starts_with("/api/chaos/") {
+        } else if path.starts_with("/api/chaos/") && !method.is_safe() {
             Some(Self::Chaos)
         } else {
             Some(Self::Default)
@@ -312,6 +314,14 @@ mod tests {
         assert_eq!(
             RouteClass::of(&Method::PUT, "/api/chaos/latency"),
             Some(RouteClass::Chaos)
+        );
+        assert_eq!(
+            RouteClass::of(&Method::DELETE, "/api/chaos/faults/f-1"),
+            Some(RouteClass::Chaos)
+        );
+        assert_eq!(
+            RouteClass::of(&Method::GET, "/api/chaos/invariants"),
+            Some(RouteClass::Default)
         );
         assert_eq!(RouteClass::of(&Method::GET, "/api/health"), None);
     }

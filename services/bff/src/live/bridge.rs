@@ -1,5 +1,5 @@
-//! What each BFF replica itself contributes to the live stream: its breakers' state changes and
-//! exhausted retry budgets, its rate limiter's refusals (to everybody, without naming the
+//! What each BFF replica itself contributes to the live stream: its breakers' state changes, the
+//! replicas they eject from and probe back into the round-robin, and exhausted retry budgets, its rate limiter's refusals (to everybody, without naming the
 //! visitor) and the demo bucket's decisions (to that visitor only), and every couple of seconds
 //! a metrics snapshot — requests per second, p50/p99, errors, 429s, fail-fasts, retries and each
 //! upstream replica's breaker with its counters (the topology's BFF → service edges, from the
@@ -14,7 +14,8 @@ use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use lab_contracts::live::{ConsoleLine, LiveBody, LiveEvent};
-use lab_resilience::ResilienceEvent;
+use lab_resilience::{BreakerState, ResilienceEvent};
+use serde::Serialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
@@ -87,7 +88,7 @@ pub async fn run(
         tokio::select! {
             () = shutdown.cancelled() => return,
             event = resilience.recv() => match event {
-                Ok(event) => on_resilience(&instance_id, &backplane, &traffic, event),
+                Ok(event) => on_resilience(&instance_id, &backplane, &traffic, &proxy, event),
                 Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return,
             },
@@ -110,6 +111,7 @@ fn on_resilience(
     instance_id: &str,
     backplane: &Backplane,
     traffic: &Traffic,
+    proxy: &Proxy,
     event: ResilienceEvent,
 ) {
     match &event {
@@ -124,11 +126,12 @@ fn on_resilience(
         ResilienceEvent::BreakerChanged {
             service,
             endpoint,
+            from,
             to,
             reason,
-            ..
         } => {
-            let level = if matches!(to, lab_resilience::BreakerState::Open) {
+            let replica = ReplicaChange::of(proxy, service, endpoint, *from, *to, reason);
+            let level = if matches!(to, BreakerState::Open) {
                 "warn"
             } else {
                 "info"
@@ -137,9 +140,18 @@ fn on_resilience(
                 instance_id,
                 LiveBody::Console(ConsoleLine {
                     level: level.into(),
-                    text: format!("breaker {service} @ {endpoint} → {to:?}: {reason}"),
+                    text: format!(
+                        "breaker {service} @ {endpoint} → {to:?}: {reason}{}",
+                        replica
+                            .as_ref()
+                            .map(ReplicaChange::meaning)
+                            .unwrap_or_default()
+                    ),
                 }),
             ));
+            if let Some(Ok(data)) = replica.map(|r| serde_json::to_value(&r)) {
+                backplane.publish(LiveEvent::public(instance_id, LiveBody::Breaker(data)));
+            }
         }
         ResilienceEvent::BudgetExhausted { service } => {
             backplane.publish(LiveEvent::public(
@@ -155,6 +167,113 @@ fn on_resilience(
     }
     if let Ok(data) = serde_json::to_value(&event) {
         backplane.publish(LiveEvent::public(instance_id, LiveBody::Breaker(data)));
+    }
+}
+
+/// What a breaker change means for its service's traffic: a replica ejected from the
+/// round-robin (its breaker opened, calls skip it until the probe), put on probation (the break
+/// is over: the next call is the probe) or back in (the probe succeeded, or a reset). A
+/// `breaker` event of its own, next to the breaker's `breaker_changed`, so the /chaos page can
+/// show ejected replicas and their time until probe without knowing breaker internals.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ReplicaChange {
+    ReplicaEjected {
+        service: String,
+        endpoint: String,
+        /// Why: the failure ratio that opened the breaker, or a failed probe.
+        reason: String,
+        /// Until the break ends and the next call to it is let through as the probe.
+        probe_in_ms: u64,
+        /// Replicas of the service still taking calls, out of `replicas`.
+        serving: usize,
+        replicas: usize,
+    },
+    ReplicaProbing {
+        service: String,
+        endpoint: String,
+    },
+    ReplicaRestored {
+        service: String,
+        endpoint: String,
+        /// The probe's success, or a reset by hand.
+        reason: String,
+        serving: usize,
+        replicas: usize,
+    },
+}
+
+impl ReplicaChange {
+    /// The change a breaker's `from → to` makes to its replica's place in the round-robin, with
+    /// the time until probe and the service's serving replicas from the proxy's snapshot.
+    pub fn of(
+        proxy: &Proxy,
+        service: &str,
+        endpoint: &str,
+        from: BreakerState,
+        to: BreakerState,
+        reason: &str,
+    ) -> Option<Self> {
+        let siblings: Vec<_> = proxy
+            .breakers()
+            .into_iter()
+            .filter(|b| &*b.service == service)
+            .collect();
+        let replicas = siblings.len();
+        let serving = siblings
+            .iter()
+            .filter(|b| b.state != BreakerState::Open)
+            .count();
+        let (service, endpoint, reason) = (service.to_owned(), endpoint.to_owned(), reason.into());
+        match (from, to) {
+            (_, BreakerState::Open) => {
+                let probe_in_ms = siblings
+                    .iter()
+                    .find(|b| *b.endpoint == *endpoint)
+                    .and_then(|b| b.retry_after_ms)
+                    .unwrap_or(0);
+                Some(Self::ReplicaEjected {
+                    service,
+                    endpoint,
+                    reason,
+                    probe_in_ms,
+                    serving,
+                    replicas,
+                })
+            }
+            (BreakerState::Open, BreakerState::HalfOpen) => {
+                Some(Self::ReplicaProbing { service, endpoint })
+            }
+            (BreakerState::Open | BreakerState::HalfOpen, BreakerState::Closed) => {
+                Some(Self::ReplicaRestored {
+                    service,
+                    endpoint,
+                    reason,
+                    serving,
+                    replicas,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// The change in words, appended to the breaker's console line.
+    fn meaning(&self) -> String {
+        match self {
+            Self::ReplicaEjected {
+                probe_in_ms,
+                serving,
+                replicas,
+                ..
+            } => format!(
+                " — replica ejected, probe in {:.1} s ({serving} of {replicas} serving)",
+                *probe_in_ms as f64 / 1_000.0
+            ),
+            Self::ReplicaProbing { .. } => " — the next call to it is the probe".to_owned(),
+            Self::ReplicaRestored {
+                serving, replicas, ..
+            } => format!(" — replica back in the round-robin ({serving} of {replicas} serving)"),
+        }
     }
 }
 
@@ -230,5 +349,43 @@ mod tests {
         assert_eq!(first["error_rate"], 0.05);
         assert_eq!(second["requests"], 0);
         assert!(second["p99_ms"].is_null());
+    }
+
+    #[test]
+    fn a_breaker_change_is_read_as_the_replicas_place_in_the_round_robin() {
+        use BreakerState::{Closed, HalfOpen, Open};
+        let instances = [
+            ("catalog".to_owned(), "http://a".to_owned()),
+            ("catalog".to_owned(), "http://b".to_owned()),
+            ("orders".to_owned(), "http://c".to_owned()),
+        ];
+        let proxy = Proxy::new(&instances, &crate::proxy::ProxySettings::default());
+        let of = |from, to| ReplicaChange::of(&proxy, "catalog", "http://a", from, to, "why");
+
+        assert!(matches!(
+            of(Closed, Open),
+            Some(ReplicaChange::ReplicaEjected { replicas: 2, ref endpoint, .. }) if endpoint == "http://a"
+        ));
+        assert!(matches!(
+            of(HalfOpen, Open),
+            Some(ReplicaChange::ReplicaEjected { .. })
+        ));
+        assert!(matches!(
+            of(Open, HalfOpen),
+            Some(ReplicaChange::ReplicaProbing { .. })
+        ));
+        assert!(matches!(
+            of(HalfOpen, Closed),
+            Some(ReplicaChange::ReplicaRestored {
+                serving: 2,
+                replicas: 2,
+                ..
+            })
+        ));
+        assert!(matches!(
+            of(Open, Closed),
+            Some(ReplicaChange::ReplicaRestored { .. })
+        ));
+        assert_eq!(of(Closed, HalfOpen), None);
     }
 }

@@ -11,6 +11,7 @@ mod breaker_demo;
 mod chaos_faults;
 mod cluster_health;
 mod demos;
+mod ejection;
 mod faults;
 mod health;
 mod helpers;

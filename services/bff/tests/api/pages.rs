@@ -1,10 +1,11 @@
 //! The pages: `GET /` and `GET /chaos` and their hashed assets as the BFF serves them (headers,
-//! CSP, caching), and both pages driven in real Chromium (`web/tests/lab.mjs` and
-//! `web/tests/chaos.mjs` through playwright-core) against the whole checkout path in-process.
+//! CSP, caching), and both pages driven in real Chromium (playwright-core) and real Firefox
+//! (puppeteer-core over WebDriver BiDi) by `web/tests/lab.mjs` and `web/tests/chaos.mjs`, against
+//! the whole checkout path in-process.
 //!
-//! The browser test needs `/usr/bin/chromium` (or `LAB_CHROMIUM`) and `web/tests/node_modules`
-//! (`scripts/setup` installs both). Without them it is skipped with a message, unless `CI` is
-//! set, where a missing browser is a failure.
+//! The browser tests need `/usr/bin/chromium` (or `LAB_CHROMIUM`), `/usr/bin/firefox-esr` (or
+//! `LAB_FIREFOX`) and `web/tests/node_modules` (`scripts/setup` installs all three). Without them
+//! a test is skipped with a message, unless `CI` is set, where a missing browser is a failure.
 
 use std::path::{Path, PathBuf};
 
@@ -142,8 +143,8 @@ async fn an_asset_that_does_not_exist_is_a_problem_404() {
 }
 
 /// Two catalog replicas on the cluster's database, Redis and bus, each knowing the other (the
-/// cache demo writes on one and reads on the other).
-async fn catalog_pair(env: &TestEnv) -> Vec<TestApp> {
+/// cache demo writes on one and reads on the other), checking `identity`'s tokens when it runs.
+async fn catalog_pair(env: &TestEnv, identity: Option<&TestApp>) -> Vec<TestApp> {
     let ports = [free_port(), free_port()];
     let peers = ports
         .iter()
@@ -161,20 +162,68 @@ async fn catalog_pair(env: &TestEnv) -> Vec<TestApp> {
         };
         settings.http.listen = ([127, 0, 0, 1], port).into();
         settings.peers = peers.clone();
+        if let Some(identity) = identity {
+            settings.auth.jwks_url = lab_test_support::identity::jwks_url(identity);
+        }
         apps.push(env.spawn(lab_catalog::build, settings).await);
     }
     apps
 }
 
-/// `node` and playwright-core and Chromium, or why not.
-fn browser() -> Result<PathBuf, String> {
-    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web/tests");
-    let chromium = std::env::var("LAB_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    if !Path::new(&chromium).exists() {
-        return Err(format!("{chromium} is missing (apt-get install chromium)"));
+/// A browser the page scripts can drive, by the name they take.
+#[derive(Debug, Clone, Copy)]
+enum Engine {
+    /// Debian's Chromium through playwright-core.
+    Chromium,
+    /// Debian's Firefox ESR through puppeteer-core over WebDriver BiDi.
+    Firefox,
+}
+
+impl Engine {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Chromium => "chromium",
+            Self::Firefox => "firefox",
+        }
     }
-    if !tests.join("node_modules/playwright-core").exists() {
-        return Err("web/tests/node_modules/playwright-core is missing (scripts/setup)".into());
+
+    /// The binary (overridable as the scripts' `browser.mjs` allows) and the npm driver.
+    fn needs(self) -> (String, &'static str, &'static str) {
+        match self {
+            Self::Chromium => (
+                std::env::var("LAB_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+                "chromium",
+                "playwright-core",
+            ),
+            Self::Firefox => (
+                std::env::var("LAB_FIREFOX").unwrap_or_else(|_| "/usr/bin/firefox-esr".into()),
+                "firefox-esr",
+                "puppeteer-core",
+            ),
+        }
+    }
+
+    /// Where its screenshots go: Chromium's are the committed ones in docs/screenshots/,
+    /// Firefox's (named `…-firefox.png`) stay under the target directory for a person to compare.
+    fn shots(self) -> PathBuf {
+        match self {
+            Self::Chromium => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots"),
+            Self::Firefox => Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots"),
+        }
+    }
+}
+
+/// `node`, the engine's driver and its browser, or why not.
+fn browser(engine: Engine) -> Result<PathBuf, String> {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web/tests");
+    let (binary, package, driver) = engine.needs();
+    if !Path::new(&binary).exists() {
+        return Err(format!("{binary} is missing (apt-get install {package})"));
+    }
+    if !tests.join("node_modules").join(driver).exists() {
+        return Err(format!(
+            "web/tests/node_modules/{driver} is missing (scripts/setup)"
+        ));
     }
     match std::process::Command::new("node").arg("--version").output() {
         Ok(out) if out.status.success() => Ok(tests),
@@ -182,15 +231,28 @@ fn browser() -> Result<PathBuf, String> {
     }
 }
 
-/// Runs `web/tests/<script>` against `base`, saving screenshots to docs/screenshots/.
-async fn run_browser_test(tests: PathBuf, script: &str, base: String) {
-    let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/screenshots");
+/// The scripts' directory when `engine` can run here; `None` (the test is skipped with a
+/// message) when it cannot, unless `CI` is set, where a missing browser is a failure.
+fn browser_or_skip(engine: Engine) -> Option<PathBuf> {
+    match browser(engine) {
+        Ok(tests) => Some(tests),
+        Err(why) if std::env::var_os("CI").is_some() => panic!("browser tests need {why}"),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            None
+        }
+    }
+}
+
+/// Runs `web/tests/<script>` in `engine` against `base`.
+async fn run_browser_test(tests: PathBuf, script: &str, engine: Engine, base: String) {
     let script = tests.join(script);
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("node")
             .arg(&script)
             .arg(&base)
-            .arg(&shots)
+            .arg(engine.shots())
+            .arg(engine.name())
             .output()
     })
     .await
@@ -206,23 +268,18 @@ async fn run_browser_test(tests: PathBuf, script: &str, base: String) {
     println!("{stdout}");
 }
 
-#[tokio::test]
-async fn in_chromium_the_lab_page_runs_every_demo_to_a_pass_and_fits_a_phone() {
-    let tests = match browser() {
-        Ok(tests) => tests,
-        Err(why) if std::env::var_os("CI").is_some() => panic!("browser tests need {why}"),
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-    };
-    // The buyer waits on the PSP for the demo to choose, as in the saga demo's own tests.
+/// The Lab page's cluster: the checkout path in-process, two catalog replicas, the BFF in front.
+/// Answers the BFF's URL and what must stay alive while the page runs.
+async fn lab_page_cluster() -> (String, Cluster, Vec<TestApp>, TestApp) {
+    // The buyer waits on the PSP for the demo to choose, as in the saga demo's own tests;
+    // identity (its keys in OpenBao) for the identity panel.
     let cluster = Cluster::start(Options {
         scenario: lab_psp::Scenario::default(),
+        identity: true,
         ..Options::default()
     })
     .await;
-    let catalogs = catalog_pair(&cluster.env).await;
+    let catalogs = catalog_pair(&cluster.env, cluster.identity.as_ref()).await;
     let catalog_urls = catalogs
         .iter()
         .map(|c| c.base_url.clone())
@@ -235,21 +292,11 @@ async fn in_chromium_the_lab_page_runs_every_demo_to_a_pass_and_fits_a_phone() {
         }
     }
     let bff = spawn_bff(&cluster.env, &upstreams).await;
-
-    run_browser_test(tests, "lab.mjs", bff.url("")).await;
+    (bff.url(""), cluster, catalogs, bff)
 }
 
-#[tokio::test]
-async fn in_chromium_the_chaos_page_injects_a_fault_shows_the_reaction_and_the_recovery_and_fits_a_phone()
- {
-    let tests = match browser() {
-        Ok(tests) => tests,
-        Err(why) if std::env::var_os("CI").is_some() => panic!("browser tests need {why}"),
-        Err(why) => {
-            eprintln!("skipped: {why}");
-            return;
-        }
-    };
+/// The chaos page's cluster: the checkout path in-process and a BFF running journeys.
+async fn chaos_page_cluster() -> (String, Cluster, TestApp) {
     // The journeys' buyer waits on the PSP to choose, as on the Lab page.
     let cluster = Cluster::start(Options {
         scenario: lab_psp::Scenario::default(),
@@ -264,6 +311,49 @@ async fn in_chromium_the_chaos_page_injects_a_fault_shows_the_reaction_and_the_r
         every_s: 2,
     };
     let bff = cluster.env.spawn(lab_bff::build, bff_settings).await;
+    (bff.url(""), cluster, bff)
+}
 
-    run_browser_test(tests, "chaos.mjs", bff.url("")).await;
+#[tokio::test]
+async fn in_chromium_the_lab_page_runs_every_demo_to_a_pass_and_fits_a_phone() {
+    lab_test_support::require_bao!();
+    let Some(tests) = browser_or_skip(Engine::Chromium) else {
+        return;
+    };
+    let (base, _cluster, _catalogs, _bff) = lab_page_cluster().await;
+
+    run_browser_test(tests, "lab.mjs", Engine::Chromium, base).await;
+}
+
+#[tokio::test]
+async fn in_firefox_the_lab_page_runs_every_demo_to_a_pass_and_fits_a_phone() {
+    lab_test_support::require_bao!();
+    let Some(tests) = browser_or_skip(Engine::Firefox) else {
+        return;
+    };
+    let (base, _cluster, _catalogs, _bff) = lab_page_cluster().await;
+
+    run_browser_test(tests, "lab.mjs", Engine::Firefox, base).await;
+}
+
+#[tokio::test]
+async fn in_chromium_the_chaos_page_injects_a_fault_shows_the_reaction_and_the_recovery_and_fits_a_phone()
+ {
+    let Some(tests) = browser_or_skip(Engine::Chromium) else {
+        return;
+    };
+    let (base, _cluster, _bff) = chaos_page_cluster().await;
+
+    run_browser_test(tests, "chaos.mjs", Engine::Chromium, base).await;
+}
+
+#[tokio::test]
+async fn in_firefox_the_chaos_page_injects_a_fault_shows_the_reaction_and_the_recovery_and_fits_a_phone()
+ {
+    let Some(tests) = browser_or_skip(Engine::Firefox) else {
+        return;
+    };
+    let (base, _cluster, _bff) = chaos_page_cluster().await;
+
+    run_browser_test(tests, "chaos.mjs", Engine::Firefox, base).await;
 }
