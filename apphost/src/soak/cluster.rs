@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 
 use crate::datadir::{ApphostInfo, DataDir};
-use crate::table::{Health, ProcessInfo};
+use crate::table::Health;
 
 /// How long a `lab up` started here may take until every service is ready: RabbitMQ's first boot
 /// alone is 15–20 s, and the services build their pools and queues after it.
@@ -110,10 +110,30 @@ impl Cluster {
             started: Some(child),
             data_dir: dir.root().to_path_buf(),
         };
-        let left = deadline.saturating_duration_since(Instant::now());
-        if let Err(e) = wait_ready(&cluster.urls, left).await {
-            cluster.stop().await;
-            return Err(e.context(format!("see {}", log_path.display())));
+        let mut cluster = cluster;
+        loop {
+            let Some(child) = cluster.started.as_mut() else {
+                break;
+            };
+            if let Some(status) = child.try_wait()? {
+                cluster.stop().await;
+                bail!(
+                    "`lab up` exited ({status}) before every service was ready; its output is in {}",
+                    log_path.display()
+                );
+            }
+            let not_ready = match ready_now(&cluster.urls).await {
+                Ok(()) => return Ok(cluster),
+                Err(why) => why,
+            };
+            if Instant::now() >= deadline {
+                cluster.stop().await;
+                bail!(
+                    "the cluster was not ready within {UP_WITHIN:?}: {not_ready}; see {}",
+                    log_path.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
         Ok(cluster)
     }
@@ -142,46 +162,45 @@ impl Cluster {
 
 /// Polls the control API until every service process is ready and the BFF answers its health.
 async fn wait_ready(urls: &ClusterUrls, within: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let not_ready = match ready_now(urls).await {
+            Ok(()) => return Ok(()),
+            Err(why) => why,
+        };
+        if Instant::now() >= deadline {
+            bail!("the cluster was not ready within {within:?}: {not_ready}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Whether every service process is ready and the BFF answers its health; if not, why.
+async fn ready_now(urls: &ClusterUrls) -> Result<(), String> {
+    let rows = crate::status::fetch(&urls.control)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let services = rows.iter().filter(|r| r.kind == "service").count();
+    let waiting: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.kind == "service" && r.health != Health::Ready)
+        .map(|r| r.name.as_str())
+        .collect();
+    if services == 0 {
+        return Err("no service listed yet".into());
+    }
+    if !waiting.is_empty() {
+        return Err(format!("not ready: {}", waiting.join(", ")));
+    }
     let client = reqwest::Client::builder()
         .no_proxy()
         .timeout(Duration::from_secs(5))
-        .build()?;
-    let deadline = Instant::now() + within;
-    loop {
-        let last;
-        match crate::status::fetch(&urls.control).await {
-            Ok(rows) => {
-                let waiting: Vec<&ProcessInfo> = rows
-                    .iter()
-                    .filter(|r| r.kind == "service" && r.health != Health::Ready)
-                    .collect();
-                let services = rows.iter().filter(|r| r.kind == "service").count();
-                if services == 0 {
-                    last = "no service listed yet".to_owned();
-                } else if waiting.is_empty() {
-                    let health = client.get(format!("{}/api/health", urls.bff)).send().await;
-                    match health {
-                        Ok(r) if r.status().is_success() => return Ok(()),
-                        Ok(r) => last = format!("the BFF's health answered {}", r.status()),
-                        Err(e) => last = format!("the BFF did not answer: {e}"),
-                    }
-                } else {
-                    last = format!(
-                        "not ready: {}",
-                        waiting
-                            .iter()
-                            .map(|r| r.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                }
-            }
-            Err(e) => last = format!("{e:#}"),
-        }
-        if Instant::now() >= deadline {
-            bail!("the cluster was not ready within {within:?}: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        .build()
+        .map_err(|e| e.to_string())?;
+    match client.get(format!("{}/api/health", urls.bff)).send().await {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("the BFF's health answered {}", r.status())),
+        Err(e) => Err(format!("the BFF did not answer: {e}")),
     }
 }
 

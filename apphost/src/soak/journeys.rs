@@ -358,7 +358,7 @@ async fn follow(
         looks += 1;
         // Every third look the order too: it may have ended without a payment (no stock).
         if let Some(approve) = act
-            && looks % 3 != 0
+            && !looks.is_multiple_of(3)
         {
             match pay(visitor, id, approve).await {
                 Ok(true) => {
