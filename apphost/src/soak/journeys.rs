@@ -22,8 +22,11 @@ use super::traffic::{Traffic, Visitor};
 pub const ORDER_SKU: &str = "DEMO-RACE";
 /// The product of the last-unit race.
 pub const LAST_UNIT_SKU: &str = "DEMO-LAST-UNIT";
-/// Tries of one placement with one key: with the backoff below, ~30 s of a failing path.
-const PLACE_ATTEMPTS: u32 = 7;
+/// How long a buyer keeps retrying one placement with its key. An answer lost after the order
+/// was committed (a 504, a breaker opening) leaves an order only this key can find again; a
+/// buyer who gave up after seconds would leave it pending until the payment deadline (15 min),
+/// as the first 10-minute soak showed (docs/soak/).
+const PLACE_WITHIN: Duration = Duration::from_secs(150);
 /// How long a journey follows its order before calling it not final: the saga's own step
 /// timeouts are seconds and broker retry queues reach 25 s, but a cluster that fell behind
 /// during chaos (a debug build on a busy machine) may take minutes to drain its queues; a buyer
@@ -295,10 +298,13 @@ impl Shop {
 async fn place(visitor: &mut Visitor, product: &str, key: &str) -> Result<String, String> {
     let body = json!({ "lines": [{ "product_id": product, "quantity": 1 }], "provider": "stripe" });
     let mut last = String::new();
-    for attempt in 0..PLACE_ATTEMPTS {
-        if attempt > 0 {
-            // 0.5, 1, 2, 4, 8 s… capped: long enough to outlast a short fault.
-            let backoff = Duration::from_millis(500 << (attempt - 1).min(4));
+    let deadline = Instant::now() + PLACE_WITHIN;
+    let mut attempt = 0u32;
+    while attempt == 0 || Instant::now() < deadline {
+        attempt += 1;
+        if attempt > 1 {
+            // 0.5, 1, 2, 4, 8, 8… s: long enough to outlast a short fault.
+            let backoff = Duration::from_millis(500 << (attempt - 2).min(4));
             let jitter = rand::rng().random_range(0..250);
             tokio::time::sleep(backoff + Duration::from_millis(jitter)).await;
         }
@@ -333,7 +339,9 @@ async fn place(visitor: &mut Visitor, product: &str, key: &str) -> Result<String
             Err(e) => last = format!("POST /api/orders: {e}"),
         }
     }
-    Err(format!("{last} ({PLACE_ATTEMPTS} tries with one key)"))
+    Err(format!(
+        "{last} ({attempt} tries with one key over {PLACE_WITHIN:?})"
+    ))
 }
 
 const TERMINAL: [&str; 4] = ["Completed", "Rejected", "Cancelled", "RequiresReview"];
