@@ -111,10 +111,7 @@ impl Cluster {
             data_dir: dir.root().to_path_buf(),
         };
         let mut cluster = cluster;
-        loop {
-            let Some(child) = cluster.started.as_mut() else {
-                break;
-            };
+        while let Some(child) = cluster.started.as_mut() {
             if let Some(status) = child.try_wait()? {
                 cluster.stop().await;
                 bail!(
