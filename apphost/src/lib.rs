@@ -7,7 +7,8 @@
 //!
 //! Map: [`cluster`] brings the infrastructure up ([`infra`] has one module per server,
 //! [`bootstrap`] the database set-up); [`plan`] is the topology and wiring; [`supervisor`] runs and
-//! restarts processes; [`control`] is the control API; [`console`] and [`status`] print.
+//! restarts processes; [`control`] is the control API; [`console`] and [`status`] print; [`soak`]
+//! runs journeys under random faults against a running cluster and judges it.
 
 pub mod bench;
 pub mod bootstrap;
@@ -21,6 +22,7 @@ pub mod infra;
 pub mod plan;
 pub mod ports;
 pub mod proc;
+pub mod soak;
 pub mod status;
 pub mod supervisor;
 pub mod table;
@@ -28,5 +30,6 @@ pub mod up;
 
 pub use down::{DownArgs, down};
 pub use proc::{MARKER_ENV, PARENT_ENV};
+pub use soak::{SoakArgs, soak};
 pub use status::{StatusArgs, status};
 pub use up::{UpArgs, up};

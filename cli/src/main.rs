@@ -30,6 +30,8 @@ enum Command {
     Status(lab_apphost::StatusArgs),
     /// Measure Lab against a peer run in the same session (ratios, pinned cores, median of 3).
     Bench(lab_apphost::bench::BenchArgs),
+    /// Journeys through the BFF under random faults on every layer, then the invariants' verdict.
+    Soak(lab_apphost::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +53,7 @@ fn main() -> ExitCode {
             Command::Down(args) => lab_apphost::down(args).await,
             Command::Status(args) => lab_apphost::status(args).await,
             Command::Bench(args) => lab_apphost::bench::bench(args).await,
+            Command::Soak(args) => lab_apphost::soak(args).await,
         }
     });
     match result {

@@ -11,10 +11,12 @@ mod measure;
 mod outbox;
 mod peer;
 mod pgbench;
+mod recovery;
 mod rotation;
 
 use clap::{Args, Subcommand};
 
+pub use measure::{own_exe, quantile};
 pub use peer::serve_peer;
 
 #[derive(Args)]
@@ -33,6 +35,9 @@ enum Target {
     Checkout(checkout::CheckoutArgs),
     /// Outbox relay and inbox consumer vs raw lapin; commit→publish latency.
     Outbox(outbox::OutboxArgs),
+    /// Fault end → breakers closed and every instance healthy, after a blackhole or reset of a
+    /// BFF → catalog edge (against a running `lab up`, or `--up`).
+    Recovery(recovery::RecoveryArgs),
     /// Requests through a database route while the login is rotated: failures, p99 ratio, time.
     Rotation(rotation::RotationArgs),
     /// The bare axum peer the benchmarks compare against (started by them, pinned to a core).
@@ -46,6 +51,7 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Target::Catalog(a) => catalog::run(a).await,
         Target::Checkout(a) => checkout::run(a).await,
         Target::Outbox(a) => outbox::run(a).await,
+        Target::Recovery(a) => recovery::run(a).await,
         Target::Rotation(a) => rotation::run(a).await,
         Target::Peer(a) => serve_peer(a).await,
     }

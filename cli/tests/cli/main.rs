@@ -10,6 +10,7 @@
 
 mod chaos;
 mod run_errors;
+mod soak;
 mod support;
 mod up;
 mod vault;
