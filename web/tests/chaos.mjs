@@ -8,8 +8,10 @@
 // (with traffic the test drives through `/api/products` from outside the page) the scoreboard's
 // 5xx column go red; sees the fault end by itself and the recovery (the badge gone, catalog
 // answering, a snapshot without 5xx); sees the invariants panel report every invariant held and
-// the process faults shown disabled; stops a second, longer fault with its Stop button from the
-// keyboard; checks Tab shows focus; then resizes to 360 px and checks nothing overflows
+// what a visitor may not do shown disabled with the reason; stops a second, longer fault with its
+// Stop button from the keyboard; when the BFF has an apphost, injects a TCP latency fault from the
+// form, sees it listed with its time left and stops it, and sees the refused process actions'
+// reason; checks Tab shows focus; then resizes to 360 px and checks nothing overflows
 // horizontally. Saves desktop (light and dark) and phone screenshots.
 // Exits 0 on success, 1 with the reason otherwise. services/bff/tests/api/pages.rs runs it.
 
@@ -102,7 +104,7 @@ try {
   step('the scoreboard shows a metrics snapshot');
   const disabled = await page.locator('#not-here button:disabled').count();
   if (disabled < 1) throw new Error('the faults not available here are not shown');
-  step(`${disabled} faults shown as not available yet, disabled`);
+  step(`${disabled} faults shown as not available to a visitor, disabled with the reason`);
 
   await page.locator('#inv-summary[data-status="held"]').waitFor({ timeout: WAIT_MS });
   const held = await page.locator('#inv-list li[data-status="held"]').count();
@@ -169,6 +171,39 @@ try {
   await page.locator('#fault-list .fault-item').waitFor({ state: 'detached', timeout: WAIT_MS });
   await page.locator('#console-lines li', { hasText: 'fault on orders removed' }).first().waitFor({ timeout: WAIT_MS });
   step('a 60 s latency fault on orders stopped with its button (console says removed)');
+
+  // A TCP fault through the apphost, when this BFF has one: latency with jitter on catalog's
+  // edges, listed with its time left, then stopped.
+  const tcpOffered = await page.locator('#fault-layer option[value=tcp]:not([disabled])').count();
+  if (tcpOffered) {
+    await page.selectOption('#fault-layer', 'tcp');
+    await page.selectOption('#fault-where', 'target:catalog');
+    await page.selectOption('#fault-tcp-kind', 'latency');
+    await page.fill('#fault-form input[name=tcp_ms]', '50');
+    await page.fill('#fault-form input[name=jitter_ms]', '10');
+    await page.fill('#fault-form input[name=duration_s]', '30');
+    await page.locator('#fault-form button[type=submit]').click();
+    const tcp = page.locator('#fault-list .fault-item[data-layer="tcp"]');
+    await tcp.waitFor({ timeout: WAIT_MS });
+    const tcpLeft = await tcp.locator('.left').innerText();
+    if (!/s left/.test(tcpLeft)) throw new Error(`the TCP fault shows no time left: ${tcpLeft}`);
+    step(`a TCP fault is listed: ${(await tcp.innerText()).replace(/\s+/g, ' ')}`);
+    const refusal = await page.evaluate(async () => {
+      const select = document.getElementById('fault-layer');
+      select.value = 'process';
+      select.dispatchEvent(new Event('change'));
+      const process = document.getElementById('fault-process');
+      process.value = 'postgres';
+      process.dispatchEvent(new Event('change'));
+      return document.getElementById('fault-refusal').textContent;
+    });
+    if (!/existing server/.test(refusal)) throw new Error(`no reason shown for the refused process actions: ${refusal}`);
+    step(`process actions refused on postgres, with the reason: ${refusal}`);
+    await tcp.locator('button[data-stop]').click();
+    await tcp.waitFor({ state: 'detached', timeout: WAIT_MS });
+    await page.selectOption('#fault-layer', 'http');
+    step('the TCP fault stopped with its button');
+  }
 
   // Keyboard: Tab reaches a control and its focus is drawn.
   await page.evaluate(() => { document.activeElement?.blur(); window.scrollTo(0, 0); });
