@@ -100,8 +100,9 @@ function showTargets(targets) {
 function showLimits(limits) {
   if (!limits) return;
   document.getElementById('limits').textContent =
-    `HTTP-level faults on the BFF → service edges, on every replica of the service: at most ${limits.max_duration_s} s each, ` +
-    `${limits.max_active} at once, latency up to ${limits.max_latency_ms} ms. Each ends by itself.`;
+    'HTTP faults act on every replica of a service, TCP faults on a connection (one edge or every edge of a target), ' +
+    `process faults on one instance. A visitor's fault lasts at most ${limits.max_duration_s} s, ` +
+    `${limits.max_visitor_faults ?? limits.max_active} at once across the layers; HTTP latency up to ${limits.max_latency_ms} ms. Each ends by itself.`;
   const form = document.getElementById('fault-form');
   form.elements.duration_s.max = limits.max_duration_s;
   form.elements.latency_ms.max = limits.max_latency_ms;
