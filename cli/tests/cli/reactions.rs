@@ -4,7 +4,8 @@
 //! PostgreSQL blackholed on orders' edge makes only orders unready until the fault expires;
 //! RabbitMQ reset on orders' edge backs its outbox up, which drains afterwards; payments killed
 //! mid-saga is restarted and the saga completes. Infrastructure faults are the admin's (asked of
-//! the control API directly, as `lab chaos` would): a visitor is refused with the reason.
+//! the control API directly, as `lab chaos` would): a visitor is refused with the reason. The
+//! broker is the machine's shared RabbitMQ, in a virtual host of the test's own.
 
 use std::time::{Duration, Instant};
 
@@ -137,11 +138,47 @@ fn state_of(pid: u64) -> String {
         .unwrap_or_default()
 }
 
+/// A RabbitMQ virtual host of this test's own on the shared broker: every cluster names its
+/// queues `lab.<service>`, so two clusters on one vhost would take each other's saga commands.
+struct Vhost(String);
+
+impl Vhost {
+    fn new() -> Self {
+        let name = format!("lab_reactions_{}", std::process::id());
+        rabbitmqctl(&["add_vhost", &name]);
+        rabbitmqctl(&["set_permissions", "-p", &name, "guest", ".*", ".*", ".*"]);
+        Self(name)
+    }
+
+    fn url(&self) -> String {
+        SHARED_AMQP.replace("%2f", &self.0)
+    }
+}
+
+impl Drop for Vhost {
+    fn drop(&mut self) {
+        rabbitmqctl(&["delete_vhost", &self.0]);
+    }
+}
+
+fn rabbitmqctl(args: &[&str]) {
+    let status = std::process::Command::new("rabbitmqctl")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "rabbitmqctl {args:?} failed"
+    );
+}
+
 #[tokio::test]
 async fn the_cluster_routes_around_recovers_from_and_drains_after_each_relayed_fault() {
     let sandbox = Sandbox::new("reactions");
+    let vhost = Vhost::new();
     let mut cmd = sandbox.lab(&["up"]);
-    cmd.args(["--amqp-url", SHARED_AMQP, "--no-vault"])
+    cmd.args(["--amqp-url", &vhost.url(), "--no-vault"])
         .env(CHAOS_BUCKET, "100");
     let child = sandbox.spawn_logged(cmd);
     let control = sandbox.control_url(Duration::from_secs(60)).await;
@@ -177,6 +214,7 @@ async fn the_cluster_routes_around_recovers_from_and_drains_after_each_relayed_f
     .unwrap();
     let (status, _, _) = finish(child, Duration::from_secs(30)).await;
     assert!(status.success(), "{:?}", sandbox.output());
+    drop(vhost);
 }
 
 /// `GET /api/chaos` offers every layer, and the BFF refuses what a visitor may not do with 422.
