@@ -365,3 +365,36 @@ fn summary(args: &InfraArgs, instances: &[Instance]) -> Vec<String> {
     }
     out
 }
+
+/// Starts a private instance again after chaos killed or stopped it: the same binary, port and
+/// data as the first start (`ensure` finds the data already initialised).
+#[derive(Clone)]
+pub struct Relaunch {
+    /// Where the instances keep their data and pid files.
+    pub dir: DataDir,
+    /// PostgreSQL's admin password and OpenBao's root token.
+    pub secrets: Secrets,
+    /// RabbitMQ's Erlang distribution port, kept from the first start.
+    pub dist_port: u16,
+}
+
+impl Relaunch {
+    /// Starts `name` on `port`; OpenBao is refused by the caller (a dev server forgets its
+    /// leases and keys on restart).
+    pub async fn start(&self, name: &str, port: u16) -> Result<Instance, InfraError> {
+        match name {
+            "postgres" => {
+                let bins = postgres::preflight()?;
+                postgres::ensure(&self.dir, &bins, port, &self.secrets.postgres_admin).await
+            }
+            "redis" => redis::ensure(&self.dir, &redis::preflight()?, port).await,
+            "rabbitmq" => {
+                rabbitmq::ensure(&self.dir, &rabbitmq::preflight()?, port, self.dist_port).await
+            }
+            other => Err(InfraError::Setup {
+                what: "chaos",
+                reason: format!("{other} cannot be started again by the apphost"),
+            }),
+        }
+    }
+}

@@ -1,7 +1,9 @@
 //! The control API: a loopback HTTP server of the running apphost. `GET /processes` lists every
 //! process (services and infrastructure) for `lab status`; `POST /processes/{name}/restart` and
-//! `/kill` act on one service process. Chaos (pause, kill, restart on a schedule, with expiry)
-//! plugs in here: it needs exactly these per-process command channels and the table.
+//! `/kill` act on one service process. Chaos has one shape for every fault: `POST /chaos/faults`
+//! takes `{scope, fault, ttl_s, requester}` where `fault.kind` is a TCP kind (applied by the
+//! edge proxies) or `pause`/`kill`/`restart` (a process fault, see `faults`); `GET /chaos` lists
+//! edges, processes and every fault with a `layer`; `DELETE /chaos/faults/{id}` removes either.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use axum::routing::{get, post};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::faults::{Action, ProcessFaultError, ProcessFaultView, ProcessFaults, ProcessState};
 use crate::supervisor::Control;
 use crate::table::{Health, ProcessInfo, ProcessTable};
 
@@ -25,16 +28,23 @@ pub struct ControlState {
     pub commands: Arc<BTreeMap<String, mpsc::Sender<Control>>>,
     /// The fault proxies on every edge.
     pub chaos: lab_faultproxy::Chaos,
+    /// Pause, kill and restart faults.
+    pub processes: ProcessFaults,
 }
 
-/// Binds the control API on a free loopback port and serves it until `shutdown`.
-pub async fn serve(
+/// Binds the control API's listener on a free loopback port (before the services start, so the
+/// BFF can be told where it is).
+pub async fn bind() -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(crate::ports::loopback(0)).await
+}
+
+/// Serves the control API on `listener` until `shutdown`.
+pub fn serve(
+    listener: tokio::net::TcpListener,
     state: ControlState,
     shutdown: CancellationToken,
     tracker: &tokio_util::task::TaskTracker,
-) -> std::io::Result<std::net::SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(crate::ports::loopback(0)).await?;
-    let addr = listener.local_addr()?;
+) {
     let router = axum::Router::new()
         .route("/processes", get(list))
         .route("/processes/{name}/restart", post(restart))
@@ -50,7 +60,6 @@ pub async fn serve(
             tracing::warn!(error = %e, "control API stopped");
         }
     });
-    Ok(addr)
 }
 
 /// Every process, with infrastructure health probed now.
@@ -63,9 +72,45 @@ async fn list(State(state): State<ControlState>) -> Json<Vec<ProcessInfo>> {
     Json(rows)
 }
 
-/// Every edge with its counters, and every active fault with its time left.
-async fn chaos_state(State(state): State<ControlState>) -> Json<lab_faultproxy::ChaosState> {
-    Json(state.chaos.state())
+/// One fault of either layer, tagged with it.
+#[derive(Debug, serde::Serialize)]
+#[serde(tag = "layer", rename_all = "snake_case")]
+enum AnyFault {
+    Tcp(lab_faultproxy::ActiveFault),
+    Process(ProcessFaultView),
+}
+
+/// `GET /chaos`.
+#[derive(Debug, serde::Serialize)]
+struct ChaosView {
+    /// Every edge with its counters.
+    edges: Vec<lab_faultproxy::EdgeView>,
+    /// Every process with its state.
+    processes: Vec<ProcessState>,
+    /// Every active fault, TCP then process, with its time left.
+    faults: Vec<AnyFault>,
+    /// The longest fault each requester may ask for, in seconds.
+    max_ttl_s: BTreeMap<&'static str, u64>,
+}
+
+/// Every edge with its counters, every process with its state, and every active fault.
+async fn chaos_state(State(state): State<ControlState>) -> Json<ChaosView> {
+    let tcp = state.chaos.state();
+    let mut faults: Vec<AnyFault> = tcp.faults.into_iter().map(AnyFault::Tcp).collect();
+    faults.extend(state.processes.faults().into_iter().map(AnyFault::Process));
+    let max_ttl_s = [
+        ("visitor", lab_faultproxy::Requester::Visitor),
+        ("admin", lab_faultproxy::Requester::Admin),
+    ]
+    .into_iter()
+    .map(|(name, r)| (name, r.max_ttl().as_secs()))
+    .collect();
+    Json(ChaosView {
+        edges: tcp.edges,
+        processes: state.processes.processes(),
+        faults,
+        max_ttl_s,
+    })
 }
 
 /// A fault to apply: where, what, for how long, and for whom (which bounds the duration).
@@ -73,7 +118,8 @@ async fn chaos_state(State(state): State<ControlState>) -> Json<lab_faultproxy::
 #[serde(deny_unknown_fields)]
 struct NewFault {
     scope: lab_faultproxy::Scope,
-    fault: lab_faultproxy::Fault,
+    /// A TCP fault (`lab_faultproxy::Fault`) or a process action (`faults::Action`), by `kind`.
+    fault: serde_json::Value,
     ttl_s: u64,
     #[serde(default = "visitor")]
     requester: lab_faultproxy::Requester,
@@ -83,25 +129,49 @@ fn visitor() -> lab_faultproxy::Requester {
     lab_faultproxy::Requester::Visitor
 }
 
-/// Applies (or extends) a TCP fault; 422 with the reason when it is out of bounds or aims at
-/// nothing.
+fn refused(detail: String) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        StatusCode::UNPROCESSABLE_ENTITY,
+        [(axum::http::header::CONTENT_TYPE, "application/problem+json")],
+        Json(serde_json::json!({ "title": "Fault refused", "status": 422, "detail": detail })),
+    )
+        .into_response()
+}
+
+/// Applies (or extends) a TCP or process fault; 422 with the reason when it is out of bounds,
+/// not allowed to the requester, or aims at nothing.
 async fn apply_fault(
     State(state): State<ControlState>,
     Json(body): Json<NewFault>,
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
-    match state.chaos.apply(
-        body.scope,
-        body.fault,
-        std::time::Duration::from_secs(body.ttl_s),
-        body.requester,
-    ) {
-        Ok(active) => (StatusCode::CREATED, Json(active)).into_response(),
-        Err(e) => (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            Json(serde_json::json!({ "title": "Fault refused", "status": 422, "detail": e.to_string() })),
-        )
-            .into_response(),
+    let ttl = std::time::Duration::from_secs(body.ttl_s);
+    let kind = body
+        .fault
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .unwrap_or("");
+    if Action::is_process_kind(kind) {
+        let action: Action = match serde_json::from_value(body.fault) {
+            Ok(a) => a,
+            Err(e) => return refused(format!("fault: {e}")),
+        };
+        return match state
+            .processes
+            .apply(body.scope, action, ttl, body.requester)
+        {
+            Ok(view) => (StatusCode::CREATED, Json(AnyFault::Process(view))).into_response(),
+            Err(e) => refused(e.to_string()),
+        };
+    }
+    let fault: lab_faultproxy::Fault = match serde_json::from_value(body.fault) {
+        Ok(f) => f,
+        Err(e) => return refused(format!("fault: {e}")),
+    };
+    match state.chaos.apply(body.scope, fault, ttl, body.requester) {
+        Ok(active) => (StatusCode::CREATED, Json(AnyFault::Tcp(active))).into_response(),
+        Err(e) => refused(e.to_string()),
     }
 }
 
@@ -109,9 +179,17 @@ async fn remove_fault(
     State(state): State<ControlState>,
     Path(id): Path<lab_faultproxy::FaultId>,
 ) -> StatusCode {
-    match state.chaos.remove(id) {
+    let removed = if state.processes.contains(id) {
+        state
+            .processes
+            .remove(id)
+            .map_err(|_: ProcessFaultError| ())
+    } else {
+        state.chaos.remove(id).map_err(|_| ())
+    };
+    match removed {
         Ok(()) => StatusCode::NO_CONTENT,
-        Err(_) => StatusCode::NOT_FOUND,
+        Err(()) => StatusCode::NOT_FOUND,
     }
 }
 

@@ -18,6 +18,7 @@ pub mod control;
 pub mod datadir;
 pub mod down;
 pub mod edges;
+pub mod faults;
 pub mod infra;
 pub mod plan;
 pub mod ports;

@@ -243,9 +243,9 @@ fn wire_identity(procs: &mut [ProcSpec], wiring: &Wiring) {
     }
 }
 
-/// The services that check identity's access tokens (lab-auth) fetch its key set from it; the
-/// issuer and audience keep lab-auth's defaults, which are identity's. Without identity (no
-/// OpenBao) the URL is empty: tokens are refused (503, no keys) rather than checked against
+/// The services that check identity's access tokens (lab-auth; the BFF for its chaos API's admin
+/// role) fetch its key set from it; the issuer and audience keep lab-auth's defaults, which are
+/// identity's. Without identity (no OpenBao) the URL is empty: tokens are refused (503, no keys) rather than checked against
 /// whatever else might listen on identity's default port, while catalog's break-glass token and
 /// orders' visitor sessions keep working.
 fn wire_token_checks(procs: &mut [ProcSpec]) {
@@ -256,7 +256,7 @@ fn wire_token_checks(procs: &mut [ProcSpec]) {
         .unwrap_or_default();
     for p in procs
         .iter_mut()
-        .filter(|p| matches!(p.service, "catalog" | "orders"))
+        .filter(|p| matches!(p.service, "catalog" | "orders" | "bff"))
     {
         let prefix = lab_config::env_prefix(p.service);
         p.env

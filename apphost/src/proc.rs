@@ -54,6 +54,8 @@ pub async fn stop_foreign(pid: u32, first: Signal, grace: Duration) -> bool {
         return false;
     }
     signal_group(pid, first);
+    // A process paused by chaos would hold the signal until resumed: let it act on it now.
+    signal_group(pid, Signal::SIGCONT);
     let deadline = Instant::now() + grace;
     while alive(pid) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -76,6 +78,8 @@ pub async fn stop_child(child: &mut tokio::process::Child, first: Signal, grace:
         return;
     };
     signal_group(pid, first);
+    // A process paused by chaos would hold the signal until resumed: let it act on it now.
+    signal_group(pid, Signal::SIGCONT);
     if tokio::time::timeout(grace, child.wait()).await.is_err() {
         signal_group(pid, Signal::SIGKILL);
         let _ = child.wait().await;

@@ -273,7 +273,12 @@ async fn watch_health(
     ever_ready: &mut bool,
 ) {
     let url = format!("{}/readyz", spec.url());
+    // Ready at least once since this process started (an unanswered probe is then `Down`, not
+    // `Starting`).
     let mut was_ready = false;
+    // Ready at the last probe: a process that was not ready (a paused process, a dependency
+    // blackholed) and answers again is shown ready again.
+    let mut ready_now = false;
     loop {
         let result = ctx
             .http
@@ -288,7 +293,9 @@ async fn watch_health(
             Err(_) => Health::Down,
         };
         if health == Health::Ready {
-            if !was_ready {
+            if was_ready && !ready_now {
+                ctx.table.set_health(&spec.name, Health::Ready);
+            } else if !was_ready {
                 if let Some(ms) = ctx.table.became_ready(&spec.name) {
                     if !ctx.console.is_tty() || *ever_ready {
                         ctx.console.note(&format!(
@@ -303,14 +310,18 @@ async fn watch_health(
                 *ever_ready = true;
             }
             was_ready = true;
+            ready_now = true;
             let _ = ready.send(true);
         } else {
             if health != Health::Starting {
                 ctx.table.set_health(&spec.name, health);
             }
+            ready_now = false;
             let _ = ready.send(false);
         }
-        let pause = if *ever_ready {
+        // Fast until this process is ready, after a restart too: how long the way back took
+        // is what chaos measures.
+        let pause = if was_ready {
             POLL_RUNNING
         } else {
             POLL_STARTING

@@ -16,6 +16,7 @@ use crate::cluster::{self, InfraArgs};
 use crate::console::Console;
 use crate::control::{self, ControlState};
 use crate::datadir::{ApphostInfo, DataDir, Secrets, State};
+use crate::faults::ProcessFaults;
 use crate::supervisor::{self, Ctx, Supervised};
 use crate::table::{Health, ProcessInfo, ProcessTable};
 use crate::{plan, ports, proc, status};
@@ -88,6 +89,19 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         .await
         .context("cannot put fault proxies on the edges")?;
 
+    // The control API's address is known before the services start, so the BFF is told where
+    // to relay chaos to.
+    let control_listener = control::bind()
+        .await
+        .context("cannot open the control API")?;
+    let control_addr = control_listener.local_addr()?;
+    for bff in specs.iter_mut().filter(|s| s.service == "bff") {
+        bff.env.push((
+            format!("{}CHAOS__APPHOST_URL", lab_config::env_prefix("bff")),
+            format!("http://{control_addr}"),
+        ));
+    }
+
     let table = ProcessTable::default();
     for row in infra.rows.iter().cloned() {
         table.add(row);
@@ -128,26 +142,44 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
     });
     let procs = supervisor::start(&ctx, &specs);
     let control_stop = CancellationToken::new();
-    let commands = procs
+    let commands: BTreeMap<String, _> = procs
         .iter()
         .map(|p| (p.name.clone(), p.control.clone()))
         .collect();
+    let commands = Arc::new(commands);
+    let relaunch = infra
+        .rows
+        .iter()
+        .any(|r| r.pid.is_some())
+        .then(|| cluster::Relaunch {
+            dir: dir.clone(),
+            secrets: secrets.clone(),
+            dist_port: state.ports.get("rabbitmq-dist").copied().unwrap_or(0),
+        });
+    let process_faults = ProcessFaults::start(
+        table.clone(),
+        commands.clone(),
+        relaunch,
+        edges.chaos.clone(),
+        &tracker,
+        control_stop.clone(),
+    );
     let control_state = ControlState {
         table: table.clone(),
-        commands: Arc::new(commands),
+        commands,
         chaos: edges.chaos.clone(),
+        processes: process_faults.clone(),
     };
     let bff_url = format!(
         "http://{}",
         addrs.get("bff").copied().unwrap_or(args.listen)
     );
-    let control_addr = match control::serve(control_state, control_stop.clone(), &tracker).await {
-        Ok(a) => a,
-        Err(e) => {
-            supervisor::stop_all(procs).await;
-            return Err(e).context("cannot open the control API");
-        }
-    };
+    control::serve(
+        control_listener,
+        control_state,
+        control_stop.clone(),
+        &tracker,
+    );
     let info = ApphostInfo {
         pid: std::process::id(),
         control_url: format!("http://{control_addr}"),
@@ -174,6 +206,9 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
         }
     };
     console.note("stopping services (infrastructure keeps running; `lab down` stops it)");
+    // Nothing stays paused: not the services about to be stopped, not the infrastructure that
+    // keeps running.
+    process_faults.resume_all();
     supervisor::stop_all(procs).await;
     control_stop.cancel();
     // The services are gone: their edges can close.

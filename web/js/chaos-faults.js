@@ -1,31 +1,16 @@
-// The /chaos page's fault controls: the form that injects an HTTP-level fault on a target
-// (`POST /api/chaos/faults`), the active faults with their time left counting down and a stop
-// button each (`DELETE /api/chaos/faults/{id}`), kept current by `GET /api/chaos` and the
-// `chaos` events every viewer gets; and the faults this BFF cannot inject yet, shown disabled
-// with the reason rather than hidden.
+// The /chaos page's fault controls: the form that injects a fault (`POST /api/chaos/faults`) —
+// HTTP-level on a service, or TCP on an edge and process faults relayed to the apphost (the
+// `chaos-layers` module) — the active faults of every layer with their time left counting down
+// and a stop button each (`DELETE /api/chaos/faults/{id}`), kept current by `GET /api/chaos` and
+// the `chaos` events every viewer gets; and what this visitor may not do, shown disabled with
+// the reason rather than hidden.
 
 import { el, fill, postJson, problemText } from './dom.js';
 import { on } from './live.js';
+import * as layers from './chaos-layers.js';
 
 /** How often the time left is redrawn (ms). */
 const TICK_MS = 250;
-
-/** What each `not_here` kind is, and the group (with its reason) it is shown in. */
-const NOT_HERE = {
-  pause: ['pause (SIGSTOP, auto-resume)', 'process'],
-  kill: ['kill -9 (supervisor restarts it)', 'process'],
-  restart: ['graceful restart', 'process'],
-  'tcp-latency': ['TCP latency', 'edge'],
-  reset: ['connection reset', 'edge'],
-  blackhole: ['blackhole', 'edge'],
-  bandwidth: ['bandwidth limit', 'edge'],
-};
-/** Why each group is not available yet. */
-const GROUPS = {
-  process: 'Process faults on an instance: not available yet, they need the apphost supervisor.',
-  edge: 'TCP faults on a dependency edge (PostgreSQL, Redis, RabbitMQ, OpenBao): not available yet, they need the fault proxy.',
-  other: 'Not available on this BFF yet.',
-};
 
 let faults = [];
 /** Server clock minus this browser's, from `GET /api/chaos` (expiries are server times). */
@@ -37,12 +22,17 @@ export function onFaults(handler) {
   listeners.push(handler);
 }
 
-function describe(fault) {
+function describeHttp(fault) {
   const parts = [];
   if (fault.status) parts.push(`${fault.status} on ${Math.round((fault.probability ?? 1) * 100)} % of calls`);
   if (fault.latency_ms) parts.push(`+${fault.latency_ms} ms`);
   if (fault.trips_breaker) parts.push('counts against the breaker');
   return parts.join(', ') || 'no effect';
+}
+
+/** One line for any fault. */
+function describe(record) {
+  return record.layer && record.layer !== 'http' ? layers.describe(record) : describeHttp(record.fault || {});
 }
 
 function leftMs(record) {
@@ -58,8 +48,8 @@ function drawList() {
   fill(list, faults.map((record) => {
     const stop = el('button', { type: 'button', 'data-stop': record.id, 'aria-label': `Stop the fault on ${record.target}` }, 'Stop');
     stop.addEventListener('click', () => remove(record, stop));
-    return el('li', { class: 'fault-item', 'data-target': record.target, 'data-id': record.id },
-      el('strong', {}, record.target), ' ', el('span', {}, describe(record.fault)), ' ',
+    return el('li', { class: 'fault-item', 'data-target': record.target, 'data-id': record.id, 'data-layer': record.layer || 'http' },
+      el('strong', {}, record.target), ' ', el('span', {}, describe(record)), ' ',
       el('span', { class: 'left', 'data-left': record.id, 'aria-live': 'off' }, ''), ' ', stop);
   }));
   tick();
@@ -92,7 +82,9 @@ async function refresh() {
     if (first) skewMs = first.expires_at_ms - first.expires_in_ms - Date.now();
     showTargets(state.targets || []);
     showLimits(state.limits);
-    showNotHere(state.not_here || []);
+    layers.showOffer(state);
+    showNotHere();
+    syncLayer();
     setFaults(state.faults);
   } catch (error) {
     document.getElementById('fault-result').textContent = `The chaos state is not available: ${error}`;
@@ -108,34 +100,44 @@ function showTargets(targets) {
 function showLimits(limits) {
   if (!limits) return;
   document.getElementById('limits').textContent =
-    `HTTP-level faults on the BFF → service edges, on every replica of the service: at most ${limits.max_duration_s} s each, ` +
-    `${limits.max_active} at once, latency up to ${limits.max_latency_ms} ms. Each ends by itself.`;
+    'HTTP faults act on every replica of a service, TCP faults on a connection (one edge or every edge of a target), ' +
+    `process faults on one instance. A visitor's fault lasts at most ${limits.max_duration_s} s, ` +
+    `${limits.max_visitor_faults ?? limits.max_active} at once across the layers; HTTP latency up to ${limits.max_latency_ms} ms. Each ends by itself.`;
   const form = document.getElementById('fault-form');
   form.elements.duration_s.max = limits.max_duration_s;
   form.elements.latency_ms.max = limits.max_latency_ms;
 }
 
-function showNotHere(kinds) {
-  const groups = new Map();
-  for (const kind of kinds) {
-    const [what, group] = NOT_HERE[kind] || [kind, 'other'];
-    if (!groups.has(group)) groups.set(group, []);
-    groups.get(group).push(what);
-  }
-  fill(document.getElementById('not-here'), [...groups.entries()].map(([group, names]) => {
-    const id = `nh-${group}`;
+function showNotHere() {
+  fill(document.getElementById('not-here'), layers.notAvailable().map(({ reason, names }, i) => {
+    const id = `nh-${i}`;
     return el('li', {},
-      el('p', { class: 'muted', id }, GROUPS[group] || GROUPS.other),
+      el('p', { class: 'muted', id }, reason),
       el('div', { class: 'nh-buttons' }, names.map((what) =>
         el('button', { type: 'button', disabled: true, 'aria-describedby': id }, what))));
   }));
 }
 
+/** Shows the controls of the chosen layer only. */
+function syncLayer() {
+  const form = document.getElementById('fault-form');
+  const layer = form.elements.layer.value;
+  for (const node of form.querySelectorAll('[data-layer]')) {
+    const used = node.dataset.layer === layer;
+    node.hidden = !used;
+    for (const input of node.querySelectorAll('input, select')) input.disabled = !used;
+  }
+  if (layer === 'http') syncKind();
+  layers.syncTcpKind(form);
+  form.elements.duration_s.disabled = false;
+}
+
 function syncKind() {
   const form = document.getElementById('fault-form');
   const kind = form.elements.kind.value;
+  const http = form.elements.layer.value === 'http';
   for (const label of form.querySelectorAll('[data-for]')) {
-    const used = kind === 'both' || kind === label.dataset.for;
+    const used = http && (kind === 'both' || kind === label.dataset.for);
     label.hidden = !used;
     for (const input of label.querySelectorAll('input')) input.disabled = !used;
   }
@@ -146,19 +148,24 @@ async function inject(event) {
   const form = event.currentTarget;
   const f = form.elements;
   const kind = f.kind.value;
-  const body = { target: f.target.value, duration_s: Number(f.duration_s.value), trips_breaker: f.trips_breaker.checked };
-  if (kind !== 'latency') {
-    body.status = Number(f.status.value);
-    body.probability = Number(f.probability.value) / 100;
+  let body;
+  if (f.layer.value === 'http') {
+    body = { target: f.target.value, duration_s: Number(f.duration_s.value), trips_breaker: f.trips_breaker.checked };
+    if (kind !== 'latency') {
+      body.status = Number(f.status.value);
+      body.probability = Number(f.probability.value) / 100;
+    }
+    if (kind !== 'status') body.latency_ms = Number(f.latency_ms.value);
+  } else {
+    body = layers.body(form);
   }
-  if (kind !== 'status') body.latency_ms = Number(f.latency_ms.value);
   const button = form.querySelector('button[type=submit]');
   button.disabled = true;
   const result = await postJson('/api/chaos/faults', body);
   button.disabled = false;
   const out = document.getElementById('fault-result');
   if (result.ok) {
-    out.textContent = `Injected on ${result.body.target}: ${describe(result.body.fault)}.`;
+    out.textContent = `Injected on ${result.body.target}: ${describe(result.body)}.`;
     skewMs = result.body.expires_at_ms - result.body.expires_in_ms - Date.now();
     setFaults([...faults.filter((r) => r.id !== result.body.id), result.body]);
   } else {
@@ -190,7 +197,10 @@ export function start() {
   const form = document.getElementById('fault-form');
   form.addEventListener('submit', inject);
   form.elements.kind.addEventListener('change', syncKind);
-  syncKind();
+  form.elements.layer.addEventListener('change', syncLayer);
+  form.elements.tcp_kind.addEventListener('change', () => layers.syncTcpKind(form));
+  form.elements.process.addEventListener('change', layers.syncAction);
+  syncLayer();
   on('chaos', (event) => {
     const data = event.data || {};
     if (Array.isArray(data.faults)) setFaults(data.faults);

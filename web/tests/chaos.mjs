@@ -8,10 +8,12 @@
 // (with traffic the test drives through `/api/products` from outside the page) the scoreboard's
 // 5xx column go red; sees the fault end by itself and the recovery (the badge gone, catalog
 // answering, a snapshot without 5xx); sees the invariants panel report every invariant held and
-// the process faults shown disabled; injects a fault that counts against the breaker and sees
-// catalog's replica ejected with its time until probe (topology, scoreboard, console), stops it
-// and sees the probe let it back in; stops a latency fault with its Stop button from the
-// keyboard; checks Tab shows focus; then resizes to 360 px and checks nothing overflows
+// what a visitor may not do shown disabled with the reason; injects a fault that counts against
+// the breaker and sees catalog's replica ejected with its time until probe (topology, scoreboard,
+// console), stops it and sees the probe let it back in; stops a latency fault with its Stop button
+// from the keyboard; when the BFF has an apphost, injects a TCP latency fault from the form, sees
+// it listed with its time left and stops it, and sees the refused process actions' reason;
+// checks Tab shows focus; then resizes to 360 px and checks nothing overflows
 // horizontally. Saves desktop (light and dark), phone and ejected-replica screenshots.
 // Exits 0 on success, 1 with the reason otherwise. services/bff/tests/api/pages.rs runs it.
 
@@ -60,7 +62,7 @@ async function live(b, base) {
   step('the scoreboard shows a metrics snapshot');
   const disabled = await b.count('#not-here button:disabled');
   if (disabled < 1) throw new Error('the faults not available here are not shown');
-  step(`${disabled} faults shown as not available yet, disabled`);
+  step(`${disabled} faults shown as not available to a visitor, disabled with the reason`);
   await b.waitFor('#inv-summary[data-status="held"]', { timeout: WAIT_MS });
   const held = await b.count('#inv-list li[data-status="held"]');
   const all = await b.count('#inv-list li');
@@ -155,11 +157,48 @@ async function stopByKeyboard(b) {
   step('a 60 s latency fault on orders stopped with its button (console says removed)');
 }
 
+/** A TCP fault through the apphost, when this BFF has one: latency with jitter on catalog's
+ * edges, listed with its time left, then stopped; the refused process actions give their reason. */
+async function tcpFault(b) {
+  if (!(await b.count('#fault-layer option[value=tcp]:not([disabled])'))) {
+    step('no apphost behind this BFF: TCP and process faults not offered');
+    return;
+  }
+  await b.select('#fault-layer', 'tcp');
+  await b.select('#fault-where', 'target:catalog');
+  await b.select('#fault-tcp-kind', 'latency');
+  await b.fill('#fault-form input[name=tcp_ms]', '50');
+  await b.fill('#fault-form input[name=jitter_ms]', '10');
+  await b.fill('#fault-form input[name=duration_s]', '30');
+  await b.click('#fault-form button[type=submit]');
+  const tcp = '#fault-list .fault-item[data-layer="tcp"]';
+  await b.waitFor(tcp, { timeout: WAIT_MS });
+  const left = await b.text(`${tcp} .left`);
+  if (!/s left/.test(left)) throw new Error(`the TCP fault shows no time left: ${left}`);
+  step(`a TCP fault is listed: ${(await b.text(tcp)).replace(/\s+/g, ' ')}`);
+  const refusal = await b.evaluate(() => {
+    const select = document.getElementById('fault-layer');
+    select.value = 'process';
+    select.dispatchEvent(new Event('change'));
+    const process = document.getElementById('fault-process');
+    process.value = 'postgres';
+    process.dispatchEvent(new Event('change'));
+    return document.getElementById('fault-refusal').textContent;
+  });
+  if (!/existing server/.test(refusal)) throw new Error(`no reason shown for the refused process actions: ${refusal}`);
+  step(`process actions refused on postgres, with the reason: ${refusal}`);
+  await b.click(`${tcp} button[data-stop]`);
+  await b.waitFor(tcp, { gone: true, timeout: WAIT_MS });
+  await b.select('#fault-layer', 'http');
+  step('the TCP fault stopped with its button');
+}
+
 await run('chaos.mjs', RUN_BUDGET_MS, async (b, { base, shots }) => {
   await live(b, base);
   await faultAndRecovery(b, base, shots);
   await ejection(b, base, shots);
   await stopByKeyboard(b);
+  await tcpFault(b);
   await b.checkFocusRing();
   await b.checkLiveRegions();
   await b.checkPhone();

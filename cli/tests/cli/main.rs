@@ -9,6 +9,7 @@
 )]
 
 mod chaos;
+mod reactions;
 mod run_errors;
 mod soak;
 mod support;

@@ -194,6 +194,15 @@ impl Chaos {
         Ok(view)
     }
 
+    /// Hands out a fault id no TCP fault will get, for a fault kept elsewhere (the apphost's
+    /// process faults), so every fault of the cluster is named in one id space and
+    /// `DELETE /chaos/faults/{id}` needs no layer.
+    pub fn reserve_id(&self) -> FaultId {
+        let mut state = self.lock();
+        state.next_id += 1;
+        state.next_id
+    }
+
     /// Removes one fault now.
     pub fn remove(&self, id: FaultId) -> Result<(), ChaosError> {
         let mut state = self.lock();

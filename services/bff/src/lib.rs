@@ -65,6 +65,10 @@ pub struct Settings {
     pub proxy: ProxySettings,
     /// CORS origins and whether the BFF is behind TLS (HSTS).
     pub security: SecuritySettings,
+    /// Where the apphost's chaos API is, for TCP and process faults.
+    pub chaos: chaos::relay::ChaosSettings,
+    /// How the chaos API checks a bearer token's admin role (identity's key set).
+    pub auth: lab_auth::AuthSettings,
 }
 
 impl Default for Settings {
@@ -94,6 +98,8 @@ impl Default for Settings {
             edge: edge::EdgeSettings::default(),
             proxy: ProxySettings::default(),
             security: SecuritySettings::default(),
+            chaos: chaos::relay::ChaosSettings::default(),
+            auth: lab_auth::AuthSettings::default(),
         }
     }
 }
@@ -127,6 +133,9 @@ pub(crate) struct AppState {
     pub edge: edge::Edge,
     /// The proxy: its breakers and faults, for the circuit-breaker demo.
     pub proxy: Proxy,
+    /// Checks bearer tokens for the admin role on the chaos API; `None` when no key set is
+    /// configured (every caller is then a visitor).
+    pub verifier: Option<lab_auth::Verifier>,
 }
 
 #[derive(OpenApi)]
@@ -149,6 +158,7 @@ pub(crate) struct AppState {
     components(schemas(
         chaos::faults::FaultRecord,
         chaos::faults::NewFault,
+        chaos::faults::Layer,
         chaos::faults::ChaosState,
         chaos::faults::Limits,
         lab_resilience::HttpFault,
@@ -189,6 +199,16 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let edge = edge::Edge::build(&settings.edge, redis.clone(), &metrics)?;
     // ---- end edge ----
     let proxy = Proxy::new(&settings.instances(), &settings.proxy);
+    // Without identity (`lab up --no-vault`) the key-set URL is empty: nobody is admin.
+    let verifier = if settings.auth.jwks_url.is_empty() {
+        None
+    } else {
+        Some(lab_auth::Verifier::start(
+            settings.auth.clone(),
+            &settings.redis,
+            shutdown.clone(),
+        )?)
+    };
     let state = AppState {
         instance_id: instance_id.clone(),
         settings: Arc::new(settings.clone()),
@@ -197,7 +217,13 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         live: backplane.clone(),
         edge: edge.clone(),
         proxy: proxy.clone(),
+        verifier,
     };
+    tracker.spawn(chaos::relay::watch(
+        state.clone(),
+        leadership.clone(),
+        shutdown.clone(),
+    ));
     tracker.spawn(health::push_loop(
         state.clone(),
         leadership.clone(),

@@ -159,3 +159,45 @@ async fn faults_out_of_bounds_are_422_naming_the_field() {
     let (_, state) = bff.get_json("/api/chaos").await;
     assert_eq!(state["faults"], json!([]), "nothing was applied: {state:#}");
 }
+
+#[tokio::test]
+async fn without_an_apphost_only_http_faults_are_offered_and_tcp_or_process_ones_are_422() {
+    let env = TestEnv::builder().start().await;
+    let stub = Stub::start(Mode::Ok).await;
+    let bff = replica(&env, 1, &stub.url).await;
+
+    let (_, state) = bff.get_json("/api/chaos").await;
+    let (tcp, tcp_problem) = post_fault(
+        &bff,
+        json!({ "layer": "tcp", "target": "postgres", "fault": { "kind": "blackhole" }, "duration_s": 10 }),
+    )
+    .await;
+    let (process, process_problem) = post_fault(
+        &bff,
+        json!({ "layer": "process", "target": "catalog-1", "action": "pause", "duration_s": 10 }),
+    )
+    .await;
+    let (mixed, mixed_problem) = post_fault(
+        &bff,
+        json!({ "target": "catalog", "status": 503, "action": "kill", "duration_s": 10 }),
+    )
+    .await;
+
+    assert_eq!(state["layers"], json!(["http"]), "{state:#}");
+    assert_eq!(state["apphost"], Value::Null);
+    assert!(
+        state["not_here_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("without an apphost")),
+        "{state:#}"
+    );
+    assert_eq!(tcp, 422, "{tcp_problem:#}");
+    assert_eq!(tcp_problem["field"], "layer", "{tcp_problem:#}");
+    assert_eq!(process, 422, "{process_problem:#}");
+    assert_eq!(
+        mixed, 422,
+        "an HTTP fault with a process action: {mixed_problem:#}"
+    );
+    let (_, after) = bff.get_json("/api/chaos").await;
+    assert_eq!(after["faults"], json!([]), "{after:#}");
+}

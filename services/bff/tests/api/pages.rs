@@ -14,6 +14,87 @@ use lab_test_support::{TestApp, TestEnv, free_port};
 
 use crate::helpers::{settings, spawn_app, spawn_bff};
 
+/// The apphost's chaos control plane in-process: the registry and the control API `lab up`
+/// serves, one real fault proxy on the BFF → catalog edge, and a process table with catalog and
+/// an existing PostgreSQL (which the visitor may not touch, shown as such).
+struct Apphost {
+    url: String,
+    _proxy: lab_faultproxy::Proxy,
+    shutdown: tokio_util::sync::CancellationToken,
+}
+
+impl Apphost {
+    async fn start(upstreams: &mut [(&'static str, String)]) -> Self {
+        use lab_apphost::table::{Health, ProcessInfo, ProcessTable};
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let tracker = tokio_util::task::TaskTracker::new();
+        let chaos = lab_faultproxy::Chaos::start(&tracker, shutdown.clone());
+        let catalog = upstreams.iter_mut().find(|(s, _)| *s == "catalog").unwrap();
+        let upstream = catalog.1.trim_start_matches("http://").parse().unwrap();
+        let proxy = lab_faultproxy::Proxy::start(
+            lab_faultproxy::ProxyConfig {
+                name: "bff→catalog".into(),
+                listen: "127.0.0.1:0".parse().unwrap(),
+                upstream,
+            },
+            &shutdown,
+        )
+        .await
+        .unwrap();
+        chaos.add_edge(&proxy, ["bff", "catalog"]).unwrap();
+        catalog.1 = format!("http://{}", proxy.local_addr());
+        let table = ProcessTable::default();
+        for (name, kind) in [("catalog", "service"), ("postgres", "infra")] {
+            table.add(ProcessInfo {
+                name: name.into(),
+                kind: kind.into(),
+                replica: 1,
+                pid: None,
+                port: 0,
+                url: String::new(),
+                health: Health::Ready,
+                restarts: 0,
+                uptime_s: None,
+                ready_ms: None,
+                last_error: None,
+            });
+        }
+        let commands = std::sync::Arc::new(std::collections::BTreeMap::new());
+        let processes = lab_apphost::faults::ProcessFaults::start(
+            table.clone(),
+            commands.clone(),
+            None,
+            chaos.clone(),
+            &tracker,
+            shutdown.clone(),
+        );
+        let listener = lab_apphost::control::bind().await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        lab_apphost::control::serve(
+            listener,
+            lab_apphost::control::ControlState {
+                table,
+                commands,
+                chaos,
+                processes,
+            },
+            shutdown.clone(),
+            &tracker,
+        );
+        Self {
+            url,
+            _proxy: proxy,
+            shutdown,
+        }
+    }
+}
+
+impl Drop for Apphost {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
 fn header(response: &reqwest::Response, name: &str) -> String {
     response
         .headers()
@@ -303,13 +384,17 @@ async fn chaos_page_cluster() -> (String, Cluster, TestApp) {
         ..Options::default()
     })
     .await;
-    let upstreams = cluster.upstreams();
+    let mut upstreams = cluster.upstreams();
+    // The apphost's control plane, as `lab up` runs it, with a fault proxy in front of catalog:
+    // the page offers TCP and process faults through it.
+    let apphost = Apphost::start(&mut upstreams).await;
     let mut bff_settings = settings(&cluster.env, &upstreams);
     // Journeys often enough that the page shows one within the test.
     bff_settings.journeys = lab_bff::journeys::JourneySettings {
         enabled: true,
         every_s: 2,
     };
+    bff_settings.chaos.apphost_url = Some(apphost.url.clone());
     let bff = cluster.env.spawn(lab_bff::build, bff_settings).await;
     (bff.url(""), cluster, bff)
 }
