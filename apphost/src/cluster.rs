@@ -249,10 +249,21 @@ async fn prepare(
         (None, Some(p)) => rabbitmq::url(p),
         (None, None) => anyhow::bail!("no RabbitMQ: pass --amqp-url"),
     };
+    // A server this cluster does not own may carry another cluster too: give this one its own
+    // names there. Stable per data directory, so a restarted cluster finds its queues again.
+    let namespace = namespace(dir.root());
     Ok(Wiring {
         database_urls,
         redis_url,
         amqp_url,
+        redis_prefix: match args.redis_url {
+            Some(_) => format!("{namespace}:"),
+            None => String::new(),
+        },
+        amqp_prefix: match args.amqp_url {
+            Some(_) => format!("{namespace}."),
+            None => String::new(),
+        },
         vault_addr: vault.as_ref().map(|v| v.addr().to_owned()),
         vault_token: vault.as_ref().map(|_| match &args.vault_addr {
             Some(_) => args.vault_token.clone().unwrap_or_default(),
@@ -261,6 +272,14 @@ async fn prepare(
         psp_cert_dir: dir.root().join("psp-certs"),
         bff_session_key: secrets.bff_session_key.clone(),
     })
+}
+
+/// The cluster's name on shared servers: `lab-` and the CRC-32 of its data directory's path.
+fn namespace(root: &std::path::Path) -> String {
+    format!(
+        "lab-{:08x}",
+        crc32fast::hash(root.as_os_str().as_encoded_bytes())
+    )
 }
 
 /// Rows for the process table: private instances with their pid, external servers without.

@@ -54,6 +54,13 @@ pub struct Wiring {
     pub redis_url: String,
     /// `amqp://…`
     pub amqp_url: String,
+    /// Prepended to every Redis key and channel of this cluster's processes; empty on a private
+    /// Redis. On a server another cluster may share (`--redis-url`), a per-cluster namespace, so
+    /// two clusters never read each other's buckets, faults or live events.
+    pub redis_prefix: String,
+    /// Prepended to every exchange and queue name, for the same reason: on a shared broker
+    /// (`--amqp-url`) two clusters would otherwise consume each other's saga messages.
+    pub amqp_prefix: String,
     /// OpenBao's address, when it is in play.
     pub vault_addr: Option<String>,
     /// A token for it (the private server's root token, or `--vault-token`): identity keeps its
@@ -136,9 +143,18 @@ pub fn plan(wiring: &Wiring, mut listen: impl FnMut(&str) -> SocketAddr) -> Vec<
             }
             if s.redis {
                 env.push((format!("{prefix}REDIS__URL"), wiring.redis_url.clone()));
+                if !wiring.redis_prefix.is_empty() {
+                    env.push((
+                        format!("{prefix}REDIS__PREFIX"),
+                        wiring.redis_prefix.clone(),
+                    ));
+                }
             }
             if s.amqp {
                 env.push((format!("{prefix}AMQP__URL"), wiring.amqp_url.clone()));
+                if !wiring.amqp_prefix.is_empty() {
+                    env.push((format!("{prefix}AMQP__PREFIX"), wiring.amqp_prefix.clone()));
+                }
             }
             procs.push(ProcSpec {
                 name,
@@ -306,6 +322,8 @@ mod tests {
             database_urls: [("catalog".to_owned(), "postgres://c".to_owned())].into(),
             redis_url: "redis://r".into(),
             amqp_url: "amqp://a".into(),
+            redis_prefix: String::new(),
+            amqp_prefix: String::new(),
             vault_addr: Some("http://v".into()),
             vault_token: Some("t".into()),
             psp_cert_dir: "/lab/psp-certs".into(),
@@ -396,6 +414,44 @@ mod tests {
     }
 
     #[test]
+    fn on_shared_servers_every_process_gets_the_cluster_namespace() {
+        let mut wiring = Wiring {
+            database_urls: Default::default(),
+            redis_url: "redis://r".into(),
+            amqp_url: "amqp://a".into(),
+            redis_prefix: "lab-0000beef:".into(),
+            amqp_prefix: "lab-0000beef.".into(),
+            vault_addr: None,
+            vault_token: None,
+            psp_cert_dir: "/lab/psp-certs".into(),
+            bff_session_key: String::new(),
+        };
+        let procs = plan(&wiring, |_| crate::ports::loopback(0));
+        let (mut redis, mut amqp) = (0, 0);
+        for p in &procs {
+            let prefix = lab_config::env_prefix(p.service);
+            let env: std::collections::BTreeMap<_, _> = p.env.iter().cloned().collect();
+            if env.contains_key(&format!("{prefix}REDIS__URL")) {
+                assert_eq!(env[&format!("{prefix}REDIS__PREFIX")], "lab-0000beef:");
+                redis += 1;
+            }
+            if env.contains_key(&format!("{prefix}AMQP__URL")) {
+                assert_eq!(env[&format!("{prefix}AMQP__PREFIX")], "lab-0000beef.");
+                amqp += 1;
+            }
+        }
+        assert!(redis >= 3 && amqp >= 4, "redis {redis}, amqp {amqp}");
+        wiring.redis_prefix.clear();
+        wiring.amqp_prefix.clear();
+        let procs = plan(&wiring, |_| crate::ports::loopback(0));
+        assert!(
+            procs
+                .iter()
+                .all(|p| p.env.iter().all(|(k, _)| !k.ends_with("__PREFIX")))
+        );
+    }
+
+    #[test]
     fn with_openbao_every_database_service_leases_its_login_and_without_it_none_does() {
         let mut wiring = Wiring {
             database_urls: lab_db::bootstrap::SCHEMA_SERVICES
@@ -404,6 +460,8 @@ mod tests {
                 .collect(),
             redis_url: "redis://r".into(),
             amqp_url: "amqp://a".into(),
+            redis_prefix: String::new(),
+            amqp_prefix: String::new(),
             vault_addr: Some("http://v".into()),
             vault_token: Some("t".into()),
             psp_cert_dir: "/lab/psp-certs".into(),
@@ -435,6 +493,8 @@ mod tests {
             database_urls: Default::default(),
             redis_url: "redis://r".into(),
             amqp_url: "amqp://a".into(),
+            redis_prefix: String::new(),
+            amqp_prefix: String::new(),
             vault_addr: None,
             vault_token: None,
             psp_cert_dir: "/lab/psp-certs".into(),
