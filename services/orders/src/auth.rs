@@ -19,6 +19,13 @@ impl FromRef<AppState> for Verifier {
     }
 }
 
+/// Orders' administrators hold the `admin` role; it has no break-glass token.
+impl FromRef<AppState> for lab_auth::AdminGate {
+    fn from_ref(state: &AppState) -> Self {
+        lab_auth::AdminGate::new(None, Some(state.verifier.clone()))
+    }
+}
+
 /// Header carrying a visitor's session: the BFF sets it from its session cookie.
 pub const CUSTOMER_HEADER: &str = "x-lab-customer";
 
