@@ -6,7 +6,7 @@ use lab_test_support::TestApp;
 use lab_test_support::identity::{ADMIN_EMAIL, client_token, signed_in};
 use serde_json::{Value, json};
 
-use crate::helpers::signed_in_shop;
+use crate::helpers::{line, signed_in_shop};
 
 async fn call(
     app: &TestApp,
@@ -170,4 +170,45 @@ async fn a_demo_pause_lifts_itself_and_never_touches_the_operators_pause() {
         "a demo cannot lift the operator's pause"
     );
     assert_eq!(admin_view["paused"], true);
+}
+
+#[tokio::test]
+async fn only_the_demo_token_may_ask_for_a_short_payment_window_and_only_within_bounds() {
+    lab_test_support::require_bao!();
+    let shop = signed_in_shop().await;
+    let demo = client_token(&shop.identity).await;
+    let (customer, _) = signed_in(&shop.identity, "someone@example.com").await;
+    let order = |window: u32| json!({ "lines": [line("LAB-MUG", 1)], "provider": "stripe", "payment_window_s": window });
+    let place = |token: Option<String>, body: Value| {
+        let request = shop
+            .orders
+            .client
+            .post(shop.orders.url("/orders"))
+            .header("idempotency-key", uuid::Uuid::now_v7().to_string())
+            .header("x-lab-customer", "demo:window-test")
+            .json(&body);
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+
+    let (by_demo, placed) = place(Some(demo.clone()), order(5)).await;
+    let (too_long, problem) = place(Some(demo), order(31)).await;
+    let (by_visitor, _) = place(None, order(5)).await;
+    let (by_customer, _) = place(Some(customer), order(5)).await;
+
+    assert_eq!(by_demo, 202, "{placed}");
+    assert_eq!(too_long, 422, "{problem}");
+    assert_eq!(problem["field"], "payment_window_s");
+    assert_eq!(by_visitor, 403);
+    assert_eq!(by_customer, 403);
 }
