@@ -4,6 +4,7 @@
 
 import { showHealth, start as startCluster } from './cluster.js';
 import { start as startDemos } from './demos.js';
+import { start as startOpsDemos } from './ops-demos.js';
 import { start as startDecisions } from './adr.js';
 import { connect } from './live.js';
 import { start as startSaga } from './saga.js';
@@ -11,6 +12,7 @@ import { start as startSaga } from './saga.js';
 async function main() {
   startCluster();
   startDemos();
+  startOpsDemos();
   startSaga();
   startDecisions();
   try {

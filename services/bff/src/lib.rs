@@ -20,6 +20,7 @@ pub mod session;
 // ---- end edge ----
 pub mod proxy;
 mod security;
+pub mod service_token;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -65,6 +66,8 @@ pub struct Settings {
     pub proxy: ProxySettings,
     /// CORS origins and whether the BFF is behind TLS (HSTS).
     pub security: SecuritySettings,
+    /// The BFF as identity's client, for its narrow `demo` token.
+    pub client: service_token::ClientSettings,
 }
 
 impl Default for Settings {
@@ -94,6 +97,7 @@ impl Default for Settings {
             edge: edge::EdgeSettings::default(),
             proxy: ProxySettings::default(),
             security: SecuritySettings::default(),
+            client: service_token::ClientSettings::default(),
         }
     }
 }
@@ -127,6 +131,8 @@ pub(crate) struct AppState {
     pub edge: edge::Edge,
     /// The proxy: its breakers and faults, for the circuit-breaker demo.
     pub proxy: Proxy,
+    /// The narrow `demo`-scoped client token, for demo calls that need authorization.
+    pub service_token: service_token::ServiceToken,
 }
 
 #[derive(OpenApi)]
@@ -140,6 +146,9 @@ pub(crate) struct AppState {
         demo::saga::run_saga,
         demo::breaker::run_breaker,
         demo::revocation::run_revocation,
+        demo::idempotency::run_idempotency,
+        demo::outbox::run_outbox,
+        demo::vault::run_vault_rotation,
         rate_limit::demo::post_rate_limit_demo,
         chaos::invariants::get_invariants,
         chaos::faults::get_chaos,
@@ -160,6 +169,9 @@ pub(crate) struct AppState {
         demo::Step,
         demo::saga::SagaDemo,
         demo::breaker::BreakerDemo,
+        demo::idempotency::IdempotencyDemo,
+        demo::outbox::OutboxDemo,
+        demo::vault::VaultRotationDemo,
         // edge (branch bff-edge)
         rate_limit::RateLimitHealth,
         rate_limit::demo::RateLimitDemo,
@@ -189,6 +201,13 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let edge = edge::Edge::build(&settings.edge, redis.clone(), &metrics)?;
     // ---- end edge ----
     let proxy = Proxy::new(&settings.instances(), &settings.proxy);
+    let identity = settings
+        .instances()
+        .into_iter()
+        .find(|(service, _)| service == "identity")
+        .map(|(_, url)| url);
+    let service_token =
+        service_token::ServiceToken::new(http.clone(), identity, settings.client.clone());
     let state = AppState {
         instance_id: instance_id.clone(),
         settings: Arc::new(settings.clone()),
@@ -197,6 +216,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         live: backplane.clone(),
         edge: edge.clone(),
         proxy: proxy.clone(),
+        service_token,
     };
     tracker.spawn(health::push_loop(
         state.clone(),
@@ -278,6 +298,18 @@ fn routes(state: AppState, proxy: &Proxy) -> axum::Router {
         .route(
             "/api/demo/jti-revocation",
             axum::routing::post(demo::revocation::run_revocation),
+        )
+        .route(
+            "/api/demo/idempotency",
+            axum::routing::post(demo::idempotency::run_idempotency),
+        )
+        .route(
+            "/api/demo/outbox",
+            axum::routing::post(demo::outbox::run_outbox),
+        )
+        .route(
+            "/api/demo/vault-rotation",
+            axum::routing::post(demo::vault::run_vault_rotation),
         )
         .route("/api/chaos", axum::routing::get(chaos::faults::get_chaos))
         .route(

@@ -7,6 +7,7 @@
     reason = "test code: a panic is a failed assertion"
 )]
 
+mod authorized_demos;
 mod breaker_demo;
 mod chaos_faults;
 mod cluster_health;
@@ -14,6 +15,7 @@ mod demos;
 mod faults;
 mod health;
 mod helpers;
+mod idempotency_demo;
 mod invariants;
 mod live;
 mod pages;

@@ -216,9 +216,14 @@ async fn in_chromium_the_lab_page_runs_every_demo_to_a_pass_and_fits_a_phone() {
             return;
         }
     };
+    // The outbox and vault-rotation panels act with the BFF's `demo` token (identity, OpenBao)
+    // and rotate orders' leased login.
+    lab_test_support::require_bao!();
     // The buyer waits on the PSP for the demo to choose, as in the saga demo's own tests.
     let cluster = Cluster::start(Options {
         scenario: lab_psp::Scenario::default(),
+        identity: true,
+        leased_orders: true,
         ..Options::default()
     })
     .await;
