@@ -47,8 +47,9 @@ impl std::fmt::Debug for AdminGate {
 pub enum Grant {
     /// The operator's break-glass token: an administrator.
     BreakGlass,
-    /// A verified access token: an administrator only with the `admin` role.
-    Token(Authenticated),
+    /// A verified access token: an administrator only with the `admin` role (boxed: a verified
+    /// caller is large beside the break-glass marker).
+    Token(Box<Authenticated>),
 }
 
 impl Grant {
@@ -108,7 +109,7 @@ impl AdminGate {
             return Err(unauthorized(&AuthError::NotAccepted));
         };
         let caller = Authenticated::from_request_parts(parts, verifier).await?;
-        Ok(Some(Grant::Token(caller)))
+        Ok(Some(Grant::Token(Box::new(caller))))
     }
 
     /// The caller, who must be present: 401 without an `Authorization` header.
