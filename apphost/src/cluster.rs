@@ -271,6 +271,8 @@ async fn prepare(
         }),
         psp_cert_dir: dir.root().join("psp-certs"),
         bff_session_key: secrets.bff_session_key.clone(),
+        // Fresh each `lab up`: identity and every BFF get it from this one plan.
+        bff_client_secret: crate::datadir::random_secret(),
     })
 }
 

@@ -71,6 +71,9 @@ pub struct Wiring {
     pub psp_cert_dir: std::path::PathBuf,
     /// The key the BFF replicas sign session cookies with (shared, kept across restarts).
     pub bff_session_key: String,
+    /// The secret the BFF proves itself with to get its narrow `demo` client token from
+    /// identity; empty leaves client tokens off (the demos that need one answer 503).
+    pub bff_client_secret: String,
 }
 
 /// One process to run.
@@ -171,6 +174,7 @@ pub fn plan(wiring: &Wiring, mut listen: impl FnMut(&str) -> SocketAddr) -> Vec<
     wire_identity(&mut procs, wiring);
     wire_token_checks(&mut procs);
     wire_bff(&mut procs, wiring);
+    wire_client_token(&mut procs, wiring);
     procs
 }
 
@@ -280,6 +284,24 @@ fn wire_token_checks(procs: &mut [ProcSpec]) {
     }
 }
 
+/// Identity issues the BFF (and only it) a narrow `demo` client token for anonymous demo
+/// calls; both sides get the same secret, and only when identity runs.
+fn wire_client_token(procs: &mut [ProcSpec], wiring: &Wiring) {
+    if wiring.bff_client_secret.is_empty() || !procs.iter().any(|p| p.service == "identity") {
+        return;
+    }
+    for p in procs
+        .iter_mut()
+        .filter(|p| matches!(p.service, "identity" | "bff"))
+    {
+        let prefix = lab_config::env_prefix(p.service);
+        p.env.push((
+            format!("{prefix}CLIENT__SECRET"),
+            wiring.bff_client_secret.clone(),
+        ));
+    }
+}
+
 /// The BFF learns every other instance's URL and starts after all of them.
 fn wire_bff(procs: &mut [ProcSpec], wiring: &Wiring) {
     let mut upstreams: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
@@ -328,6 +350,7 @@ mod tests {
             vault_token: Some("t".into()),
             psp_cert_dir: "/lab/psp-certs".into(),
             bff_session_key: "k".repeat(64),
+            bff_client_secret: "c".repeat(32),
         };
         let mut port = 9000;
         let procs = plan(&wiring, |_| {
@@ -351,6 +374,9 @@ mod tests {
         let bff = procs.last().unwrap();
         let env: std::collections::BTreeMap<_, _> = bff.env.iter().cloned().collect();
         assert_eq!(env["LAB_BFF__EDGE__SESSION__KEY"], "k".repeat(64));
+        assert_eq!(env["LAB_BFF__CLIENT__SECRET"], "c".repeat(32));
+        let identity: std::collections::BTreeMap<_, _> = procs[0].env.iter().cloned().collect();
+        assert_eq!(identity["LAB_IDENTITY__CLIENT__SECRET"], "c".repeat(32));
         assert!(
             env.contains_key("LAB_BFF__AMQP__URL"),
             "the BFF taps the bus"
@@ -466,6 +492,7 @@ mod tests {
             vault_token: Some("t".into()),
             psp_cert_dir: "/lab/psp-certs".into(),
             bff_session_key: String::new(),
+            bff_client_secret: String::new(),
         };
         let procs = plan(&wiring, |_| crate::ports::loopback(0));
         for service in lab_db::bootstrap::SCHEMA_SERVICES {
@@ -499,6 +526,7 @@ mod tests {
             vault_token: None,
             psp_cert_dir: "/lab/psp-certs".into(),
             bff_session_key: "k".repeat(64),
+            bff_client_secret: "c".repeat(32),
         };
         let procs = plan(&wiring, |_| crate::ports::loopback(0));
         assert!(procs.iter().all(|p| p.service != "identity"));

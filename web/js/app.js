@@ -4,6 +4,7 @@
 
 import { showHealth, start as startCluster } from './cluster.js';
 import { start as startDemos } from './demos.js';
+import { start as startOpsDemos } from './ops-demos.js';
 import { start as startDecisions } from './adr.js';
 import { start as startIdentity } from './identity.js';
 import { nameLiveRegions } from './a11y.js';
@@ -13,6 +14,7 @@ import { start as startSaga } from './saga.js';
 async function main() {
   startCluster();
   startDemos();
+  startOpsDemos();
   startSaga();
   startDecisions();
   startIdentity();

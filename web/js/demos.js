@@ -61,7 +61,7 @@ function busy(panel, on) {
 }
 
 /** Runs `path` with `body` in `panel`, then `draw(report)` before the verdict is shown. */
-async function run(panel, path, body, draw) {
+export async function run(panel, path, body, draw) {
   busy(panel, true);
   const answer = await postJson(path, body);
   busy(panel, false);
@@ -225,6 +225,5 @@ export function start() {
   on('cache', (form, panel) => run(panel, '/api/demo/cache', {}, drawCache));
   on('last-unit', (form, panel) => run(panel, '/api/demo/last-unit', numbers(form)));
   on('race', (form, panel) => run(panel, '/api/demo/race', numbers(form), drawRace));
-  on('idempotent-retry', (form, panel) => run(panel, '/api/demo/saga', { scenario: 'idempotent-retry' }));
   on('payment-declined', (form, panel) => run(panel, '/api/demo/saga', { scenario: 'payment-declined' }));
 }

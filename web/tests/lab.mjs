@@ -6,15 +6,17 @@
 // live stream and "live" once it is let through and the first snapshot arrives, runs every
 // "Drive it" panel to a `pass` verdict (the identity panel's sign-in round showing the token's
 // claims and never the token, then the JTI revocation timed in catalog and orders), starts a saga and waits for the message flow to reach
-// `Completed` from the live events (and a last-unit race to one Completed, one Rejected), checks
+// `Completed` from the live events (and a last-unit race to one Completed, one Rejected, and an
+// unpaid order to Cancelled when its payment window expires), checks
 // the decision records are rendered and Tab shows focus, then resizes to 360 px and checks
 // nothing overflows horizontally. Saves desktop, dark and phone screenshots.
 // Exits 0 on success, 1 with the reason otherwise. services/bff/tests/api/pages.rs runs it.
 
 import { run, step } from './browser.mjs';
 
-/** The whole run's bound: a stuck page fails the test instead of hanging it. */
-const RUN_BUDGET_MS = 90_000;
+/** The whole run's bound: a stuck page fails the test instead of hanging it (the outbox and
+ * vault-rotation demos add a few seconds each). */
+const RUN_BUDGET_MS = 120_000;
 /** One demo's bound: the slowest (a saga over RabbitMQ, the breaker's sick upstream) take ~1-2 s. */
 const DEMO_TIMEOUT_MS = 20_000;
 
@@ -63,7 +65,9 @@ async function demos(b) {
   if (wins !== 1 || lost < 1) throw new Error(`race: ${wins} winners, ${lost} 412s`);
   await drive(b, 'cache', '#drive-cache');
   await drive(b, 'last-unit', '#drive-last-unit');
-  await drive(b, 'idempotent-retry', '#drive-idempotent');
+  await drive(b, 'idempotency', '#drive-idempotency');
+  await drive(b, 'outbox', '#drive-outbox');
+  await drive(b, 'vault-rotation', '#drive-vault');
   await drive(b, 'payment-declined', '#drive-declined');
 }
 
@@ -82,6 +86,14 @@ async function sagas(b) {
     throw new Error(`last-unit race: ${await b.text('#flow-result')}`);
   }
   step('last-unit race: one order Completed, one Rejected, from the live events');
+  // The payment-expired saga: the result is replaced, so wait for the busy buttons to free up.
+  await b.click('#saga-form button[data-scenario="payment-expired"]');
+  await b.waitFor('#saga-fail li[data-state="Cancelled"].live', { timeout: DEMO_TIMEOUT_MS });
+  await b.waitFor('#saga-form button[data-scenario="payment-expired"]:not([disabled])', { timeout: DEMO_TIMEOUT_MS });
+  if ((await b.attr('#flow-result [data-verdict]', 'data-verdict')) !== 'pass') {
+    throw new Error(`payment expired: ${await b.text('#flow-result')}`);
+  }
+  step('payment expired: Cancelled from the live events, stock back');
 }
 
 async function breaker(b) {

@@ -4,6 +4,8 @@
 //! - [`jwks`]: the published key set and the rate-limited cache that fetches it from identity.
 //! - [`revocation`]: revoked JTIs in Redis, followed over pub/sub into a local set.
 //! - [`Verifier`]: signature, `iss`, `aud`, `exp`/`nbf` with leeway, revocation, in one call.
+//! - [`admin`]: the one administrator check of every service's admin routes (role or
+//!   break-glass token; a `demo`-scoped client token where a demo needs the route).
 //! - [`extract`]: axum extractors (`Authenticated`, `RequireRole<Admin>`, `RequireScope<_>`)
 //!   answering 401/403 problem+json with `WWW-Authenticate`.
 //!
@@ -23,12 +25,14 @@
 //! known (a token revoked while a service could not hear about it passes until Redis returns
 //! and the subscriber reloads the list, or the token expires).
 
+pub mod admin;
 pub mod extract;
 pub mod jwks;
 pub mod jwt;
 pub mod revocation;
 mod verifier;
 
+pub use admin::{AdminGate, Demo, Grant, RequireAdmin, RequireAdminOr};
 pub use extract::{Admin, Authenticated, RequireRole, RequireScope, RequireUser, Role, Scope};
 pub use jwks::{HttpKeySource, Jwk, Jwks, JwksCache, KeySource};
 pub use jwt::{Audience, Claims, SigningKey};

@@ -68,6 +68,9 @@ pub enum AuthError {
     NotYetValid,
     #[error("the token has been revoked")]
     Revoked,
+    /// A service that takes no identity tokens was shown something other than its admin token.
+    #[error("the bearer token is not valid")]
+    NotAccepted,
 }
 
 /// Why a verifier could not be set up.

@@ -53,6 +53,10 @@ pub struct OrderPlaced {
     pub total: Money,
     /// Which PSP the customer chose: `stripe` or `paypal`.
     pub provider: String,
+    /// A payment window of its own (seconds), instead of checkout's: only the BFF's payment-expiry
+    /// demo asks for one (2–30 s), and orders takes it only with the `demo` scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment_window_s: Option<u32>,
 }
 message!(OrderPlaced, "orders.order-placed");
 

@@ -2,7 +2,8 @@
 //! database mounts: `GET /admin/credentials` (source, redacted lease id, TTL left, rotations, the
 //! last rotation's stages), `POST /admin/credentials/rotate` (rotate now, answer with the report)
 //! and `POST /admin/credentials/ttl` (demo: shorten the lease TTL so rotations come every few
-//! seconds).
+//! seconds); and the demo's bounded variant ([`demo_router`]): `POST /demo/credentials/rotate`,
+//! at most one rotation per [`DEMO_ROTATION_GAP`], the logins' names hidden.
 //!
 //! Who may call them is the service's decision: it wraps [`router`] in its own admin extractor,
 //! as with `lab_messaging::admin`.
@@ -28,6 +29,17 @@ pub fn public_router<S: Clone + Send + Sync + 'static>(credentials: Credentials)
 
 /// What the public status shows instead of a login's name.
 const HIDDEN: &str = "(hidden)";
+/// The least time between two rotations a demo may ask for: each leases a login from OpenBao
+/// and drains a pool, so a visitor clicking fast must not turn them into a load test.
+pub const DEMO_ROTATION_GAP: Duration = Duration::from_secs(5);
+
+/// `POST /demo/credentials/rotate`, with its state; mount behind a check that lets the demo's
+/// caller in (e.g. `lab_auth::RequireAdminOr<Demo>`).
+pub fn demo_router<S: Clone + Send + Sync + 'static>(credentials: Credentials) -> Router<S> {
+    Router::new()
+        .route("/demo/credentials/rotate", post(demo_rotate_credentials))
+        .with_state(credentials)
+}
 
 /// The login's lease and rotations as anybody may see them (the logins' names left out; the lease
 /// id is redacted anyway).
@@ -84,6 +96,46 @@ pub async fn rotate_credentials(
     State(credentials): State<Credentials>,
 ) -> Result<Json<RotationReport>, Problem> {
     credentials.rotate().await.map(Json).map_err(problem)
+}
+
+/// Rotates the login now, as `/admin/credentials/rotate` does, at most once per
+/// [`DEMO_ROTATION_GAP`] (else 429 with `Retry-After`); the logins' names hidden.
+#[utoipa::path(post, path = "/demo/credentials/rotate", tag = "demo", security(("bearer" = [])),
+    responses((status = 200, body = RotationReport), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 409, body = Problem, description = "static login"),
+        (status = 429, body = Problem, description = "rotated moments ago"),
+        (status = 503, body = Problem, description = "OpenBao unreachable")))]
+pub async fn demo_rotate_credentials(
+    State(credentials): State<Credentials>,
+) -> Result<Json<RotationReport>, Problem> {
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis(),
+    )
+    .unwrap_or(u64::MAX);
+    let gap_ms = u64::try_from(DEMO_ROTATION_GAP.as_millis()).unwrap_or(u64::MAX);
+    if let Some(last) = credentials.status().last_rotation {
+        let since = now_ms.saturating_sub(last.started_at_ms);
+        if since < gap_ms {
+            let wait_s = (gap_ms - since).div_ceil(1_000).max(1);
+            return Err(Problem::typed(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rotated-recently",
+                "The login was rotated moments ago",
+            )
+            .detail(format!("a demo may rotate once per {DEMO_ROTATION_GAP:?}"))
+            .header(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(wait_s),
+            ));
+        }
+    }
+    let mut report = credentials.rotate().await.map_err(problem)?;
+    HIDDEN.clone_into(&mut report.old_user);
+    HIDDEN.clone_into(&mut report.new_user);
+    Ok(Json(report))
 }
 
 /// The demo's lease TTL.

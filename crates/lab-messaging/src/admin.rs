@@ -1,7 +1,10 @@
 //! The operator's routes over a service's messaging, one piece of code every service mounts:
 //! `GET /admin/outbox` (backlog, oldest age, pause flag), `POST /admin/outbox/pause`,
 //! `POST /admin/outbox/resume`, `GET /admin/dead-letters` and
-//! `POST /admin/dead-letters/{id}/replay`.
+//! `POST /admin/dead-letters/{id}/replay`; and the demo's bounded variant ([`demo_router`]):
+//! `GET /demo/outbox`, `POST /demo/outbox/pause` (at most [`MAX_DEMO_PAUSE_S`] seconds, lifted
+//! by the database clock whatever happens to the caller) and `POST /demo/outbox/resume` (ends
+//! only such a pause, never the operator's).
 //!
 //! Who may call them is the service's decision: it wraps [`router`] in its own admin extractor,
 //! e.g. `router(admin).route_layer(from_extractor_with_state::<Admin, _>(state))`, so these
@@ -11,7 +14,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::routing::{get, post};
 use lab_http::{Json, Path, Problem};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -19,6 +22,9 @@ use crate::{Broker, MessagingError, Topology, dead_letters, outbox};
 
 /// How many dead letters the list shows, newest first.
 const DEAD_LETTER_PAGE: i64 = 100;
+/// The longest pause a demo may ask for: long enough to watch a backlog build, short enough that
+/// a forgotten one costs the cluster half a minute of delayed events.
+pub const MAX_DEMO_PAUSE_S: u64 = 30;
 
 /// What the routes work on.
 #[derive(Clone)]
@@ -39,6 +45,16 @@ pub fn router<S: Clone + Send + Sync + 'static>(admin: MessagingAdmin) -> Router
         .route("/admin/outbox/resume", post(resume_outbox))
         .route("/admin/dead-letters", get(list_dead_letters))
         .route("/admin/dead-letters/{id}/replay", post(replay_dead_letter))
+        .with_state(admin)
+}
+
+/// The demo's bounded outbox routes, with their state; mount behind a check that lets the demo's
+/// caller in (e.g. `lab_auth::RequireAdminOr<Demo>`).
+pub fn demo_router<S: Clone + Send + Sync + 'static>(admin: MessagingAdmin) -> Router<S> {
+    Router::new()
+        .route("/demo/outbox", get(demo_outbox_status))
+        .route("/demo/outbox/pause", post(demo_pause_outbox))
+        .route("/demo/outbox/resume", post(demo_resume_outbox))
         .with_state(admin)
 }
 
@@ -111,6 +127,70 @@ pub async fn resume_outbox(
         service = admin.topology.service(),
         "outbox resumed by the administrator"
     );
+    view(&admin.pool).await
+}
+
+/// The outbox backlog and pause flag (the demo's view: the same as the operator's).
+#[utoipa::path(get, path = "/demo/outbox", tag = "demo", security(("bearer" = [])),
+    responses((status = 200, body = OutboxView), (status = 401, body = Problem),
+        (status = 403, body = Problem)))]
+pub async fn demo_outbox_status(
+    State(admin): State<MessagingAdmin>,
+) -> Result<Json<OutboxView>, Problem> {
+    view(&admin.pool).await
+}
+
+/// How long the demo pauses the relays.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub struct DemoPause {
+    /// 1 to [`MAX_DEMO_PAUSE_S`] seconds; the relays publish again after it on their own.
+    pub for_s: u64,
+}
+
+/// Pauses the relays for `for_s` seconds at most; 409 while the operator's pause is in force.
+#[utoipa::path(post, path = "/demo/outbox/pause", tag = "demo", security(("bearer" = [])),
+    request_body = DemoPause,
+    responses((status = 200, body = OutboxView), (status = 401, body = Problem),
+        (status = 403, body = Problem), (status = 409, body = Problem),
+        (status = 422, body = Problem)))]
+pub async fn demo_pause_outbox(
+    State(admin): State<MessagingAdmin>,
+    Json(pause): Json<DemoPause>,
+) -> Result<Json<OutboxView>, Problem> {
+    if !(1..=MAX_DEMO_PAUSE_S).contains(&pause.for_s) {
+        return Err(Problem::invalid_field(
+            "for_s",
+            format!("1 to {MAX_DEMO_PAUSE_S} seconds"),
+        ));
+    }
+    let span = std::time::Duration::from_secs(pause.for_s);
+    if !outbox::pause_for(&admin.pool, span)
+        .await
+        .map_err(problem)?
+    {
+        return Err(Problem::typed(
+            axum::http::StatusCode::CONFLICT,
+            "outbox-paused-by-operator",
+            "The operator has paused the outbox",
+        )
+        .detail("a demo cannot change the operator's pause"));
+    }
+    tracing::info!(
+        service = admin.topology.service(),
+        for_s = pause.for_s,
+        "outbox paused for a demo"
+    );
+    view(&admin.pool).await
+}
+
+/// Ends the demo's pause early; the operator's pause, if any, stays.
+#[utoipa::path(post, path = "/demo/outbox/resume", tag = "demo", security(("bearer" = [])),
+    responses((status = 200, body = OutboxView), (status = 401, body = Problem),
+        (status = 403, body = Problem)))]
+pub async fn demo_resume_outbox(
+    State(admin): State<MessagingAdmin>,
+) -> Result<Json<OutboxView>, Problem> {
+    outbox::resume_timed(&admin.pool).await.map_err(problem)?;
     view(&admin.pool).await
 }
 

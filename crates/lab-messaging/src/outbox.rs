@@ -75,10 +75,12 @@ pub(crate) struct Pending {
 /// Whether relays may publish, read under a share lock so that [`pause`] waits for batches in
 /// flight and none starts after it returns.
 pub(crate) async fn paused_for_batch(conn: &mut PgConnection) -> Result<bool, MessagingError> {
-    let paused: bool =
-        sqlx::query_scalar("SELECT paused FROM lab_relay_control WHERE singleton FOR SHARE")
-            .fetch_one(&mut *conn)
-            .await?;
+    let paused: bool = sqlx::query_scalar(
+        "SELECT paused AND (resume_at IS NULL OR resume_at > now()) \
+         FROM lab_relay_control WHERE singleton FOR SHARE",
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     Ok(paused)
 }
 
@@ -155,7 +157,8 @@ pub async fn status(pool: &PgPool) -> Result<OutboxStatus, MessagingError> {
     let (pending, oldest_secs, paused): (i64, Option<f64>, bool) = sqlx::query_as(
         "SELECT count(o.id), \
                 extract(epoch FROM clock_timestamp() - min(o.created_at))::float8, \
-                (SELECT paused FROM lab_relay_control WHERE singleton) \
+                (SELECT paused AND (resume_at IS NULL OR resume_at > now()) \
+                 FROM lab_relay_control WHERE singleton) \
          FROM lab_outbox o WHERE o.sent_at IS NULL",
     )
     .fetch_one(pool)
@@ -180,11 +183,50 @@ pub async fn resume(pool: &PgPool) -> Result<(), MessagingError> {
 
 async fn set_paused(pool: &PgPool, paused: bool) -> Result<(), MessagingError> {
     let mut tx = pool.begin().await?;
-    sqlx::query("UPDATE lab_relay_control SET paused = $1, changed_at = now() WHERE singleton")
-        .bind(paused)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE lab_relay_control SET paused = $1, resume_at = NULL, changed_at = now() \
+         WHERE singleton",
+    )
+    .bind(paused)
+    .execute(&mut *tx)
+    .await?;
     notify(&mut tx).await?;
     tx.commit().await?;
     Ok(())
+}
+
+/// Pauses the relays for `span` only: they publish again at its end on their next sweep, even
+/// if whoever paused them is gone. Never shortens or replaces an operator's open-ended pause;
+/// `false` when one is in force.
+pub async fn pause_for(pool: &PgPool, span: Duration) -> Result<bool, MessagingError> {
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query(
+        "UPDATE lab_relay_control \
+         SET paused = true, resume_at = now() + make_interval(secs => $1), changed_at = now() \
+         WHERE singleton AND NOT (paused AND resume_at IS NULL)",
+    )
+    .bind(span.as_secs_f64())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    tx.commit().await?;
+    Ok(done)
+}
+
+/// Ends a pause made by [`pause_for`] early and wakes the relays; an operator's open-ended
+/// pause stays. `false` when there was no timed pause to end.
+pub async fn resume_timed(pool: &PgPool) -> Result<bool, MessagingError> {
+    let mut tx = pool.begin().await?;
+    let done = sqlx::query(
+        "UPDATE lab_relay_control SET paused = false, resume_at = NULL, changed_at = now() \
+         WHERE singleton AND paused AND resume_at IS NOT NULL",
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    notify(&mut tx).await?;
+    tx.commit().await?;
+    Ok(done)
 }

@@ -48,6 +48,9 @@ pub struct Options {
     /// Identity too (with an OpenBao dev server for its keys), and catalog and orders checking
     /// its tokens; off by default (it needs `bao`).
     pub identity: bool,
+    /// Orders on a login leased from OpenBao (rotatable), not the static one; needs
+    /// [`Options::identity`], which brings OpenBao.
+    pub leased_orders: bool,
 }
 
 impl Default for Options {
@@ -59,6 +62,7 @@ impl Default for Options {
             },
             timeouts: lab_checkout::TimeoutSettings::default(),
             identity: false,
+            leased_orders: false,
         }
     }
 }
@@ -103,6 +107,13 @@ impl Cluster {
                     addr: env.vault().addr.clone(),
                     token: lab_config::SecretString::new(env.vault().root_token.clone()),
                     ..lab_identity::VaultSettings::default()
+                },
+                // The BFF's narrow `demo` token (the BFF's test settings use the same secret).
+                client: lab_identity::ClientSettings {
+                    secret: lab_config::SecretString::new(
+                        lab_test_support::identity::CLIENT_SECRET,
+                    ),
+                    ..lab_identity::ClientSettings::default()
                 },
                 ..lab_identity::Settings::default()
             };
@@ -186,12 +197,17 @@ impl Cluster {
         let checkout = env
             .spawn(lab_checkout::build, checkout_settings.clone())
             .await;
+        let orders_database = if options.leased_orders {
+            env.vault_database(lab_orders::NAME).await
+        } else {
+            env.database(lab_orders::NAME)
+        };
         let orders = env
             .spawn(
                 lab_orders::build,
                 lab_orders::Settings {
                     http: env.http(1),
-                    database: env.database(lab_orders::NAME),
+                    database: orders_database,
                     amqp: env.amqp(),
                     redis: env.redis(),
                     auth,

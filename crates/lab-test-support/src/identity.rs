@@ -75,3 +75,24 @@ pub async fn logout(identity: &TestApp, access_token: &str) {
     let (status, body) = post(identity, "/logout", json!({}), Some(access_token)).await;
     assert_eq!(status, 204, "{body}");
 }
+
+/// The client secret tests give identity (`client.secret`) and the BFF (`client.secret`), so
+/// identity issues the BFF its narrow `demo` client token.
+pub const CLIENT_SECRET: &str = "lab-test-client-secret";
+
+/// A `demo`-scoped client token from `identity` for the client `bff`, which must have been
+/// started with [`CLIENT_SECRET`]; panics unless 200.
+pub async fn client_token(identity: &TestApp) -> String {
+    let (status, body) = post(
+        identity,
+        "/token/client",
+        json!({"client_id": "bff", "client_secret": CLIENT_SECRET}),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    body["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}

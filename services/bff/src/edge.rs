@@ -99,6 +99,16 @@ impl Edge {
             .with_state(self.rate_limiter.clone())
     }
 
+    /// `routes` behind the edge's idempotency replay alone: the idempotency demo sends its
+    /// requests through this, in-process, so the real replay answers them (the demo's own route
+    /// is already behind the session and the rate limit of the demo class).
+    pub fn replayed(&self, routes: Router) -> Router {
+        routes.layer(axum::middleware::from_fn_with_state(
+            self.replay.clone(),
+            crate::replay::replay,
+        ))
+    }
+
     /// `routes` behind the edge middleware.
     pub fn wrap(&self, routes: Router) -> Router {
         // The last layer added is the outermost: sessions run first.

@@ -20,6 +20,7 @@ pub mod session;
 // ---- end edge ----
 pub mod proxy;
 mod security;
+pub mod service_token;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -69,6 +70,8 @@ pub struct Settings {
     pub chaos: chaos::relay::ChaosSettings,
     /// How the chaos API checks a bearer token's admin role (identity's key set).
     pub auth: lab_auth::AuthSettings,
+    /// The BFF as identity's client, for its narrow `demo` token.
+    pub client: service_token::ClientSettings,
 }
 
 impl Default for Settings {
@@ -100,6 +103,7 @@ impl Default for Settings {
             security: SecuritySettings::default(),
             chaos: chaos::relay::ChaosSettings::default(),
             auth: lab_auth::AuthSettings::default(),
+            client: service_token::ClientSettings::default(),
         }
     }
 }
@@ -136,6 +140,8 @@ pub(crate) struct AppState {
     /// Checks bearer tokens for the admin role on the chaos API; `None` when no key set is
     /// configured (every caller is then a visitor).
     pub verifier: Option<lab_auth::Verifier>,
+    /// The narrow `demo`-scoped client token, for demo calls that need authorization.
+    pub service_token: service_token::ServiceToken,
 }
 
 #[derive(OpenApi)]
@@ -149,6 +155,9 @@ pub(crate) struct AppState {
         demo::saga::run_saga,
         demo::breaker::run_breaker,
         demo::revocation::run_revocation,
+        demo::idempotency::run_idempotency,
+        demo::outbox::run_outbox,
+        demo::vault::run_vault_rotation,
         rate_limit::demo::post_rate_limit_demo,
         chaos::invariants::get_invariants,
         chaos::faults::get_chaos,
@@ -170,6 +179,9 @@ pub(crate) struct AppState {
         demo::Step,
         demo::saga::SagaDemo,
         demo::breaker::BreakerDemo,
+        demo::idempotency::IdempotencyDemo,
+        demo::outbox::OutboxDemo,
+        demo::vault::VaultRotationDemo,
         // edge (branch bff-edge)
         rate_limit::RateLimitHealth,
         rate_limit::demo::RateLimitDemo,
@@ -209,6 +221,13 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             shutdown.clone(),
         )?)
     };
+    let identity = settings
+        .instances()
+        .into_iter()
+        .find(|(service, _)| service == "identity")
+        .map(|(_, url)| url);
+    let service_token =
+        service_token::ServiceToken::new(http.clone(), identity, settings.client.clone());
     let state = AppState {
         instance_id: instance_id.clone(),
         settings: Arc::new(settings.clone()),
@@ -218,6 +237,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         edge: edge.clone(),
         proxy: proxy.clone(),
         verifier,
+        service_token,
     };
     tracker.spawn(chaos::relay::watch(
         state.clone(),
@@ -304,6 +324,18 @@ fn routes(state: AppState, proxy: &Proxy) -> axum::Router {
         .route(
             "/api/demo/jti-revocation",
             axum::routing::post(demo::revocation::run_revocation),
+        )
+        .route(
+            "/api/demo/idempotency",
+            axum::routing::post(demo::idempotency::run_idempotency),
+        )
+        .route(
+            "/api/demo/outbox",
+            axum::routing::post(demo::outbox::run_outbox),
+        )
+        .route(
+            "/api/demo/vault-rotation",
+            axum::routing::post(demo::vault::run_vault_rotation),
         )
         .route("/api/chaos", axum::routing::get(chaos::faults::get_chaos))
         .route(

@@ -54,7 +54,8 @@ pub enum SessionError {
 pub struct SessionId(String);
 
 impl SessionId {
-    fn random() -> Self {
+    /// A new session id (also the idempotency demo's one-run buyer).
+    pub(crate) fn random() -> Self {
         let bytes: [u8; 16] = rand::rng().random();
         Self(hex::encode(bytes))
     }

@@ -179,11 +179,15 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             .connect_timeout(Duration::from_millis(500))
             .build()?,
         self_url: self_url.clone(),
+        admin: lab_auth::AdminGate::new(
+            settings.admin_token.as_ref().map(|t| t.expose()),
+            Some(verifier.clone()),
+        ),
         verifier,
     };
-    // The shared credential routes answer administrators only (crate::auth).
+    // The shared credential routes answer administrators only (lab_auth::admin).
     let credentials_admin = lab_db::admin::router(db.credentials.clone()).route_layer(
-        axum::middleware::from_extractor_with_state::<auth::RequireAdmin, routes::AppState>(
+        axum::middleware::from_extractor_with_state::<lab_auth::RequireAdmin, routes::AppState>(
             state.clone(),
         ),
     );

@@ -32,6 +32,8 @@ pub struct AppState {
     pub self_url: Arc<std::sync::OnceLock<String>>,
     /// Checks identity's access tokens on the administrator's routes.
     pub verifier: lab_auth::Verifier,
+    /// Who is an administrator: the `admin` role, or the break-glass token.
+    pub admin: lab_auth::AdminGate,
 }
 
 pub fn router(state: AppState) -> Router {

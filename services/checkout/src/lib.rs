@@ -8,7 +8,6 @@
 //! A library with a thin entry point: [`build`] wires settings to a bound [`Application`]; the
 //! `lab` binary runs it as `lab run checkout`, the tests run it in-process on port 0.
 
-mod auth;
 pub mod commands;
 pub mod deadlines;
 pub mod invariants;
@@ -19,7 +18,6 @@ pub mod queries;
 pub mod routes;
 pub mod saga;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use lab_config::SecretString;
@@ -188,12 +186,14 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     };
     let state = routes::AppState {
         pool,
-        admin_token: settings.admin_token.clone().map(Arc::new),
+        admin: lab_auth::AdminGate::new(settings.admin_token.as_ref().map(|t| t.expose()), None),
         timeouts,
     };
     // The shared credential routes answer administrators only.
     let credentials_admin = lab_db::admin::router(db.credentials.clone()).route_layer(
-        axum::middleware::from_extractor_with_state::<auth::Admin, routes::AppState>(state.clone()),
+        axum::middleware::from_extractor_with_state::<lab_auth::RequireAdmin, routes::AppState>(
+            state.clone(),
+        ),
     );
     let router = app.router(
         routes::router(state)

@@ -51,9 +51,19 @@ struct Row {
     version: i64,
     provider: String,
     lines: Vec<OrderLine>,
+    /// The order's own payment window, when it asked for one (the demo).
+    payment_window: Option<std::time::Duration>,
 }
 
 impl Row {
+    /// The configured timeouts, with the order's own payment window if it has one.
+    fn timeouts(&self, configured: &Timeouts) -> Timeouts {
+        Timeouts {
+            payment: self.payment_window.unwrap_or(configured.payment),
+            ..*configured
+        }
+    }
+
     fn order(&self, order_id: Uuid) -> Order<'_> {
         Order {
             order_id,
@@ -76,8 +86,8 @@ pub async fn start(
     let (saga, commands) = saga::start(placed.total.clone());
     let inserted = sqlx::query(
         "INSERT INTO sagas (order_id, state, total_minor, currency, provider, customer, lines, \
-                            correlation_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (order_id) DO NOTHING",
+                            correlation_id, payment_window_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (order_id) DO NOTHING",
     )
     .bind(placed.order_id)
     .bind(saga.state.as_str())
@@ -87,12 +97,14 @@ pub async fn start(
     .bind(&placed.customer)
     .bind(Json(&placed.lines))
     .bind(cause.correlation_id)
+    .bind(placed.payment_window_s.map(|s| i64::from(s) * 1_000))
     .execute(&mut *tx)
     .await?
     .rows_affected();
     let Some(row) = load_for_update(tx, placed.order_id).await? else {
         return Ok(Outcome::UnknownSaga);
     };
+    let timeouts = &row.timeouts(timeouts);
     let detail = serde_json::json!({ "total": placed.total, "provider": placed.provider });
     if inserted == 0 {
         let why = "the saga of this order has already started";
@@ -163,6 +175,7 @@ pub async fn apply(
     let Some(row) = load_for_update(tx, order_id).await? else {
         return Ok(Outcome::UnknownSaga);
     };
+    let timeouts = &row.timeouts(timeouts);
     let from = row.saga.state;
     let decision = saga::decide(&row.saga, event);
     let detail = serde_json::to_value(event)?;
@@ -242,17 +255,27 @@ async fn load_for_update(tx: &mut PgConnection, order_id: Uuid) -> Result<Option
         i16,
         String,
         Json<Vec<OrderLine>>,
+        Option<i64>,
     );
     let raw: Option<Raw> = sqlx::query_as(
         "SELECT state, version, total_minor, currency, refund_issued, commit_retries, provider, \
-                lines \
+                lines, payment_window_ms \
          FROM sagas WHERE order_id = $1 FOR UPDATE",
     )
     .bind(order_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((state, version, amount_minor, currency, refund_issued, retries, provider, lines)) =
-        raw
+    let Some((
+        state,
+        version,
+        amount_minor,
+        currency,
+        refund_issued,
+        retries,
+        provider,
+        lines,
+        window_ms,
+    )) = raw
     else {
         return Ok(None);
     };
@@ -270,6 +293,9 @@ async fn load_for_update(tx: &mut PgConnection, order_id: Uuid) -> Result<Option
         version,
         provider,
         lines: lines.0,
+        payment_window: window_ms
+            .and_then(|ms| u64::try_from(ms).ok())
+            .map(std::time::Duration::from_millis),
     }))
 }
 

@@ -1,28 +1,32 @@
 //! The checkout's HTTP API: one saga with its history and pending deadline, and the admin list
 //! of sagas by state, stuck ones included.
 
-use std::sync::Arc;
-
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::routing::get;
-use lab_config::SecretString;
 use lab_http::{Json, Path, Problem, Query};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::auth::Admin;
 use crate::queries::{self, SagaSummary, SagaView};
 use crate::saga;
+use lab_auth::{AdminGate, RequireAdmin};
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     pub pool: sqlx::PgPool,
-    /// The administrator's bearer token; none means nobody may list sagas.
-    pub admin_token: Option<Arc<SecretString>>,
+    /// Who is an administrator (the operator's break-glass token; checkout takes no identity
+    /// tokens yet); with no token configured nobody may list sagas.
+    pub admin: AdminGate,
     /// The saga's timeouts, for the longest saga `GET /invariants` reports.
     pub timeouts: crate::saga::Timeouts,
+}
+
+impl FromRef<AppState> for AdminGate {
+    fn from_ref(state: &AppState) -> Self {
+        state.admin.clone()
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -71,7 +75,7 @@ pub struct ListQuery {
     responses((status = 200, body = [SagaSummary]), (status = 401, body = Problem),
         (status = 422, body = Problem)))]
 pub async fn list_sagas(
-    _admin: Admin,
+    _admin: RequireAdmin,
     State(state): State<AppState>,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Vec<SagaSummary>>, Problem> {

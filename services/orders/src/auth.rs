@@ -7,7 +7,7 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use lab_auth::extract::{bearer, unauthorized};
-use lab_auth::{Admin, AuthError, Authenticated, Role as _, Verifier};
+use lab_auth::{Admin, AuthError, Authenticated, Role as _, Scope as _, Verifier};
 use lab_http::Problem;
 
 use crate::domain::Customer;
@@ -16,6 +16,13 @@ use crate::routes::AppState;
 impl FromRef<AppState> for Verifier {
     fn from_ref(state: &AppState) -> Self {
         state.verifier.clone()
+    }
+}
+
+/// Orders' administrators hold the `admin` role; it has no break-glass token.
+impl FromRef<AppState> for lab_auth::AdminGate {
+    fn from_ref(state: &AppState) -> Self {
+        lab_auth::AdminGate::new(None, Some(state.verifier.clone()))
     }
 }
 
@@ -29,6 +36,8 @@ pub struct Requester {
     pub customer: Customer,
     /// Holds the `admin` role: may read anyone's order.
     pub admin: bool,
+    /// The BFF's client token with the `demo` scope: may ask for a demo's short payment window.
+    pub demo: bool,
 }
 
 /// The visitor's session from `X-Lab-Customer`: 401 without one, 400 when malformed.
@@ -54,6 +63,7 @@ impl FromRequestParts<AppState> for Requester {
             return Ok(Self {
                 customer: visitor(parts)?,
                 admin: false,
+                demo: false,
             });
         }
         if bearer(parts).is_none() {
@@ -70,6 +80,7 @@ impl FromRequestParts<AppState> for Requester {
         Ok(Self {
             customer,
             admin: caller.has_role(Admin::NAME),
+            demo: caller.is_client() && caller.has_scope(lab_auth::Demo::NAME),
         })
     }
 }

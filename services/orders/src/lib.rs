@@ -27,7 +27,7 @@ use lab_auth::{AuthSettings, Verifier};
 use lab_cache::RedisSettings;
 use lab_db::DbSettings;
 use lab_http::{Application, HttpSettings, Readiness, ServiceApp, new_instance_id};
-use lab_messaging::{AmqpProbe, AmqpSettings, Broker};
+use lab_messaging::{AmqpProbe, AmqpSettings, Broker, Topology};
 use lab_telemetry::Metrics;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -98,6 +98,15 @@ impl Default for Settings {
         lab_db::admin::public_status,
         lab_db::admin::rotate_credentials,
         lab_db::admin::set_credentials_ttl,
+        lab_db::admin::demo_rotate_credentials,
+        lab_messaging::admin::outbox_status,
+        lab_messaging::admin::pause_outbox,
+        lab_messaging::admin::resume_outbox,
+        lab_messaging::admin::list_dead_letters,
+        lab_messaging::admin::replay_dead_letter,
+        lab_messaging::admin::demo_outbox_status,
+        lab_messaging::admin::demo_pause_outbox,
+        lab_messaging::admin::demo_resume_outbox,
         claims::create_claim,
         claims::get_claim,
         routes::place_order,
@@ -159,16 +168,30 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         settings: Arc::new(settings.clone()),
         verifier,
     };
-    // The shared credential routes answer administrators only.
-    let credentials_admin = lab_db::admin::router(db.credentials.clone()).route_layer(
-        axum::middleware::from_extractor_with_state::<
-            lab_auth::RequireRole<lab_auth::Admin>,
+    let messaging = lab_messaging::admin::MessagingAdmin {
+        pool: state.pool.clone(),
+        broker: broker.clone(),
+        topology: Topology::new(&settings.amqp, NAME),
+    };
+    // The shared credential and messaging routes answer administrators only…
+    let admin = lab_db::admin::router(db.credentials.clone())
+        .merge(lab_messaging::admin::router(messaging.clone()))
+        .route_layer(axum::middleware::from_extractor_with_state::<
+            lab_auth::RequireAdmin,
             routes::AppState,
-        >(state.clone()),
-    );
+        >(state.clone()));
+    // …and their bounded demo variants (a timed outbox pause, a rate-capped rotation) also the
+    // BFF's `demo`-scoped client token, for the outbox and vault-rotation demos.
+    let demo = lab_db::admin::demo_router(db.credentials.clone())
+        .merge(lab_messaging::admin::demo_router(messaging))
+        .route_layer(axum::middleware::from_extractor_with_state::<
+            lab_auth::RequireAdminOr<lab_auth::Demo>,
+            routes::AppState,
+        >(state.clone()));
     let router = app.router(
         routes::router(state)
-            .merge(credentials_admin)
+            .merge(admin)
+            .merge(demo)
             .merge(lab_db::admin::public_router(db.credentials.clone())),
     );
     Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)

@@ -43,6 +43,8 @@ pub struct NewOrder {
     pub currency: String,
     pub lines: Vec<PricedLine>,
     pub total_minor: i64,
+    /// The demo's own payment window (seconds), passed on to checkout in `OrderPlaced`.
+    pub payment_window_s: Option<u32>,
     /// Trace context of the request, carried on into the saga.
     pub traceparent: Option<String>,
 }
@@ -218,6 +220,7 @@ pub async fn place(pool: &PgPool, order: &NewOrder, ttl: Ttl) -> Result<Placed, 
             currency: order.currency.clone(),
         },
         provider: order.provider.as_str().to_owned(),
+        payment_window_s: order.payment_window_s,
     };
     let mut envelope = Envelope {
         // Every message of this order's saga shares the order's id as its correlation id.

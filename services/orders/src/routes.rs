@@ -98,7 +98,15 @@ pub struct PlaceOrder {
     lines: Vec<WantedLine>,
     /// `stripe` or `paypal`.
     provider: String,
+    /// Demo only (the BFF's `demo`-scoped token): the payment window in seconds, 2–30, instead of
+    /// checkout's 15 minutes, so the payment-expiry demo sees the deadline fire.
+    #[serde(default)]
+    payment_window_s: Option<u32>,
 }
+
+/// The shortest and longest payment window a demo may ask for: under 2 s the PSP session may
+/// expire before the buyer could even see it; 30 s bounds how long a demo holds its stock.
+const DEMO_PAYMENT_WINDOW_S: std::ops::RangeInclusive<u32> = 2..=30;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Links {
@@ -171,11 +179,29 @@ fn repeat(
               (status = 422, body = Problem), (status = 503, body = Problem)))]
 pub async fn place_order(
     State(state): State<AppState>,
-    Requester { customer, .. }: Requester,
+    Requester { customer, demo, .. }: Requester,
     headers: HeaderMap,
     Json(body): Json<PlaceOrder>,
 ) -> Result<Response, Problem> {
     let key = idempotency_key(&headers)?;
+    if let Some(window) = body.payment_window_s {
+        if !demo {
+            return Err(lab_auth::extract::forbidden(
+                "only the BFF's demo token may choose the payment window".into(),
+                Some("demo"),
+            ));
+        }
+        if !DEMO_PAYMENT_WINDOW_S.contains(&window) {
+            return Err(Problem::invalid_field(
+                "payment_window_s",
+                format!(
+                    "{} to {} seconds",
+                    DEMO_PAYMENT_WINDOW_S.start(),
+                    DEMO_PAYMENT_WINDOW_S.end()
+                ),
+            ));
+        }
+    }
     let raw: Vec<(Uuid, i64)> = body
         .lines
         .iter()
@@ -226,6 +252,7 @@ pub async fn place_order(
         currency,
         lines,
         total_minor,
+        payment_window_s: body.payment_window_s,
         traceparent: headers
             .get("traceparent")
             .and_then(|v| v.to_str().ok())

@@ -9,7 +9,6 @@
 //! A library with a thin entry point: [`build`] wires settings to a bound [`Application`]; the
 //! `lab` binary runs it as `lab run payments`, the tests run it in-process on port 0.
 
-pub mod auth;
 pub mod commands;
 pub mod invariants;
 pub mod metrics;
@@ -276,7 +275,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
         stripe_secrets: settings.stripe.secrets().into(),
         stripe_tolerance_s: settings.stripe.webhook_tolerance_s,
         paypal: Arc::new(paypal),
-        admin_token: settings.admin_token.clone().map(Arc::new),
+        admin: lab_auth::AdminGate::new(settings.admin_token.as_ref().map(|t| t.expose()), None),
         broker,
         topology: Topology::new(&settings.amqp, NAME),
     };
@@ -289,7 +288,9 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     };
     // The shared credential routes answer administrators only.
     let credentials_admin = lab_db::admin::router(db.credentials.clone()).route_layer(
-        axum::middleware::from_extractor_with_state::<auth::Admin, routes::AppState>(state.clone()),
+        axum::middleware::from_extractor_with_state::<lab_auth::RequireAdmin, routes::AppState>(
+            state.clone(),
+        ),
     );
     let router = app.router(
         routes::router(state)

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{FromRef, State};
 use axum::middleware::from_extractor_with_state;
 use axum::routing::{get, post};
 use lab_config::SecretString;
@@ -14,10 +14,10 @@ use lab_messaging::{Broker, Topology, admin};
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::auth::Admin;
 use crate::metrics::PaymentsMetrics;
 use crate::store::{self, EventRecord, Payment, StoreError};
 use crate::webhooks::{self, paypal::PayPalVerifier};
+use lab_auth::{AdminGate, RequireAdmin};
 
 /// What every handler shares.
 #[derive(Clone)]
@@ -31,12 +31,19 @@ pub struct AppState {
     pub stripe_tolerance_s: i64,
     /// PayPal transmission verification (certificate fetch, cache, CA).
     pub paypal: Arc<PayPalVerifier>,
-    /// The administrator's bearer token; unset means nobody is one.
-    pub admin_token: Option<Arc<SecretString>>,
+    /// Who is an administrator (the operator's break-glass token; payments takes no identity
+    /// tokens yet); unset means nobody is one.
+    pub admin: AdminGate,
     /// For replaying dead letters.
     pub broker: Broker,
     /// This service's queues.
     pub topology: Topology,
+}
+
+impl FromRef<AppState> for AdminGate {
+    fn from_ref(state: &AppState) -> Self {
+        state.admin.clone()
+    }
 }
 
 pub fn router(state: AppState) -> Router {
@@ -51,8 +58,10 @@ pub fn router(state: AppState) -> Router {
                 broker: state.broker.clone(),
                 topology: state.topology.clone(),
             })
-            // The shared routes answer only the administrator (crate::auth).
-            .route_layer(from_extractor_with_state::<Admin, AppState>(state.clone())),
+            // The shared routes answer only the administrator (lab_auth::admin).
+            .route_layer(from_extractor_with_state::<RequireAdmin, AppState>(
+                state.clone(),
+            )),
         )
         .with_state(state)
 }

@@ -4,8 +4,11 @@
 //! stream as it happens. Inputs are bounded; out of bounds is a 422.
 
 pub mod breaker;
+pub mod idempotency;
+pub mod outbox;
 pub mod revocation;
 pub mod saga;
+pub mod vault;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,11 @@
 //! `POST /api/demo/saga`: an order through the whole checkout saga, with the buyer's choice made
 //! on the sandbox PSP — `success` (approve: stock committed, payment captured, `Completed`),
 //! `payment-declined` (decline: stock released, `Cancelled`), and `last-unit-race` (two buyers
-//! for the one unit left: one `Completed`, one `Rejected`, stock never negative). The evidence is
+//! for the one unit left: one `Completed`, one `Rejected`, stock never negative), and
+//! `payment-expired` (the order asks for a payment window of a few seconds — orders takes that
+//! only with the BFF's `demo`-scoped token — the session is left unpaid, checkout's deadline
+//! fires: stock released, session voided, `Cancelled`; then the buyer tries to pay late). The
+//! evidence is
 //! each order's saga history as orders recorded it, the payment as payments recorded it, and the
 //! product's stock before and after.
 
@@ -26,11 +30,11 @@ const SESSION_DEADLINE: Duration = Duration::from_secs(15);
 /// Polling period while waiting on the services.
 const POLL: Duration = Duration::from_millis(100);
 /// The demo products (catalog's seed): one with plenty of stock, one kept at a single unit.
-const PLENTY_SKU: &str = "DEMO-RACE";
+pub(super) const PLENTY_SKU: &str = "DEMO-RACE";
 const LAST_UNIT_SKU: &str = "DEMO-LAST-UNIT";
 /// Below this the plenty product is restocked before a run, so demos never run dry.
-const RESTOCK_BELOW: i64 = 10;
-const RESTOCK_TO: i64 = 100;
+pub(super) const RESTOCK_BELOW: i64 = 10;
+pub(super) const RESTOCK_TO: i64 = 100;
 
 /// The scenarios this demo runs.
 const SCENARIOS: &[&str] = &[
@@ -38,18 +42,31 @@ const SCENARIOS: &[&str] = &[
     "payment-declined",
     "last-unit-race",
     "idempotent-retry",
+    "payment-expired",
 ];
+/// The payment-expired scenario's window unless asked otherwise: the PSP session expires with it
+/// (in whole seconds, counted from before the session is opened), so a few seconds of margin
+/// keep it open long enough to be created; short enough to watch it lapse.
+const DEFAULT_PAYMENT_WINDOW_S: u32 = 5;
+/// The windows orders accepts from the demo (see orders' `DEMO_PAYMENT_WINDOW_S`).
+const PAYMENT_WINDOW_S: std::ops::RangeInclusive<u32> = 2..=30;
+/// How long after the window the saga may take to cancel: checkout's deadline poll, the void at
+/// the PSP and the stock release over RabbitMQ.
+const EXPIRY_GRACE: Duration = Duration::from_secs(30);
 /// Requests per phase of the idempotent-retry scenario (in sequence, then at once).
 const RETRIES: usize = 5;
 
 /// Which saga to run.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub struct SagaDemo {
-    /// `success`, `payment-declined`, `last-unit-race` or `idempotent-retry`.
+    /// `success`, `payment-declined`, `last-unit-race`, `idempotent-retry` or `payment-expired`.
     pub scenario: String,
     /// `stripe` (default) or `paypal`.
     #[serde(default)]
     pub provider: Option<String>,
+    /// `payment-expired` only: the payment window in seconds, 2–30 (default 5).
+    #[serde(default)]
+    pub payment_window_s: Option<u32>,
 }
 
 /// Runs one saga scenario end to end.
@@ -63,9 +80,87 @@ pub(crate) async fn run_saga(
 ) -> Result<Json<DemoReport>, Problem> {
     let provider = body.provider.unwrap_or_else(|| "stripe".to_owned());
     let session = visitor.map(|Extension(v)| v.session.to_string());
+    if body.scenario == "payment-expired" || body.payment_window_s.is_some() {
+        let window = body.payment_window_s.unwrap_or(DEFAULT_PAYMENT_WINDOW_S);
+        if body.scenario != "payment-expired" || !PAYMENT_WINDOW_S.contains(&window) {
+            return Err(Problem::invalid_field(
+                "payment_window_s",
+                format!(
+                    "{} to {} seconds, for the payment-expired scenario only",
+                    PAYMENT_WINDOW_S.start(),
+                    PAYMENT_WINDOW_S.end()
+                ),
+            ));
+        }
+        if provider != "stripe" && provider != "paypal" {
+            return Err(Problem::invalid_field("provider", "`stripe` or `paypal`"));
+        }
+        return expired(&state, session, provider, window).await.map(Json);
+    }
     saga(&state, session, body.scenario, provider)
         .await
         .map(Json)
+}
+
+/// The payment-expired scenario: a short payment window left to lapse.
+async fn expired(
+    state: &AppState,
+    session: Option<String>,
+    provider: String,
+    window_s: u32,
+) -> Result<DemoReport, Problem> {
+    let services = Services::of(state)?;
+    let token = state.service_token.get().await?;
+    let mut run = Run::new(state, "saga", session);
+    let customer = format!("demo:{}", Uuid::now_v7());
+    let product = services.product(&mut run, PLENTY_SKU).await?;
+    services
+        .ensure_stock(&mut run, &product, RESTOCK_BELOW, RESTOCK_TO)
+        .await?;
+    let before = services.inventory(&product).await?;
+    let order = services
+        .place_with_window(&mut run, &customer, &product, &provider, window_s, &token)
+        .await?;
+    let session_id = services.payment_session(&mut run, &order).await?;
+    run.step(
+        format!("left the payment session unpaid: its window is {window_s} s"),
+        None,
+        json!({ "session_id": session_id, "payment_window_s": window_s }),
+    );
+    let within = Duration::from_secs(u64::from(window_s)) + EXPIRY_GRACE;
+    let finished = services
+        .finished_within(&mut run, &customer, &order, within)
+        .await?;
+    let after = services.settled_inventory(&product, &before, false).await?;
+    let payment = services.payment(&order).await?;
+    run.step(
+        "the payment as payments recorded it",
+        None,
+        json!({ "state": payment["state"] }),
+    );
+    let late = services.pay_late(&mut run, &session_id, &order).await?;
+    let got_order = finished["status"].as_str().unwrap_or_default().to_owned();
+    let sold = after["sold"].as_i64().unwrap_or(0) - before["sold"].as_i64().unwrap_or(0);
+    let reserved_back = after["reserved"] == before["reserved"];
+    let held = got_order == "Cancelled" && reserved_back && sold == 0;
+    let summary = format!(
+        "the {window_s} s payment window lapsed: order {got_order} (expected Cancelled), payment          {}, {sold} unit(s) sold, reservations back to where they were: {reserved_back}; a late          payment: {}",
+        payment["state"].as_str().unwrap_or("?"),
+        late["outcome"].as_str().unwrap_or("?")
+    );
+    Ok(run.finish(
+        Some("payment-expired".into()),
+        held,
+        summary,
+        json!({
+            "order": finished,
+            "payment": payment,
+            "stock_before": before,
+            "stock_after": after,
+            "payment_window_s": window_s,
+            "late_payment": late,
+        }),
+    ))
 }
 
 /// Runs `scenario` for `session` (its steps pushed to that visitor; none for a background
@@ -227,16 +322,16 @@ pub(crate) async fn saga(
 }
 
 /// The services a saga demo talks to, and the calls it makes.
-struct Services {
-    http: reqwest::Client,
-    catalog: String,
-    orders: String,
-    payments: String,
-    psp: String,
+pub(super) struct Services {
+    pub(super) http: reqwest::Client,
+    pub(super) catalog: String,
+    pub(super) orders: String,
+    pub(super) payments: String,
+    pub(super) psp: String,
 }
 
 impl Services {
-    fn of(state: &AppState) -> Result<Self, Problem> {
+    pub(super) fn of(state: &AppState) -> Result<Self, Problem> {
         Ok(Self {
             http: state.http.clone(),
             catalog: upstream(state, "catalog")?,
@@ -247,7 +342,7 @@ impl Services {
     }
 
     /// The seed product with `sku`.
-    async fn product(&self, run: &mut Run<'_>, sku: &str) -> Result<Value, Problem> {
+    pub(super) async fn product(&self, run: &mut Run<'_>, sku: &str) -> Result<Value, Problem> {
         let url = format!("{}/products?q={sku}&per_page=100", self.catalog);
         let response = self
             .http
@@ -279,7 +374,7 @@ impl Services {
         Ok(product)
     }
 
-    async fn inventory(&self, product: &Value) -> Result<Value, Problem> {
+    pub(super) async fn inventory(&self, product: &Value) -> Result<Value, Problem> {
         let url = format!("{}/products/{}/inventory", self.catalog, id_of(product));
         let response = self
             .http
@@ -315,7 +410,7 @@ impl Services {
         }
     }
 
-    async fn ensure_stock(
+    pub(super) async fn ensure_stock(
         &self,
         run: &mut Run<'_>,
         product: &Value,
@@ -330,7 +425,7 @@ impl Services {
     }
 
     /// Sets the free stock with the row's current ETag (catalog's optimistic concurrency).
-    async fn set_stock(
+    pub(super) async fn set_stock(
         &self,
         run: &mut Run<'_>,
         product: &Value,
@@ -383,7 +478,7 @@ impl Services {
         ))
     }
 
-    async fn place(
+    pub(super) async fn place(
         &self,
         run: &mut Run<'_>,
         customer: &str,
@@ -393,6 +488,90 @@ impl Services {
         let (order, instance) = self.place_once(customer, product, provider).await?;
         run.step("placed the order", instance, json!({ "order_id": order }));
         Ok(order)
+    }
+
+    /// Places an order with its own payment window, with the BFF's `demo` token (orders refuses
+    /// the window to anyone else).
+    async fn place_with_window(
+        &self,
+        run: &mut Run<'_>,
+        customer: &str,
+        product: &Value,
+        provider: &str,
+        window_s: u32,
+        token: &str,
+    ) -> Result<String, Problem> {
+        let response = self
+            .http
+            .post(format!("{}/orders", self.orders))
+            .bearer_auth(token)
+            .header("idempotency-key", Uuid::now_v7().to_string())
+            .header("x-lab-customer", customer)
+            .json(&json!({
+                "lines": [{ "product_id": id_of(product), "quantity": 1 }],
+                "provider": provider,
+                "payment_window_s": window_s,
+            }))
+            .send()
+            .await
+            .map_err(|e| upstream_failed("orders", "placing the order", e))?;
+        let status = response.status();
+        let instance = instance_of(&response);
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        if status != reqwest::StatusCode::ACCEPTED {
+            return Err(upstream_failed(
+                "orders",
+                "placing the order",
+                format!("{status}: {body}"),
+            ));
+        }
+        let order = body["order_id"].as_str().unwrap_or_default().to_owned();
+        run.step(
+            format!("placed the order with a {window_s} s payment window"),
+            instance,
+            json!({ "order_id": order }),
+        );
+        Ok(order)
+    }
+
+    /// The buyer tries to pay after the window: the PSP refuses an expired session, or, if it
+    /// takes the payment, payments refunds it (a late authorization after expiry). Either way is
+    /// recorded; neither fails the demo.
+    async fn pay_late(
+        &self,
+        run: &mut Run<'_>,
+        session: &str,
+        order: &str,
+    ) -> Result<Value, Problem> {
+        let response = self
+            .http
+            .post(format!("{}/sandbox/sessions/{session}/approve", self.psp))
+            .send()
+            .await
+            .map_err(|e| upstream_failed("psp", "paying late", e))?;
+        let status = response.status();
+        let instance = instance_of(&response);
+        if !status.is_success() {
+            let late = json!({ "outcome": "refused by the PSP", "status": status.as_u16() });
+            run.step(
+                "the buyer tried to pay late: the PSP refused",
+                instance,
+                late.clone(),
+            );
+            return Ok(late);
+        }
+        let refunded = poll(SESSION_DEADLINE, || async {
+            let payment = self.payment(order).await?;
+            Ok((payment["state"] == "refunded").then_some(payment))
+        })
+        .await?;
+        let late = json!({
+            "outcome": if refunded.is_some() { "refunded" } else { "taken, not refunded yet" },
+            "status": status.as_u16(),
+            "payment": refunded,
+        });
+        run.step("the buyer paid late", instance, late.clone());
+        Ok(late)
     }
 
     async fn place_quiet(
@@ -458,7 +637,7 @@ impl Services {
         Ok((order, instance))
     }
 
-    async fn payment(&self, order: &str) -> Result<Value, Problem> {
+    pub(super) async fn payment(&self, order: &str) -> Result<Value, Problem> {
         let response = self
             .http
             .get(format!("{}/payments/{order}", self.payments))
@@ -469,7 +648,11 @@ impl Services {
     }
 
     /// Waits for payments to open the PSP session; its id.
-    async fn payment_session(&self, run: &mut Run<'_>, order: &str) -> Result<String, Problem> {
+    pub(super) async fn payment_session(
+        &self,
+        run: &mut Run<'_>,
+        order: &str,
+    ) -> Result<String, Problem> {
         let opened = poll(SESSION_DEADLINE, || async {
             let payment = self.payment(order).await?;
             Ok(payment["session_id"].is_string().then_some(payment))
@@ -495,7 +678,12 @@ impl Services {
     }
 
     /// The buyer approves or declines on the PSP.
-    async fn buyer(&self, run: &mut Run<'_>, session: &str, approve: bool) -> Result<(), Problem> {
+    pub(super) async fn buyer(
+        &self,
+        run: &mut Run<'_>,
+        session: &str,
+        approve: bool,
+    ) -> Result<(), Problem> {
         let action = if approve { "approve" } else { "decline" };
         let response = self
             .http
@@ -521,7 +709,7 @@ impl Services {
         Ok(())
     }
 
-    async fn order(&self, customer: &str, order: &str) -> Result<Value, Problem> {
+    pub(super) async fn order(&self, customer: &str, order: &str) -> Result<Value, Problem> {
         let response = self
             .http
             .get(format!("{}/orders/{order}", self.orders))
@@ -533,13 +721,25 @@ impl Services {
     }
 
     /// Waits for the order's final state.
-    async fn finished(
+    pub(super) async fn finished(
         &self,
         run: &mut Run<'_>,
         customer: &str,
         order: &str,
     ) -> Result<Value, Problem> {
-        let finished = poll(SAGA_DEADLINE, || async {
+        self.finished_within(run, customer, order, SAGA_DEADLINE)
+            .await
+    }
+
+    /// Waits up to `within` for the order's final state.
+    async fn finished_within(
+        &self,
+        run: &mut Run<'_>,
+        customer: &str,
+        order: &str,
+        within: Duration,
+    ) -> Result<Value, Problem> {
+        let finished = poll(within, || async {
             let view = self.order(customer, order).await?;
             Ok(is_final(&view).then_some(view))
         })
@@ -548,7 +748,7 @@ impl Services {
             return Err(upstream_failed(
                 "orders",
                 "waiting for the order's final state",
-                format!("still Pending after {SAGA_DEADLINE:?}"),
+                format!("still Pending after {within:?}"),
             ));
         };
         run.step(
@@ -594,13 +794,13 @@ impl Services {
 }
 
 /// Whether an order view is in a final state.
-fn is_final(view: &Value) -> bool {
+pub(super) fn is_final(view: &Value) -> bool {
     view["status"].as_str().is_some_and(|s| s != "Pending")
 }
 
 /// Calls `probe` every [`POLL`] until it yields a value or `within` has passed (then `None`); a
 /// failed call ends the wait with its problem.
-async fn poll<T, F, Fut>(within: Duration, mut probe: F) -> Result<Option<T>, Problem>
+pub(super) async fn poll<T, F, Fut>(within: Duration, mut probe: F) -> Result<Option<T>, Problem>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Option<T>, Problem>>,
@@ -617,6 +817,6 @@ where
     }
 }
 
-fn id_of(product: &Value) -> &str {
+pub(super) fn id_of(product: &Value) -> &str {
     product["id"].as_str().unwrap_or_default()
 }

@@ -30,6 +30,11 @@ pub fn settings(env: &TestEnv, upstreams: &[(&str, String)]) -> Settings {
             .map(|(service, urls)| ((*service).to_owned(), urls.clone()))
             .collect::<BTreeMap<_, _>>(),
         vault_addr: None,
+        // Identity (when a test runs one) knows the BFF by this secret.
+        client: lab_bff::service_token::ClientSettings {
+            secret: lab_config::SecretString::new(lab_test_support::identity::CLIENT_SECRET),
+            ..lab_bff::service_token::ClientSettings::default()
+        },
         ..Settings::default()
     }
 }

@@ -7,6 +7,7 @@
     reason = "test code: a panic is a failed assertion"
 )]
 
+mod authorized_demos;
 mod breaker_demo;
 mod chaos_faults;
 mod cluster_health;
@@ -15,6 +16,7 @@ mod ejection;
 mod faults;
 mod health;
 mod helpers;
+mod idempotency_demo;
 mod invariants;
 mod live;
 mod pages;

@@ -357,6 +357,8 @@ async fn lab_page_cluster() -> (String, Cluster, Vec<TestApp>, TestApp) {
     let cluster = Cluster::start(Options {
         scenario: lab_psp::Scenario::default(),
         identity: true,
+        // The outbox and vault-rotation panels rotate orders' leased login.
+        leased_orders: true,
         ..Options::default()
     })
     .await;

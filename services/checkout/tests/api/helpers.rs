@@ -99,5 +99,6 @@ pub fn order_of(order_id: Uuid, lines: Vec<OrderLine>) -> OrderPlaced {
         lines,
         total: usd(total),
         provider: "stripe".into(),
+        payment_window_s: None,
     }
 }

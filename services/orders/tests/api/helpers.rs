@@ -194,6 +194,10 @@ pub async fn signed_in_shop() -> SignedInShop {
             ..lab_identity::VaultSettings::default()
         },
         admin_emails: ADMIN_EMAIL.into(),
+        client: lab_identity::ClientSettings {
+            secret: SecretString::new(lab_test_support::identity::CLIENT_SECRET),
+            ..lab_identity::ClientSettings::default()
+        },
         ..lab_identity::Settings::default()
     };
     let identity = env.spawn(lab_identity::build, identity_settings).await;

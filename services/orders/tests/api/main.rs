@@ -8,6 +8,7 @@
 )]
 
 mod claims;
+mod demo_routes;
 mod end_to_end;
 mod faults;
 mod health;
