@@ -93,10 +93,14 @@ async fn deliveries_waiting_in_a_lane_are_applied_in_one_transaction_in_order() 
     let effects = effects_in_order(&w).await;
     let applied: Vec<Uuid> = effects.iter().map(|e| e.0).collect();
     assert_eq!(applied, ids, "the flow was applied out of order or twice");
-    let rest: Vec<&String> = effects[1..].iter().map(|e| &e.1).collect();
+    // The lane starts on what has reached it (the first message, perhaps a few more), holds
+    // that batch for HOLD, and meanwhile the rest arrive: all of them make one more batch.
+    let mut transactions: Vec<&String> = effects.iter().map(|e| &e.1).collect();
+    transactions.dedup();
     assert!(
-        rest.iter().all(|t| *t == rest[0]),
-        "the seven messages waiting together were not applied in one transaction: {rest:?}"
+        transactions.len() <= 2,
+        "eight messages waiting together took {} transactions: {effects:?}",
+        transactions.len()
     );
     let inbox: i64 = sqlx::query_scalar("SELECT count(*) FROM lab_inbox")
         .fetch_one(&w.pool)
