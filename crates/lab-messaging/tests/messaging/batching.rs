@@ -61,7 +61,7 @@ async fn queued_flow(w: &World, n: usize) -> Vec<Envelope> {
             correlation_id: flow,
             ..Envelope::new(EVENT, serde_json::json!({ "n": i }))
         };
-        w.publish_raw(&message.to_body().unwrap(), message.properties())
+        w.publish_raw(&message.to_body().expect("body"), message.properties())
             .await;
         messages.push(message);
     }
@@ -73,7 +73,7 @@ async fn effects_in_order(w: &World) -> Vec<(Uuid, String)> {
     sqlx::query_as("SELECT message_id, kind FROM effects ORDER BY id")
         .fetch_all(&w.pool)
         .await
-        .unwrap()
+        .expect("effects")
 }
 
 #[tokio::test]
