@@ -12,14 +12,23 @@
 //!
 //! Deliveries are applied in *lanes*: each message goes to the lane its correlation id hashes to
 //! (one business flow, e.g. an order's saga, always shares a correlation id), and each lane
-//! applies its messages one at a time in delivery order. So the messages of one flow are applied
-//! in the order the broker delivered them — a payment's decline is never applied before the
-//! session it declines — while different flows proceed in parallel, as many as there are lanes.
+//! applies its messages in delivery order. So the messages of one flow are applied in the order
+//! the broker delivered them — a payment's decline is never applied before the session it
+//! declines — while different flows proceed in parallel, as many as there are lanes.
+//!
+//! A lane that finds several deliveries waiting applies them in one transaction (up to
+//! [`ConsumerConfig::batch`]): every inbox row in one statement, each handler in order, one
+//! commit, then the acks. Any failure in a batch rolls all of it back and its messages are
+//! applied again one at a time, each in its own transaction, so a poison message gets its
+//! retries and dead letter alone and the others are applied as usual. Messages whose handler
+//! says they are not [`Handler::batchable`] are always applied on their own.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
+use futures::future::join_all;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString};
@@ -79,6 +88,8 @@ pub struct ConsumerConfig {
     pub prefetch: u16,
     /// Flows applied in parallel; the messages of one flow (correlation id) are applied in order.
     pub lanes: u16,
+    /// Deliveries a lane applies in one transaction at most (1: each on its own).
+    pub batch: u16,
 }
 
 impl From<&crate::AmqpSettings> for ConsumerConfig {
@@ -86,6 +97,7 @@ impl From<&crate::AmqpSettings> for ConsumerConfig {
         Self {
             prefetch: settings.prefetch,
             lanes: settings.lanes,
+            batch: settings.batch,
         }
     }
 }
@@ -219,27 +231,142 @@ fn lane_of(correlation_id: Uuid, lanes: usize) -> usize {
     usize::try_from(correlation_id.as_u128() % lanes as u128).unwrap_or(0)
 }
 
-/// Applies one lane's deliveries one at a time, in the order they were handed over.
+/// A delivery with its body already parsed (to choose its lane).
+type Item = (Delivery, Result<Envelope, serde_json::Error>);
+
+/// Applies one lane's deliveries in the order they were handed over, taking what is already
+/// waiting (up to the batch size) together.
 async fn lane<H: Handler>(
     context: Arc<Context<H>>,
     channel: Channel,
-    mut queue: mpsc::Receiver<(Delivery, Result<Envelope, serde_json::Error>)>,
+    mut queue: mpsc::Receiver<Item>,
     session: CancellationToken,
     failure: Arc<Mutex<Option<String>>>,
 ) {
-    while let Some((delivery, envelope)) = queue.recv().await {
-        if session.is_cancelled() {
-            // Left unacked: the broker redelivers it on the next channel.
-            return;
+    let most = usize::from(context.config.batch.max(1));
+    let mut waiting = Vec::with_capacity(most);
+    while let Some(first) = queue.recv().await {
+        waiting.push(first);
+        while waiting.len() < most {
+            match queue.try_recv() {
+                Ok(item) => waiting.push(item),
+                Err(_) => break,
+            }
         }
-        if let Err(e) = process(&context, &channel, delivery, envelope, &session).await {
+        if let Err(e) = process_all(&context, &channel, &mut waiting, &session).await {
             if let Ok(mut f) = failure.lock() {
                 f.get_or_insert_with(|| e.to_string());
             }
             session.cancel();
             return;
         }
+        if session.is_cancelled() {
+            return;
+        }
     }
+}
+
+/// Applies `items` in order: consecutive batchable messages together, any other on its own.
+/// Once the session is cancelled the rest are left unacked (the broker redelivers them).
+async fn process_all<H: Handler>(
+    context: &Context<H>,
+    channel: &Channel,
+    items: &mut Vec<Item>,
+    session: &CancellationToken,
+) -> Result<(), MessagingError> {
+    let mut run = Vec::with_capacity(items.len());
+    for (delivery, envelope) in items.drain(..) {
+        match envelope {
+            Ok(e) if context.handler.batchable(&e) => run.push((delivery, e)),
+            other => {
+                process_run(context, channel, &mut run, session).await?;
+                if session.is_cancelled() {
+                    return Ok(());
+                }
+                process(context, channel, delivery, other, session).await?;
+            }
+        }
+    }
+    process_run(context, channel, &mut run, session).await
+}
+
+/// Applies `run` in one transaction when it holds more than one message, else (or when that
+/// fails) one at a time. Empties `run`.
+async fn process_run<H: Handler>(
+    context: &Context<H>,
+    channel: &Channel,
+    run: &mut Vec<(Delivery, Envelope)>,
+    session: &CancellationToken,
+) -> Result<(), MessagingError> {
+    if run.len() > 1 && !session.is_cancelled() {
+        match apply_many(context, run).await {
+            Ok(duplicates) => {
+                context.metrics.duplicates.inc_by(duplicates);
+                let acks = run.drain(..).map(|(delivery, _)| async move {
+                    delivery.acker.ack(BasicAckOptions::default()).await
+                });
+                for acked in join_all(acks).await {
+                    acked?;
+                }
+                return Ok(());
+            }
+            Err(reason) => tracing::debug!(size = run.len(), %reason,
+                "batch rolled back; applying its messages one at a time"),
+        }
+    }
+    for (delivery, envelope) in run.drain(..) {
+        if session.is_cancelled() {
+            // Left unacked: the broker redelivers them on the next channel.
+            break;
+        }
+        process(context, channel, delivery, Ok(envelope), session).await?;
+    }
+    Ok(())
+}
+
+/// Every message of `run` (different flows, or one flow's in order) applied in one transaction:
+/// the inbox rows in one statement, then each new message's handler in order, one commit.
+/// Returns how many were duplicates (already in the inbox); on any failure nothing is kept and
+/// the reason is returned.
+async fn apply_many<H: Handler>(
+    context: &Context<H>,
+    run: &[(Delivery, Envelope)],
+) -> Result<u64, String> {
+    let mut tx = context.pool.begin().await.map_err(|e| e.to_string())?;
+    let ids: Vec<Uuid> = run.iter().map(|(_, e)| e.message_id).collect();
+    let fresh: Vec<Uuid> = sqlx::query_scalar(
+        "INSERT INTO lab_inbox (consumer, message_id) SELECT $1, unnest($2::uuid[]) \
+         ON CONFLICT DO NOTHING RETURNING message_id",
+    )
+    .bind(context.topology.service())
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut fresh: HashSet<Uuid> = fresh.into_iter().collect();
+    let mut duplicates = 0;
+    for (delivery, envelope) in run {
+        // Removed as it is applied, so a second copy of one message in the batch is a duplicate.
+        if !fresh.remove(&envelope.message_id) {
+            duplicates += 1;
+            continue;
+        }
+        let span = message_span(envelope, attempts(&delivery.properties));
+        context
+            .handler
+            .handle(&mut tx, envelope)
+            .instrument(span)
+            .await
+            .map_err(|e| format!("message {}: {e}", envelope.message_id))?;
+    }
+    tx.commit().await.map_err(|e| e.to_string())?;
+    Ok(duplicates)
+}
+
+/// The span every log line of a message's handler carries: the message and its trace.
+fn message_span(envelope: &Envelope, attempts: u32) -> tracing::Span {
+    tracing::info_span!("message", id = %envelope.message_id, kind = %envelope.kind,
+        traceparent = %envelope.traceparent, attempt = attempts.saturating_add(1))
 }
 
 /// Sleeps `d` unless stopped first; false when stopped.
@@ -323,9 +450,7 @@ async fn process<H: Handler>(
             return ack(&delivery).await;
         }
     };
-    // Every log line of the handler carries the message and its trace.
-    let span = tracing::info_span!("message", id = %envelope.message_id, kind = %envelope.kind,
-        traceparent = %envelope.traceparent, attempt = attempts.saturating_add(1));
+    let span = message_span(&envelope, attempts);
     let mut backoff = BACKOFF_MIN;
     loop {
         match apply(context, &envelope).instrument(span.clone()).await {

@@ -61,4 +61,13 @@ pub trait Handler: Send + Sync + 'static {
         tx: &mut PgConnection,
         message: &Envelope,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Whether `message` may share a transaction with messages of other flows. The consumer
+    /// applies what a lane has waiting in one transaction (one commit for all); a handler whose
+    /// effects lock rows that other flows lock too (catalog's inventory) says no, since two
+    /// lanes' batches could then take those locks in opposite orders and deadlock.
+    fn batchable(&self, message: &Envelope) -> bool {
+        let _ = message;
+        true
+    }
 }

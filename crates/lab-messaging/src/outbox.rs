@@ -26,15 +26,52 @@ use crate::{Envelope, MessagingError};
 const CHANNEL_PREFIX: &str = "lab_outbox.";
 
 /// Writes `envelope` to the outbox inside the caller's transaction (routing key = its type) and
-/// notifies the relays, which PostgreSQL delivers only when the transaction commits.
+/// notifies the relays, which PostgreSQL delivers only when the transaction commits. One
+/// statement: the insert and the notification make one round trip.
 pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> Result<(), MessagingError> {
-    sqlx::query("INSERT INTO lab_outbox (message_id, routing_key, envelope) VALUES ($1, $2, $3)")
-        .bind(envelope.message_id)
-        .bind(&envelope.kind)
-        .bind(sqlx::types::Json(envelope))
-        .execute(&mut *conn)
-        .await?;
-    notify(conn).await
+    sqlx::query(
+        "WITH written AS (INSERT INTO lab_outbox (message_id, routing_key, envelope) \
+                          VALUES ($1, $2, $3)) \
+         SELECT pg_notify($4 || current_schema(), '')",
+    )
+    .bind(envelope.message_id)
+    .bind(&envelope.kind)
+    .bind(sqlx::types::Json(envelope))
+    .bind(CHANNEL_PREFIX)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// [`enqueue`] for several messages at once, in one statement; they are published in the
+/// order given.
+pub async fn enqueue_all(
+    conn: &mut PgConnection,
+    envelopes: &[Envelope],
+) -> Result<(), MessagingError> {
+    match envelopes {
+        [] => return Ok(()),
+        [one] => return enqueue(conn, one).await,
+        _ => {}
+    }
+    let ids: Vec<Uuid> = envelopes.iter().map(|e| e.message_id).collect();
+    let keys: Vec<&str> = envelopes.iter().map(|e| e.kind.as_str()).collect();
+    let bodies: Vec<sqlx::types::Json<&Envelope>> =
+        envelopes.iter().map(sqlx::types::Json).collect();
+    // `unnest` yields the rows in array order, so the identity ids (the publish order) follow
+    // the order given.
+    sqlx::query(
+        "WITH written AS (INSERT INTO lab_outbox (message_id, routing_key, envelope) \
+                          SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])) \
+         SELECT pg_notify($4 || current_schema(), '')",
+    )
+    .bind(&ids)
+    .bind(&keys)
+    .bind(&bodies)
+    .bind(CHANNEL_PREFIX)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Wakes the relays of this schema (delivered at commit when inside a transaction).

@@ -2,11 +2,12 @@
 //!
 //! One relay per service process. It wakes on the schema's `NOTIFY` (sent at commit by
 //! [`outbox::enqueue`]) and also sweeps on a timer, since notifications are lost while its
-//! listening connection is down. Each batch is one transaction: read the pause flag (share lock),
-//! claim rows with `FOR UPDATE SKIP LOCKED`, publish them in id order on a confirm-mode channel,
+//! listening connection is down. Each batch is one transaction: claim rows with `FOR UPDATE SKIP
+//! LOCKED`, read the pause flag (share lock), publish them in id order on a confirm-mode channel,
 //! await every confirm, mark them sent, commit. A crash anywhere before the commit leaves the rows
-//! pending, so they are published again; consumers dedupe by message id (the inbox). On a broker
-//! or database failure it backs off and starts again with a fresh channel.
+//! pending, so they are published again; consumers dedupe by message id (the inbox). A publish
+//! refused part-way marks the rows confirmed before it and leaves the rest for the next round.
+//! On a broker or database failure it backs off and starts again with a fresh channel.
 
 use std::time::{Duration, Instant};
 
@@ -228,47 +229,65 @@ async fn drain(context: &Context, channel: &mut Option<Channel>) -> Result<(), M
     }
 }
 
-/// One batch in one transaction; returns how many rows it published.
+/// One batch in one transaction; returns how many rows it published. When a publish fails or
+/// the broker refuses one part-way, the rows confirmed before it are marked sent (and committed)
+/// and the error is returned: the rest, from the first unconfirmed row on, go again in order
+/// in the next round, so a failure republishes only what the broker may not have.
 async fn relay_batch(context: &Context, channel: &Channel) -> Result<i64, MessagingError> {
     let mut tx = context.pool.begin().await?;
-    // Losing this commit in a crash only means publishing its rows again, which consumers
-    // absorb (inbox); not waiting for its WAL flush saves one fsync per batch.
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
-    if outbox::paused_for_batch(&mut tx).await? {
-        tx.commit().await?;
-        return Ok(0);
-    }
     let rows = outbox::claim(&mut tx, context.config.batch_size).await?;
     if rows.is_empty() {
         tx.commit().await?;
         return Ok(0);
     }
-    publish_all(channel, &context.topology.exchange(), &rows).await?;
-    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
-    outbox::mark_sent(&mut tx, &ids).await?;
-    tx.commit().await?;
-    let now = Utc::now();
-    for row in &rows {
-        context
-            .metrics
-            .observe_latency((now - row.created_at).to_std().unwrap_or_default());
+    // Read after the claim, so a wake-up that finds nothing takes no lock; `pause` still waits
+    // for a batch that holds the share lock, and a batch that takes it after `pause` committed
+    // sees the flag and publishes nothing.
+    if outbox::paused_for_batch(&mut tx).await? {
+        tx.rollback().await?;
+        return Ok(0);
     }
-    let count = i64::try_from(rows.len()).unwrap_or(i64::MAX);
-    context.metrics.relayed.inc_by(rows.len() as u64);
-    Ok(count)
+    // Losing this commit in a crash only means publishing its rows again, which consumers
+    // absorb (inbox); not waiting for its WAL flush saves one fsync per batch.
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    let Published { confirmed, error } =
+        publish_all(channel, &context.topology.exchange(), &rows).await;
+    let sent = &rows[..confirmed];
+    if !sent.is_empty() {
+        let ids: Vec<i64> = sent.iter().map(|r| r.id).collect();
+        outbox::mark_sent(&mut tx, &ids).await?;
+        tx.commit().await?;
+        let now = Utc::now();
+        for row in sent {
+            context
+                .metrics
+                .observe_latency((now - row.created_at).to_std().unwrap_or_default());
+        }
+        context.metrics.relayed.inc_by(sent.len() as u64);
+    }
+    match error {
+        Some(e) => Err(e),
+        None => Ok(i64::try_from(sent.len()).unwrap_or(i64::MAX)),
+    }
 }
 
-/// Publishes `rows` in order with all of them in flight, then awaits every confirm.
-async fn publish_all(
-    channel: &Channel,
-    exchange: &str,
-    rows: &[Pending],
-) -> Result<(), MessagingError> {
+/// How far a batch got.
+struct Published {
+    /// Rows confirmed by the broker, counted from the first up to the first that was not.
+    confirmed: usize,
+    /// What stopped the rest, if anything did.
+    error: Option<MessagingError>,
+}
+
+/// Publishes `rows` in order with all of them in flight, then awaits every confirm. A publish
+/// that fails stops the ones after it; the confirms of those already out are still awaited.
+async fn publish_all(channel: &Channel, exchange: &str, rows: &[Pending]) -> Published {
     let mut confirms = Vec::with_capacity(rows.len());
+    let mut error = None;
     for row in rows {
-        let confirm = channel
+        let published = channel
             .basic_publish(
                 exchange.into(),
                 row.routing_key.as_str().into(),
@@ -276,18 +295,36 @@ async fn publish_all(
                 &row.body,
                 row.properties.clone(),
             )
-            .await?;
-        confirms.push(confirm);
-    }
-    let results = tokio::time::timeout(CONFIRM_TIMEOUT, join_all(confirms))
-        .await
-        .map_err(|_| MessagingError::ConfirmTimeout(CONFIRM_TIMEOUT))?;
-    for (row, result) in rows.iter().zip(results) {
-        if result?.is_nack() {
-            return Err(MessagingError::Nacked(row.message_id));
+            .await;
+        match published {
+            Ok(confirm) => confirms.push(confirm),
+            Err(e) => {
+                error = Some(e.into());
+                break;
+            }
         }
     }
-    Ok(())
+    let Ok(results) = tokio::time::timeout(CONFIRM_TIMEOUT, join_all(confirms)).await else {
+        return Published {
+            confirmed: 0,
+            error: Some(MessagingError::ConfirmTimeout(CONFIRM_TIMEOUT)),
+        };
+    };
+    let mut confirmed = 0;
+    for (row, result) in rows.iter().zip(results) {
+        let failure = match result {
+            Ok(confirmation) if !confirmation.is_nack() => None,
+            Ok(_) => Some(MessagingError::Nacked(row.message_id)),
+            Err(e) => Some(e.into()),
+        };
+        if let Some(failure) = failure {
+            // The first failure in publish order is the one to report.
+            error = Some(failure);
+            break;
+        }
+        confirmed += 1;
+    }
+    Published { confirmed, error }
 }
 
 async fn update_gauges(context: &Context) {

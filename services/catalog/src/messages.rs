@@ -65,6 +65,13 @@ async fn reply<T: Message + Serialize>(
 }
 
 impl Handler for StockCommands {
+    /// Every stock command locks inventory rows that other orders' commands lock too: two
+    /// lanes applying batches could take the same products in opposite orders and deadlock, so
+    /// each command is applied in its own transaction (locks held for one order at a time).
+    fn batchable(&self, _message: &Envelope) -> bool {
+        false
+    }
+
     async fn handle(&self, tx: &mut PgConnection, message: &Envelope) -> Result<(), HandlerError> {
         match message.kind.as_str() {
             ReserveStock::NAME => {

@@ -29,24 +29,36 @@ pub struct Order<'a> {
     pub total: &'a Money,
 }
 
-/// Enqueues every command as its lab-contracts message, caused by `cause`; a payment session
-/// expires `payment_window` from now.
+/// One applied step, as orders is told of it.
+pub struct Step<'a> {
+    /// The state before (empty when the saga starts).
+    pub from: &'a str,
+    pub to: State,
+    /// The saga event's name, or `OrderPlaced`.
+    pub event: &'a str,
+}
+
+/// Enqueues every command as its lab-contracts message, then the step's `SagaTransitioned` for
+/// orders, all caused by `cause` and written in one statement; a payment session expires
+/// `payment_window` from now.
 pub async fn send(
     tx: &mut PgConnection,
     order: &Order<'_>,
+    step: Step<'_>,
     commands: &[Command],
     cause: &Envelope,
     payment_window: Duration,
 ) -> Result<(), StepError> {
     let (order_id, total) = (order.order_id, order.total);
+    let mut out = Vec::with_capacity(commands.len() + 1);
     for command in commands {
-        match command {
+        let message = match command {
             Command::ReserveStock => {
                 let lines = order.lines.to_vec();
-                enqueue(tx, &ReserveStock { order_id, lines }, cause).await?;
+                message(&ReserveStock { order_id, lines }, cause)?
             }
-            Command::CommitStock => enqueue(tx, &CommitStock { order_id }, cause).await?,
-            Command::ReleaseStock => enqueue(tx, &ReleaseStock { order_id }, cause).await?,
+            Command::CommitStock => message(&CommitStock { order_id }, cause)?,
+            Command::ReleaseStock => message(&ReleaseStock { order_id }, cause)?,
             Command::CreatePaymentSession => {
                 let expires_at: DateTime<Utc> = Utc::now()
                     + chrono::Duration::from_std(payment_window)
@@ -57,59 +69,48 @@ pub async fn send(
                     provider: order.provider.to_owned(),
                     expires_at,
                 };
-                enqueue(tx, &session, cause).await?;
+                message(&session, cause)?
             }
             Command::CapturePayment => {
                 let capture = CapturePayment {
                     order_id,
                     amount: total.clone(),
                 };
-                enqueue(tx, &capture, cause).await?;
+                message(&capture, cause)?
             }
-            Command::VoidPayment => enqueue(tx, &VoidPayment { order_id }, cause).await?,
+            Command::VoidPayment => message(&VoidPayment { order_id }, cause)?,
             Command::RefundPayment { reason } => {
                 let refund = RefundPayment {
                     order_id,
                     reason: reason.clone(),
                 };
-                enqueue(tx, &refund, cause).await?;
+                message(&refund, cause)?
             }
-        }
+        };
+        out.push(message);
     }
+    out.push(message(&transitioned(order_id, step, commands), cause)?);
+    outbox::enqueue_all(tx, &out).await?;
     Ok(())
 }
 
-/// Tells orders where the saga is (`from` is empty when it starts).
-pub async fn announce(
-    tx: &mut PgConnection,
-    order_id: Uuid,
-    from: &str,
-    to: State,
-    event: &str,
-    commands: &[Command],
-    cause: &Envelope,
-) -> Result<(), StepError> {
-    let transitioned = SagaTransitioned {
+/// Tells orders where the saga is.
+fn transitioned(order_id: Uuid, step: Step<'_>, commands: &[Command]) -> SagaTransitioned {
+    SagaTransitioned {
         order_id,
-        from: from.to_owned(),
-        to: to.as_str().to_owned(),
-        event: event.to_owned(),
-        terminal: to.is_terminal(),
+        from: step.from.to_owned(),
+        to: step.to.as_str().to_owned(),
+        event: step.event.to_owned(),
+        terminal: step.to.is_terminal(),
         compensations: commands
             .iter()
             .filter(|c| c.is_compensation())
             .map(|c| c.name().to_owned())
             .collect(),
-    };
-    enqueue(tx, &transitioned, cause).await
+    }
 }
 
-async fn enqueue<T: Message + Serialize>(
-    tx: &mut PgConnection,
-    message: &T,
-    cause: &Envelope,
-) -> Result<(), StepError> {
+fn message<T: Message + Serialize>(message: &T, cause: &Envelope) -> Result<Envelope, StepError> {
     let payload = serde_json::to_value(message)?;
-    outbox::enqueue(tx, &Envelope::caused_by(T::NAME, payload, cause)).await?;
-    Ok(())
+    Ok(Envelope::caused_by(T::NAME, payload, cause))
 }

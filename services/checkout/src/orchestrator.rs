@@ -14,7 +14,7 @@ use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::commands::{Order, announce, send};
+use crate::commands::{Order, Step, send};
 use crate::saga::{self, Command, Decision, Event, Saga, State, Timeouts};
 
 /// Why a step could not be applied; the caller's transaction rolls back and the step is retried.
@@ -140,22 +140,18 @@ pub async fn start(
     )
     .await?;
     set_deadline(tx, placed.order_id, saga.state, timeouts).await?;
+    let step = Step {
+        from: "",
+        to: saga.state,
+        event: "OrderPlaced",
+    };
     send(
         tx,
         &row.order(placed.order_id),
+        step,
         &commands,
         cause,
         timeouts.payment,
-    )
-    .await?;
-    announce(
-        tx,
-        placed.order_id,
-        "",
-        saga.state,
-        "OrderPlaced",
-        &commands,
-        cause,
     )
     .await?;
     Ok(Outcome::Applied {
@@ -228,15 +224,18 @@ pub async fn apply(
     if next.state != from || rearm {
         set_deadline(tx, order_id, next.state, timeouts).await?;
     }
-    send(tx, &row.order(order_id), &commands, cause, timeouts.payment).await?;
-    announce(
+    let step = Step {
+        from: from.as_str(),
+        to: next.state,
+        event: event.name(),
+    };
+    send(
         tx,
-        order_id,
-        from.as_str(),
-        next.state,
-        event.name(),
+        &row.order(order_id),
+        step,
         &commands,
         cause,
+        timeouts.payment,
     )
     .await?;
     Ok(Outcome::Applied {

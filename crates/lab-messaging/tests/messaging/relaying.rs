@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use lab_messaging::lapin::options::{QueueBindOptions, QueueDeclareOptions};
+use lab_messaging::lapin::types::{AMQPValue, FieldTable};
 use lab_messaging::{Envelope, outbox};
 use lab_test_support::eventually;
 
@@ -214,4 +216,106 @@ async fn an_outbox_row_that_is_not_an_envelope_is_dead_lettered_downstream_and_b
         dead[0].error
     );
     w.wait_for_drained_outbox().await;
+}
+
+#[tokio::test]
+async fn a_batch_refused_part_way_marks_what_was_confirmed_and_publishes_the_rest_next_round() {
+    let w = world().await;
+    // A queue that holds three messages and makes the broker refuse (nack) any more.
+    let channel = w.channel().await;
+    w.topology.declare_exchange(&channel).await.unwrap();
+    let queue = format!("{}small", w.settings.prefix);
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(3));
+    args.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            args,
+        )
+        .await
+        .unwrap();
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            w.topology.exchange().into(),
+            EVENT.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    outbox::pause(&w.pool).await.unwrap();
+    let ids = w.commit_events(5).await;
+    let (relay, metrics) = w.relay(&w.broker);
+
+    outbox::resume(&w.pool).await.unwrap();
+
+    // One batch of five: the first three confirmed and marked, the last two refused.
+    let marked = eventually(DEADLINE, || async {
+        let sent: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "SELECT message_id FROM lab_outbox WHERE sent_at IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&w.pool)
+        .await
+        .ok()?;
+        (sent.len() == 3).then_some(sent)
+    })
+    .await;
+    assert_eq!(marked.as_deref(), Some(&ids[..3]));
+    assert_eq!(outbox::status(&w.pool).await.unwrap().pending, 2);
+    // Stopped before the queue makes room, so the next relay is the one that publishes the rest.
+    relay.stop().await;
+    let first = w.drain_queue(&queue).await;
+    let (_next, next_metrics) = w.relay(&w.broker);
+    w.wait_for_drained_outbox().await;
+    let second = eventually(DEADLINE, || async {
+        let got = w.drain_queue(&queue).await;
+        (!got.is_empty()).then_some(got)
+    })
+    .await
+    .unwrap_or_default();
+    let first: Vec<String> = first.into_iter().map(|m| m.0).collect();
+    let second: Vec<String> = second.into_iter().map(|m| m.0).collect();
+    let expected: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    assert_eq!(first, expected[..3], "the confirmed rows");
+    assert_eq!(
+        second,
+        expected[3..],
+        "the refused rows, once each, and none of the confirmed ones again"
+    );
+    assert_eq!(metrics.relayed.get(), 3);
+    assert_eq!(next_metrics.relayed.get(), 2);
+}
+
+#[tokio::test]
+async fn messages_enqueued_together_are_published_in_the_order_given() {
+    let w = world().await;
+    let tap = w.tap().await;
+    let events: Vec<Envelope> = (0..4)
+        .map(|i| Envelope::new(EVENT, serde_json::json!({ "n": i })))
+        .collect();
+    let mut tx = w.pool.begin().await.unwrap();
+    outbox::enqueue_all(&mut tx, &events).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let (_relay, _) = w.relay(&w.broker);
+
+    w.wait_for_drained_outbox().await;
+    let delivered = eventually(DEADLINE, || async {
+        let n = queue_len(&w.channel().await, &tap).await?;
+        (n == 4).then_some(())
+    })
+    .await;
+    assert!(delivered.is_some(), "not all four were published");
+    let got: Vec<String> = w.drain_queue(&tap).await.into_iter().map(|m| m.0).collect();
+    let expected: Vec<String> = events.iter().map(|e| e.message_id.to_string()).collect();
+    assert_eq!(got, expected);
 }
