@@ -103,7 +103,7 @@ impl Edge {
 
     /// `routes` behind the edge middleware ([`EdgeService`]).
     pub fn wrap(&self, routes: Router) -> Router {
-        routes.layer(EdgeLayer(self.clone()))
+        routes.layer(EdgeLayer(std::sync::Arc::new(self.clone())))
     }
 }
 

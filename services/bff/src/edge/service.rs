@@ -9,6 +9,7 @@
 //! request at once. The rest (a token from Redis, a replay) goes the awaiting way.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use axum::extract::Request;
@@ -20,9 +21,11 @@ use tower::{Layer, Service};
 use super::Edge;
 use crate::rate_limit::{Decision, RouteClass, set_headers, too_many};
 
-/// Puts [`EdgeService`] around a route.
+/// Puts [`EdgeService`] around a route. The edge behind one `Arc`: axum clones a route's service
+/// per request, and cloning the `Edge` itself (its Redis handle included) was ~2 % of a
+/// proxied read (callgrind).
 #[derive(Clone)]
-pub struct EdgeLayer(pub(super) Edge);
+pub struct EdgeLayer(pub(super) Arc<Edge>);
 
 impl<S> Layer<S> for EdgeLayer {
     type Service = EdgeService<S>;
@@ -30,7 +33,7 @@ impl<S> Layer<S> for EdgeLayer {
     fn layer(&self, inner: S) -> EdgeService<S> {
         EdgeService {
             inner,
-            edge: self.0.clone(),
+            edge: Arc::clone(&self.0),
         }
     }
 }
@@ -39,7 +42,7 @@ impl<S> Layer<S> for EdgeLayer {
 #[derive(Clone)]
 pub struct EdgeService<S> {
     inner: S,
-    edge: Edge,
+    edge: Arc<Edge>,
 }
 
 impl<S> Service<Request> for EdgeService<S>
@@ -83,7 +86,7 @@ where
                 // The service polled ready is the one to call later; a clone takes its place.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
-                let edge = self.edge.clone();
+                let edge = Arc::clone(&self.edge);
                 Box::pin(async move {
                     let decision = match (now, class, scope) {
                         (Some(decision), ..) => decision,
