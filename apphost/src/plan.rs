@@ -451,6 +451,7 @@ mod tests {
             vault_token: None,
             psp_cert_dir: "/lab/psp-certs".into(),
             bff_session_key: String::new(),
+            bff_client_secret: String::new(),
         };
         let procs = plan(&wiring, |_| crate::ports::loopback(0));
         let (mut redis, mut amqp) = (0, 0);

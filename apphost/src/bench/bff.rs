@@ -1,12 +1,15 @@
 //! `lab bench bff`: (1) proxied `GET /api/products/{id}` through the BFF ÷ nginx `proxy_pass`
-//! (keep-alive upstream) to the same upstream (the bare axum peer), same run, same core; (2) the
+//! (keep-alive upstream) to the same upstream (the bare axum peer), same run, same core, with wrk
+//! sending back the session cookie of a first request as a browser does, and again without it
+//! (every request a first visit); (2) the
 //! latency the hop adds, p50/p99, at a moderate load, against calling the upstream directly;
 //! (3) rate-limit accuracy across two BFF replicas sharing Redis: one session's burst split over
 //! both, allowed count against the configured capacity.
 //!
 //! The BFF runs as `lab up` runs it (sessions, the shared Redis rate limit, replay, breakers,
-//! the live stream), except that its default bucket is raised out of the way for (1) and (2): a
-//! benchmark without a cookie would otherwise spend one IP's bucket in a fraction of a second.
+//! the live stream), except that its default bucket is raised out of the way for (1) and (2): the
+//! benchmark's one session (or, without the cookie, its one address) would otherwise spend its
+//! bucket in a fraction of a second.
 
 use std::path::PathBuf;
 
@@ -16,6 +19,7 @@ use tokio::process::Command;
 
 use super::measure::{
     SERVER_CORE, WrkResult, own_exe, require_quiet, spawn_pinned, wait_ok, wrk_median,
+    wrk_median_with_headers,
 };
 
 #[derive(Args)]
@@ -116,12 +120,20 @@ pub async fn run(args: BffArgs) -> anyhow::Result<()> {
     let bff = format!("http://127.0.0.1:{bff_port}");
     wait_ok(&client, &format!("{bff}/api{PATH}")).await?;
 
-    // (1) Throughput, same upstream, same core, same wrk.
-    let through_bff = wrk_median(&format!("{bff}/api{PATH}"), 64, args.seconds).await?;
+    // (1) Throughput, same upstream, same core, same wrk. A browser sends back the cookie its
+    // first answer set, so the main row does too; the cookie-less row is every request a first
+    // visit (a session signed per request, every request on the address's bucket).
+    let url = format!("{bff}/api{PATH}");
+    let cookie = vec![format!(
+        "Cookie: {}",
+        session_cookie(&client.get(&url).send().await?)?
+    )];
+    let through_bff = wrk_median_with_headers(&url, 64, args.seconds, &cookie).await?;
     let through_nginx = wrk_median(&format!("{nginx}{PATH}"), 64, args.seconds).await?;
+    let cookieless = wrk_median(&url, 64, args.seconds).await?;
     // (2) Added latency at a moderate load (8 connections): the hop, not the queue.
     let direct_8 = wrk_median(&format!("{peer}{PATH}"), 8, args.seconds).await?;
-    let bff_8 = wrk_median(&format!("{bff}/api{PATH}"), 8, args.seconds).await?;
+    let bff_8 = wrk_median_with_headers(&url, 8, args.seconds, &cookie).await?;
     let nginx_8 = wrk_median(&format!("{nginx}{PATH}"), 8, args.seconds).await?;
     stop_nginx(&nginx_dir).await;
 
@@ -148,17 +160,21 @@ pub async fn run(args: BffArgs) -> anyhow::Result<()> {
 
     println!("## lab bench bff\n");
     println!("| measure | Lab BFF | nginx `proxy_pass` | ratio |\n|---|---|---|---|");
-    println!(
-        "| proxied `GET /api/products/{{id}}`, 64 connections, req/s | {:.0} (p50 {:.2} ms, p99 {:.2} ms, errors {}) | {:.0} (p50 {:.2} ms, p99 {:.2} ms, errors {}) | **{:.2}** |",
-        through_bff.rps,
-        through_bff.p50_ms,
-        through_bff.p99_ms,
-        through_bff.errors,
-        through_nginx.rps,
-        through_nginx.p50_ms,
-        through_nginx.p99_ms,
-        through_nginx.errors,
-        through_bff.rps / through_nginx.rps
+    let row = |what: &str, lab: &WrkResult| {
+        println!(
+            "| {what} | {} | {} | **{:.2}** |",
+            cell(lab),
+            cell(&through_nginx),
+            lab.rps / through_nginx.rps
+        );
+    };
+    row(
+        "proxied `GET /api/products/{id}`, 64 connections, req/s; the client sends its session cookie back",
+        &through_bff,
+    );
+    row(
+        "the same without the cookie (every request a first visit: a session signed, the address's bucket)",
+        &cookieless,
     );
     let added = |via: &WrkResult| (via.p50_ms - direct_8.p50_ms, via.p99_ms - direct_8.p99_ms);
     let (bff_p50, bff_p99) = added(&bff_8);
@@ -180,17 +196,30 @@ pub async fn run(args: BffArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One session's `n` requests alternating between `a` and `b`, 16 at a time; (allowed, refused).
-async fn burst(client: &reqwest::Client, a: &str, b: &str, n: u32) -> anyhow::Result<(u32, u32)> {
-    // The first answer issues the session; it is spent from the bucket like any other request.
-    let first = client.get(format!("{a}/api{PATH}")).send().await?;
-    let cookie = first
+/// One wrk result as a table cell.
+fn cell(r: &WrkResult) -> String {
+    format!(
+        "{:.0} (p50 {:.2} ms, p99 {:.2} ms, errors {})",
+        r.rps, r.p50_ms, r.p99_ms, r.errors
+    )
+}
+
+/// The `name=value` of the session cookie an answer sets.
+fn session_cookie(answer: &reqwest::Response) -> anyhow::Result<String> {
+    answer
         .headers()
         .get("set-cookie")
         .and_then(|v| v.to_str().ok())
         .and_then(|c| c.split(';').next())
         .map(str::to_owned)
-        .context("no session cookie")?;
+        .context("no session cookie")
+}
+
+/// One session's `n` requests alternating between `a` and `b`, 16 at a time; (allowed, refused).
+async fn burst(client: &reqwest::Client, a: &str, b: &str, n: u32) -> anyhow::Result<(u32, u32)> {
+    // The first answer issues the session; it is spent from the bucket like any other request.
+    let first = client.get(format!("{a}/api{PATH}")).send().await?;
+    let cookie = session_cookie(&first)?;
     let mut allowed = u32::from(first.status().is_success());
     let mut refused = u32::from(first.status() == 429);
     let urls: Vec<String> = (1..n)

@@ -151,8 +151,15 @@ pub fn parse_wrk(out: &str) -> Option<WrkResult> {
     })
 }
 
-/// Runs wrk pinned to the load core: one thread, `connections` connections, `seconds` long.
-pub async fn wrk(url: &str, connections: u32, seconds: u32) -> anyhow::Result<WrkResult> {
+/// Runs wrk pinned to the load core: one thread, `connections` connections, `seconds` long,
+/// every request carrying `headers` (`"Cookie: a=b"`), as a client that keeps what the server
+/// gave it would send them.
+pub async fn wrk_with_headers(
+    url: &str,
+    connections: u32,
+    seconds: u32,
+    headers: &[String],
+) -> anyhow::Result<WrkResult> {
     let out = Command::new("taskset")
         .args([
             "-c",
@@ -162,8 +169,9 @@ pub async fn wrk(url: &str, connections: u32, seconds: u32) -> anyhow::Result<Wr
             &format!("-c{connections}"),
             &format!("-d{seconds}s"),
             "--latency",
-            url,
         ])
+        .args(headers.iter().flat_map(|h| ["-H", h.as_str()]))
+        .arg(url)
         .output()
         .await
         .context("running wrk (install it: apt-get install wrk)")?;
@@ -173,10 +181,20 @@ pub async fn wrk(url: &str, connections: u32, seconds: u32) -> anyhow::Result<Wr
 
 /// The median of three wrk runs (by requests/s), after a 2 s warm-up.
 pub async fn wrk_median(url: &str, connections: u32, seconds: u32) -> anyhow::Result<WrkResult> {
-    wrk(url, connections, 2).await?;
+    wrk_median_with_headers(url, connections, seconds, &[]).await
+}
+
+/// [`wrk_median`] with `headers` on every request.
+pub async fn wrk_median_with_headers(
+    url: &str,
+    connections: u32,
+    seconds: u32,
+    headers: &[String],
+) -> anyhow::Result<WrkResult> {
+    wrk_with_headers(url, connections, 2, headers).await?;
     let mut runs = Vec::new();
     for _ in 0..3 {
-        runs.push(wrk(url, connections, seconds).await?);
+        runs.push(wrk_with_headers(url, connections, seconds, headers).await?);
     }
     runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
     Ok(runs[1])

@@ -9,6 +9,7 @@
 //! [`Visitor`](crate::session::Visitor) (session, client IP, bearer or not) as an extension.
 
 mod metrics;
+mod service;
 
 use axum::Router;
 use lab_cache::Redis;
@@ -20,6 +21,7 @@ use crate::replay::ReplayStore;
 use crate::session::{SessionError, SessionKey, SessionSettings, SessionState};
 
 pub use metrics::{DecisionLabels, EdgeMetrics, ReplayLabels};
+pub use service::{EdgeLayer, EdgeService};
 
 /// The edge's settings (`LAB_BFF__EDGE__…`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -105,27 +107,23 @@ impl Edge {
     pub fn replayed(&self, routes: Router) -> Router {
         routes.layer(axum::middleware::from_fn_with_state(
             self.replay.clone(),
-            crate::replay::replay,
+            replay_only,
         ))
     }
 
-    /// `routes` behind the edge middleware.
+    /// `routes` behind the edge middleware ([`EdgeService`]).
     pub fn wrap(&self, routes: Router) -> Router {
-        // The last layer added is the outermost: sessions run first.
-        routes
-            .layer(axum::middleware::from_fn_with_state(
-                self.replay.clone(),
-                crate::replay::replay,
-            ))
-            .layer(axum::middleware::from_fn_with_state(
-                self.rate_limiter.clone(),
-                crate::rate_limit::rate_limit,
-            ))
-            .layer(axum::middleware::from_fn_with_state(
-                self.sessions.clone(),
-                crate::session::sessions,
-            ))
+        routes.layer(EdgeLayer(std::sync::Arc::new(self.clone())))
     }
+}
+
+/// The replay alone, as a middleware (for [`Edge::replayed`]).
+async fn replay_only(
+    axum::extract::State(store): axum::extract::State<ReplayStore>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    crate::replay::guard(&store, req, |req| next.run(req)).await
 }
 
 #[cfg(test)]
@@ -161,3 +159,4 @@ mod tests {
         assert_eq!(edge.rate_limit.default.capacity, 100);
     }
 }
+

@@ -299,10 +299,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let routes = edge
         .wrap(routes(state, &proxy).merge(edge.routes()))
         // Outside the edge, so the metrics snapshot counts the 429s it answers too.
-        .layer(axum::middleware::from_fn_with_state(
-            traffic,
-            live::bridge::observe,
-        ));
+        .layer(live::bridge::TrafficLayer(traffic));
     // The pages (`/`, `/assets/…`) sit outside the `/api` edge: no session or rate limit for
     // static bytes; the page's first API call gets the visitor a session.
     let router = browser_edge(app.router(routes.merge(pages::router())), &settings);

@@ -3,28 +3,32 @@
 //!
 //! Expensive routes have their own, stricter buckets ([`RouteClass`]); each answer carries
 //! `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset`, and a refusal is a 429
-//! problem with `Retry-After`. Every decision also goes out on a broadcast channel of
-//! [`RateLimitEvent`]s for the live push stream. How one bucket is kept — Redis, or this process
-//! while Redis is out — is [`bucket`]'s business; the demo's configurable bucket is [`demo`].
+//! problem with `Retry-After`. Every refusal and every decision of the demo's bucket also goes
+//! out on a broadcast channel of [`RateLimitEvent`]s for the live push stream (an allowed request
+//! of a route class is news to no one, and sending it woke the stream's task per request).
+//! The edge service ([`crate::edge`]) asks [`RateLimiter::check_now`] first, which answers
+//! without an await from this replica's lease, then [`RateLimiter::check`]. How one bucket is kept — Redis, or this process
+//! while Redis is out — is [`bucket`]'s business, and how a replica takes a few of a busy
+//! visitor's tokens at once while the bucket is far from empty is [`lease`]'s; the demo's
+//! configurable bucket is [`demo`].
 
 mod bucket;
 pub mod demo;
+mod lease;
 
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use lab_cache::Redis;
 use lab_http::Problem;
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 pub use bucket::{Bucket, Decision, Mode, RateLimitHealth};
 
 use crate::edge::{DecisionLabels, EdgeMetrics};
-use crate::session::Visitor;
 
 pub static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 pub static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
@@ -153,6 +157,54 @@ impl RouteClass {
             Self::Chaos => "chaos",
         }
     }
+
+    /// The class's bucket key for a visitor `scope`.
+    pub fn key(self, scope: &str) -> String {
+        let class = self.as_str();
+        let mut key = String::with_capacity(class.len() + 1 + scope.len());
+        key.push_str(class);
+        key.push(':');
+        key.push_str(scope);
+        key
+    }
+}
+
+/// The decision counters of every (class, outcome, mode), looked up in the metric family once
+/// rather than per request.
+struct DecisionCounters(Vec<Counter>);
+
+impl DecisionCounters {
+    /// The route classes, then the demo's bucket.
+    const CLASSES: [Option<RouteClass>; 5] = [
+        Some(RouteClass::Default),
+        Some(RouteClass::Orders),
+        Some(RouteClass::Demo),
+        Some(RouteClass::Chaos),
+        None,
+    ];
+
+    fn new(metrics: &EdgeMetrics) -> Self {
+        let mut counters = Vec::with_capacity(Self::CLASSES.len() * 4);
+        for class in Self::CLASSES {
+            for allowed in [false, true] {
+                for local in [false, true] {
+                    let labels = DecisionLabels {
+                        class: class.map_or("demo-bucket", RouteClass::as_str).into(),
+                        outcome: if allowed { "allowed" } else { "refused" }.into(),
+                        mode: if local { "local" } else { "shared" }.into(),
+                    };
+                    counters.push(metrics.rate_limit_decisions.get_or_create(&labels).clone());
+                }
+            }
+        }
+        Self(counters)
+    }
+
+    fn get(&self, class: Option<RouteClass>, allowed: bool, local: bool) -> Option<&Counter> {
+        let class = Self::CLASSES.iter().position(|c| *c == class)?;
+        self.0
+            .get(class * 4 + usize::from(allowed) * 2 + usize::from(local))
+    }
 }
 
 /// What a bucket decision was about, for the live push stream.
@@ -179,6 +231,8 @@ pub struct RateLimiter {
     events: broadcast::Sender<RateLimitEvent>,
     /// Decisions counted by class, outcome and mode.
     metrics: EdgeMetrics,
+    /// The handles of `metrics`' decision counters.
+    counters: Arc<DecisionCounters>,
     /// Each visitor's demo bucket shape.
     demo_shapes: Arc<demo::DemoShapes>,
 }
@@ -190,11 +244,12 @@ impl RateLimiter {
             demo_shapes: Arc::new(demo::DemoShapes::new(redis)),
             settings: Arc::new(settings),
             events: broadcast::channel(EVENT_BUFFER).0,
+            counters: Arc::new(DecisionCounters::new(&metrics)),
             metrics,
         }
     }
 
-    /// A receiver of every decision from now on.
+    /// A receiver of every refusal and every demo-bucket decision from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<RateLimitEvent> {
         self.events.subscribe()
     }
@@ -208,32 +263,36 @@ impl RateLimiter {
     pub async fn check(&self, scope: &str, class: RouteClass) -> Decision {
         let decision = self
             .buckets
-            .take(
-                &format!("{}:{scope}", class.as_str()),
-                self.settings.bucket(class),
-            )
+            .take_leased(&class.key(scope), self.settings.bucket(class))
             .await;
         self.publish(scope, Some(class), &decision);
         decision
     }
 
-    /// Counts the decision and sends it to the event stream.
-    fn publish(&self, scope: &str, class: Option<RouteClass>, decision: &Decision) {
+    /// Spends one token of bucket `key` (a [`RouteClass::key`]) from this replica's lease of
+    /// it, without waiting; `None` when there is no lease to spend from (ask [`Self::check`]).
+    pub fn check_now(&self, key: &str, class: RouteClass) -> Option<Decision> {
+        let decision = self
+            .buckets
+            .take_leased_now(key, self.settings.bucket(class))?;
+        self.count(Some(class), &decision);
+        Some(decision)
+    }
+
+    fn count(&self, class: Option<RouteClass>, decision: &Decision) {
         let local = decision.mode == Mode::Local;
         self.metrics.rate_limit_local.set(i64::from(local));
-        self.metrics
-            .rate_limit_decisions
-            .get_or_create(&DecisionLabels {
-                class: class.map_or("demo-bucket", RouteClass::as_str).into(),
-                outcome: if decision.allowed {
-                    "allowed"
-                } else {
-                    "refused"
-                }
-                .into(),
-                mode: if local { "local" } else { "shared" }.into(),
-            })
-            .inc();
+        if let Some(counter) = self.counters.get(class, decision.allowed, local) {
+            counter.inc();
+        }
+    }
+
+    /// Counts the decision and sends refusals and the demo bucket's decisions to the stream.
+    fn publish(&self, scope: &str, class: Option<RouteClass>, decision: &Decision) {
+        self.count(class, decision);
+        if class.is_some() && decision.allowed {
+            return;
+        }
         // An error only means no one listens right now.
         let _ = self.events.send(RateLimitEvent {
             scope: scope.to_owned(),
@@ -246,27 +305,8 @@ impl RateLimiter {
     }
 }
 
-/// Middleware: spends a token of the request's bucket, refuses with 429 when there is none, and
-/// says the bucket's state on every answer.
-pub async fn rate_limit(State(limiter): State<RateLimiter>, req: Request, next: Next) -> Response {
-    let Some(class) = RouteClass::of(req.method(), req.uri().path()) else {
-        return next.run(req).await;
-    };
-    let scope = req
-        .extensions()
-        .get::<Visitor>()
-        .map_or_else(|| "unknown".to_owned(), Visitor::scope);
-    let decision = limiter.check(&scope, class).await;
-    let mut response = if decision.allowed {
-        next.run(req).await
-    } else {
-        too_many(class, &decision)
-    };
-    set_headers(response.headers_mut(), &decision);
-    response
-}
-
-fn too_many(class: RouteClass, decision: &Decision) -> Response {
+/// The 429 problem for a refused request of `class`.
+pub(crate) fn too_many(class: RouteClass, decision: &Decision) -> Response {
     let retry_after = decision.retry_after_s.unwrap_or(1);
     Problem::typed(
         StatusCode::TOO_MANY_REQUESTS,
@@ -284,7 +324,8 @@ fn too_many(class: RouteClass, decision: &Decision) -> Response {
     .into_response()
 }
 
-fn set_headers(headers: &mut HeaderMap, decision: &Decision) {
+/// The bucket's state, on every answer of a limited route.
+pub(crate) fn set_headers(headers: &mut HeaderMap, decision: &Decision) {
     headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(decision.limit));
     headers.insert(
         RATELIMIT_REMAINING.clone(),

@@ -12,8 +12,9 @@
 //! (orders, payments) still holds, and refusing every write would be worse.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use std::future::Future;
+
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -156,15 +157,28 @@ fn answer_from(store: &ReplayStore, stored: Option<String>, fingerprint: &str) -
     })
 }
 
-/// Middleware: runs a keyed mutating request once and replays its answer to repeats.
-pub async fn replay(State(store): State<ReplayStore>, req: Request, next: Next) -> Response {
-    let mutating = matches!(
+/// Whether `req` is a mutating request with an `Idempotency-Key`: the only kind [`guard`]
+/// has anything to do with.
+pub fn applies(req: &Request) -> bool {
+    matches!(
         *req.method(),
         Method::POST | Method::PUT | Method::PATCH | Method::DELETE
-    );
+    ) && req.headers().contains_key(&IDEMPOTENCY_KEY)
+}
+
+/// Runs a keyed mutating request once (through `run`, the rest of the stack) and replays its
+/// answer to repeats; any other request goes straight to `run`.
+pub async fn guard<F, Fut>(store: &ReplayStore, req: Request, run: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    if !applies(&req) {
+        return run(req).await;
+    }
     let mut keys = req.headers().get_all(&IDEMPOTENCY_KEY).iter();
-    let (Some(value), true) = (keys.next(), mutating) else {
-        return next.run(req).await;
+    let Some(value) = keys.next() else {
+        return run(req).await;
     };
     if keys.next().is_some() {
         return ReplayError::BadKey.into_response();
@@ -173,11 +187,11 @@ pub async fn replay(State(store): State<ReplayStore>, req: Request, next: Next) 
         Ok(key) => key,
         Err(e) => return e.into_response(),
     };
-    match prepare(&store, key, req).await {
+    match prepare(store, key, req).await {
         Prepared::Answer(response) => response,
         Prepared::Unprotected(req) => {
             store.metrics.replay("unprotected");
-            next.run(req).await
+            run(req).await
         }
         Prepared::First {
             req,
@@ -185,8 +199,8 @@ pub async fn replay(State(store): State<ReplayStore>, req: Request, next: Next) 
             lock,
             fingerprint,
         } => {
-            let response = next.run(req).await;
-            finish(&store, &record, &lock, fingerprint, response).await
+            let response = run(req).await;
+            finish(store, &record, &lock, fingerprint, response).await
         }
     }
 }

@@ -5,20 +5,23 @@
 //! upstream replica's breaker with its counters (the topology's BFF → service edges, from the
 //! real traffic).
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::Response;
+use futures::future::BoxFuture;
 use lab_contracts::live::{ConsoleLine, LiveBody, LiveEvent};
 use lab_resilience::{BreakerState, ResilienceEvent};
 use serde::Serialize;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
+use tower::{Layer, Service};
 
 use super::Backplane;
 use crate::proxy::Proxy;
@@ -42,33 +45,75 @@ pub struct Traffic {
     fail_fast: AtomicU64,
 }
 
-/// Middleware: counts every `/api` request of this replica for the metrics snapshot. The live
-/// stream itself is left out: it is one long request per viewer.
-pub async fn observe(
-    State(traffic): State<Arc<Traffic>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if request.uri().path() == "/api/events" {
-        return next.run(request).await;
+impl Traffic {
+    /// Counts one answered request that took `since` until now.
+    fn record(&self, since: Instant, status: axum::http::StatusCode) {
+        let ms = since.elapsed().as_secs_f32() * 1_000.0;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        if status.is_server_error() {
+            self.server_errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if status == axum::http::StatusCode::TOO_MANY_REQUESTS {
+            self.too_many.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut samples) = self.samples.lock()
+            && samples.len() < MAX_SAMPLES
+        {
+            samples.push(ms);
+        }
     }
-    let started = Instant::now();
-    let response = next.run(request).await;
-    let ms = started.elapsed().as_secs_f32() * 1_000.0;
-    traffic.requests.fetch_add(1, Ordering::Relaxed);
-    let status = response.status();
-    if status.is_server_error() {
-        traffic.server_errors.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts every `/api` request of this replica for the metrics snapshot ([`CountTraffic`]).
+#[derive(Clone)]
+pub struct TrafficLayer(pub Arc<Traffic>);
+
+impl<S> Layer<S> for TrafficLayer {
+    type Service = CountTraffic<S>;
+
+    fn layer(&self, inner: S) -> CountTraffic<S> {
+        CountTraffic {
+            inner,
+            traffic: Arc::clone(&self.0),
+        }
     }
-    if status == axum::http::StatusCode::TOO_MANY_REQUESTS {
-        traffic.too_many.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A route whose requests are counted. The live stream itself is left out: it is one long
+/// request per viewer. A tower service rather than `from_fn`, which cloned the stack below it
+/// per request.
+#[derive(Clone)]
+pub struct CountTraffic<S> {
+    inner: S,
+    traffic: Arc<Traffic>,
+}
+
+impl<S> Service<Request> for CountTraffic<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
     }
-    if let Ok(mut samples) = traffic.samples.lock()
-        && samples.len() < MAX_SAMPLES
-    {
-        samples.push(ms);
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        if request.uri().path() == "/api/events" {
+            return Box::pin(self.inner.call(request));
+        }
+        let started = Instant::now();
+        let traffic = Arc::clone(&self.traffic);
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let Ok(response) = answer.await;
+            traffic.record(started, response.status());
+            Ok(response)
+        })
     }
-    response
 }
 
 /// Runs the bridge until `shutdown`.

@@ -4,7 +4,10 @@
 //! The bucket is `{tokens, ts}` in a Redis hash. The Lua script reads the server clock (`TIME`),
 //! adds `elapsed × refill` tokens up to the capacity, takes one if there is one and writes the
 //! bucket back, all in one atomic step: no two replicas can spend the same token, and no replica's
-//! clock matters. `redis::Script` sends it as `EVALSHA` and loads it again on `NOSCRIPT`.
+//! clock matters. `redis::Script` sends it as `EVALSHA` and loads it again on `NOSCRIPT`. The same
+//! script can take several tokens at once for a [`lease`](super::lease) while the bucket is far
+//! from empty ([`Buckets::take_leased`], the route classes' path); the demo's bucket, whose
+//! every decision is shown, takes one at a time ([`Buckets::take`]).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,8 +17,12 @@ use lab_cache::{Redis, redis};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-/// Continuous refill on the Redis server's clock; answers `{allowed (0|1), tokens left}`, the
-/// tokens as a string since Redis would truncate a Lua number to an integer.
+use super::lease::{LEASE_MAX, LEASE_SHARE, Leases};
+
+/// Continuous refill on the Redis server's clock; takes up to `ARGV[4]` tokens but no more than
+/// 1/`ARGV[5]` of those there are (one when that is less than one); answers `{tokens granted,
+/// tokens left}`, the tokens left as a string since Redis would truncate a Lua number to an
+/// integer.
 const TAKE: &str = r"
 local now = redis.call('TIME')
 local now_us = tonumber(now[1]) * 1000000 + tonumber(now[2])
@@ -29,14 +36,14 @@ if tokens == nil or ts == nil then
   ts = now_us
 end
 tokens = math.min(capacity, tokens + math.max(0, now_us - ts) * refill_per_us)
-local allowed = 0
+local granted = 0
 if tokens >= 1 then
-  tokens = tokens - 1
-  allowed = 1
+  granted = math.max(1, math.min(tonumber(ARGV[4]), math.floor(tokens / tonumber(ARGV[5]))))
+  tokens = tokens - granted
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now_us))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {allowed, tostring(tokens)}
+return {granted, tostring(tokens)}
 ";
 
 /// The bucket check sits on every request's path: a Redis slower than this is treated as gone.
@@ -159,6 +166,8 @@ struct Inner {
     script: redis::Script,
     /// The buckets used while Redis is out; never held across an `.await`.
     local: Mutex<HashMap<String, Local>>,
+    /// Tokens taken from shared buckets ahead of need.
+    leases: Leases,
     /// Shared or local, and when to try Redis again; never held across an `.await`.
     switch: Mutex<Switch>,
 }
@@ -170,6 +179,7 @@ impl Buckets {
                 redis,
                 script: redis::Script::new(TAKE),
                 local: Mutex::new(HashMap::new()),
+                leases: Leases::default(),
                 switch: Mutex::new(Switch {
                     health: RateLimitHealth {
                         mode: Mode::Shared,
@@ -197,17 +207,63 @@ impl Buckets {
         self.inner.redis.key(&format!("rl:{key}"))
     }
 
-    /// Takes one token from bucket `key` of shape `bucket`.
+    /// Takes one token from bucket `key` of shape `bucket`, deciding in Redis every time.
     pub async fn take(&self, key: &str, bucket: Bucket) -> Decision {
-        let try_redis = self
-            .switch()
-            .retry_redis_at
-            .is_none_or(|at| Instant::now() >= at);
-        if try_redis {
-            match tokio::time::timeout(REDIS_BUDGET, self.take_shared(key, bucket)).await {
-                Ok(Ok((allowed, tokens))) => {
-                    self.redis_answered();
-                    return Decision::new(bucket, allowed, tokens, Mode::Shared);
+        match self.take_shared_or_local(key, bucket, 1, 1).await {
+            Ok((granted, tokens)) => Decision::new(bucket, granted > 0, tokens, Mode::Shared),
+            Err(local) => local,
+        }
+    }
+
+    /// Takes one token of bucket `key` from this replica's lease of it, when it holds one.
+    pub fn take_leased_now(&self, key: &str, bucket: Bucket) -> Option<Decision> {
+        let tokens = self.inner.leases.spend(key, Instant::now())?;
+        Some(Decision::new(bucket, true, tokens, Mode::Shared))
+    }
+
+    /// Takes one token from bucket `key`, from this replica's lease of it when it holds one;
+    /// otherwise from Redis, leasing a few more while the bucket is far from empty.
+    pub async fn take_leased(&self, key: &str, bucket: Bucket) -> Decision {
+        if let Some(decision) = self.take_leased_now(key, bucket) {
+            return decision;
+        }
+        match self
+            .take_shared_or_local(key, bucket, LEASE_MAX, LEASE_SHARE)
+            .await
+        {
+            Ok((0, tokens)) => Decision::new(bucket, false, tokens, Mode::Shared),
+            Ok((granted, tokens)) => {
+                let left = match granted - 1 {
+                    0 => tokens,
+                    kept => self.inner.leases.keep(key, kept, tokens, Instant::now()),
+                };
+                Decision::new(bucket, true, left, Mode::Shared)
+            }
+            Err(local) => local,
+        }
+    }
+
+    /// Up to `want` tokens (at most 1/`share` of the bucket, at least one) from the shared
+    /// bucket: `(granted, tokens left)`; the local bucket's decision while Redis is out.
+    async fn take_shared_or_local(
+        &self,
+        key: &str,
+        bucket: Bucket,
+        want: u32,
+        share: u32,
+    ) -> Result<(u32, f64), Decision> {
+        // Set only while local; then one request per period tries Redis again.
+        let retry_redis_at = self.switch().retry_redis_at;
+        let local_mode = retry_redis_at.is_some();
+        if retry_redis_at.is_none_or(|at| Instant::now() >= at) {
+            match tokio::time::timeout(REDIS_BUDGET, self.take_shared(key, bucket, want, share))
+                .await
+            {
+                Ok(Ok(answer)) => {
+                    if local_mode {
+                        self.redis_answered();
+                    }
+                    return Ok(answer);
                 }
                 Ok(Err(e)) => self.redis_failed(e.to_string()),
                 Err(_) => self.redis_failed(format!(
@@ -217,11 +273,12 @@ impl Buckets {
             }
         }
         let (allowed, tokens) = self.take_local(key, bucket);
-        Decision::new(bucket, allowed, tokens, Mode::Local)
+        Err(Decision::new(bucket, allowed, tokens, Mode::Local))
     }
 
     /// Drops bucket `key` everywhere: the next take finds it full.
     pub async fn reset(&self, key: &str) {
+        self.inner.leases.drop_lease(key);
         self.inner
             .local
             .lock()
@@ -240,22 +297,30 @@ impl Buckets {
         }
     }
 
-    async fn take_shared(&self, key: &str, bucket: Bucket) -> redis::RedisResult<(bool, f64)> {
+    async fn take_shared(
+        &self,
+        key: &str,
+        bucket: Bucket,
+        want: u32,
+        share: u32,
+    ) -> redis::RedisResult<(u32, f64)> {
         let mut conn = self.inner.redis.conn();
         // An idle bucket refills completely in capacity / refill seconds; past that a missing
         // key means the same as a full one, so it may expire (one second of slack).
         let ttl_ms =
             (f64::from(bucket.capacity) / bucket.refill_per_s * 1000.0).ceil() as u64 + 1_000;
-        let (allowed, tokens): (i64, String) = self
+        let (granted, tokens): (u32, String) = self
             .inner
             .script
             .key(self.redis_key(key))
             .arg(bucket.capacity)
             .arg(bucket.refill_per_s)
             .arg(ttl_ms)
+            .arg(want)
+            .arg(share)
             .invoke_async(&mut conn)
             .await?;
-        Ok((allowed == 1, tokens.parse().unwrap_or(0.0)))
+        Ok((granted, tokens.parse().unwrap_or(0.0)))
     }
 
     fn take_local(&self, key: &str, bucket: Bucket) -> (bool, f64) {
