@@ -159,4 +159,3 @@ mod tests {
         assert_eq!(edge.rate_limit.default.capacity, 100);
     }
 }
-
