@@ -379,7 +379,9 @@ async fn lab_page_cluster() -> (String, Cluster, Vec<TestApp>, TestApp) {
 }
 
 /// The chaos page's cluster: the checkout path in-process and a BFF running journeys.
-async fn chaos_page_cluster() -> (String, Cluster, TestApp) {
+/// Answers the BFF's URL and what must stay alive while the page runs (the apphost's control
+/// plane and fault proxy stop when dropped).
+async fn chaos_page_cluster() -> (String, Cluster, TestApp, Apphost) {
     // The journeys' buyer waits on the PSP to choose, as on the Lab page.
     let cluster = Cluster::start(Options {
         scenario: lab_psp::Scenario::default(),
@@ -398,7 +400,7 @@ async fn chaos_page_cluster() -> (String, Cluster, TestApp) {
     };
     bff_settings.chaos.apphost_url = Some(apphost.url.clone());
     let bff = cluster.env.spawn(lab_bff::build, bff_settings).await;
-    (bff.url(""), cluster, bff)
+    (bff.url(""), cluster, bff, apphost)
 }
 
 #[tokio::test]
@@ -429,7 +431,7 @@ async fn in_chromium_the_chaos_page_injects_a_fault_shows_the_reaction_and_the_r
     let Some(tests) = browser_or_skip(Engine::Chromium) else {
         return;
     };
-    let (base, _cluster, _bff) = chaos_page_cluster().await;
+    let (base, _cluster, _bff, _apphost) = chaos_page_cluster().await;
 
     run_browser_test(tests, "chaos.mjs", Engine::Chromium, base).await;
 }
@@ -440,7 +442,7 @@ async fn in_firefox_the_chaos_page_injects_a_fault_shows_the_reaction_and_the_re
     let Some(tests) = browser_or_skip(Engine::Firefox) else {
         return;
     };
-    let (base, _cluster, _bff) = chaos_page_cluster().await;
+    let (base, _cluster, _bff, _apphost) = chaos_page_cluster().await;
 
     run_browser_test(tests, "chaos.mjs", Engine::Firefox, base).await;
 }
