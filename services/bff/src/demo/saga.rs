@@ -501,31 +501,10 @@ impl Services {
         window_s: u32,
         token: &str,
     ) -> Result<String, Problem> {
-        let response = self
-            .http
-            .post(format!("{}/orders", self.orders))
-            .bearer_auth(token)
-            .header("idempotency-key", Uuid::now_v7().to_string())
-            .header("x-lab-customer", customer)
-            .json(&json!({
-                "lines": [{ "product_id": id_of(product), "quantity": 1 }],
-                "provider": provider,
-                "payment_window_s": window_s,
-            }))
-            .send()
-            .await
-            .map_err(|e| upstream_failed("orders", "placing the order", e))?;
-        let status = response.status();
-        let instance = instance_of(&response);
-        let body: Value = response.json().await.unwrap_or(Value::Null);
-        if status != reqwest::StatusCode::ACCEPTED {
-            return Err(upstream_failed(
-                "orders",
-                "placing the order",
-                format!("{status}: {body}"),
-            ));
-        }
-        let order = body["order_id"].as_str().unwrap_or_default().to_owned();
+        let key = Uuid::now_v7().to_string();
+        let (order, instance) = self
+            .post_order(customer, product, provider, &key, Some((window_s, token)))
+            .await?;
         run.step(
             format!("placed the order with a {window_s} s payment window"),
             instance,
@@ -591,8 +570,14 @@ impl Services {
         product: &Value,
         provider: &str,
     ) -> Result<(String, Option<String>), Problem> {
-        self.place_with(customer, product, provider, &Uuid::now_v7().to_string())
-            .await
+        self.post_order(
+            customer,
+            product,
+            provider,
+            &Uuid::now_v7().to_string(),
+            None,
+        )
+        .await
     }
 
     async fn place_keyed(
@@ -602,24 +587,31 @@ impl Services {
         provider: &str,
         key: &str,
     ) -> Result<String, Problem> {
-        self.place_with(customer, product, provider, key)
+        self.post_order(customer, product, provider, key, None)
             .await
             .map(|(order, _)| order)
     }
 
-    async fn place_with(
+    /// `POST /orders` for one unit of `product`; with a payment window, under the BFF's `demo`
+    /// token (orders honours a window from nobody else). Answers the order id and the instance.
+    async fn post_order(
         &self,
         customer: &str,
         product: &Value,
         provider: &str,
         key: &str,
+        window: Option<(u32, &str)>,
     ) -> Result<(String, Option<String>), Problem> {
-        let response = self
-            .http
-            .post(format!("{}/orders", self.orders))
+        let mut body = json!({ "lines": [{ "product_id": id_of(product), "quantity": 1 }], "provider": provider });
+        let mut request = self.http.post(format!("{}/orders", self.orders));
+        if let Some((window_s, token)) = window {
+            body["payment_window_s"] = json!(window_s);
+            request = request.bearer_auth(token);
+        }
+        let response = request
             .header("idempotency-key", key)
             .header("x-lab-customer", customer)
-            .json(&json!({ "lines": [{ "product_id": id_of(product), "quantity": 1 }], "provider": provider }))
+            .json(&body)
             .send()
             .await
             .map_err(|e| upstream_failed("orders", "placing the order", e))?;
