@@ -41,6 +41,8 @@ function leftMs(record) {
 
 function drawList() {
   const list = document.getElementById('fault-list');
+  // The list is redrawn on every chaos update: a keyboard user on a Stop button keeps it.
+  const focused = list.contains(document.activeElement) ? document.activeElement.dataset.stop : null;
   if (!faults.length) {
     fill(list, el('li', { class: 'muted' }, 'None.'));
     return;
@@ -52,6 +54,7 @@ function drawList() {
       el('strong', {}, record.target), ' ', el('span', {}, describe(record)), ' ',
       el('span', { class: 'left', 'data-left': record.id, 'aria-live': 'off' }, ''), ' ', stop);
   }));
+  if (focused) list.querySelector(`button[data-stop="${CSS.escape(focused)}"]`)?.focus();
   tick();
 }
 
