@@ -4,11 +4,13 @@
 //! (ARCHITECTURE.md §3). A service logs in as a member of that role whose sessions run `SET ROLE`
 //! to the owner (set on the login role itself), with `search_path` set to its schema, so its
 //! migrations and tables land in its own schema, owned by the stable role. [`bootstrap`] creates
-//! those roles and schemas with an administrator's connection; [`connect`] opens a service's pool.
+//! those roles and schemas with an administrator's connection; [`connect`] opens a service's pool;
+//! [`begin`] opens a transaction on it that a cancelled request cannot leave open.
 
 pub mod admin;
 pub mod bootstrap;
 pub mod credentials;
+pub mod transaction;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use credentials::{CredentialStatus, Credentials, RotationReport, VaultLogin, VaultProbe};
 pub use sqlx;
+pub use transaction::begin;
 
 /// How a service reaches its database.
 #[derive(Debug, Clone, Serialize, Deserialize)]

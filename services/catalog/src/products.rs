@@ -111,7 +111,7 @@ pub async fn list(
 
 /// Inserts a product and its stock in one transaction; `Ok(None)` when the SKU is taken.
 pub async fn create(pool: &PgPool, new: &NewProduct) -> Result<Option<Product>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = lab_db::begin(pool).await?;
     let product = sqlx::query_as::<_, Product>(sqlx::AssertSqlSafe(format!(
         "INSERT INTO products (id, sku, name, description, price_minor, currency, demo) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING RETURNING {PRODUCT_COLUMNS}"

@@ -112,7 +112,7 @@ pub async fn reserve(
     order_id: Uuid,
     lines: &[Line],
 ) -> Result<ReserveOutcome, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = lab_db::begin(pool).await?;
     let outcome = reserve_in(&mut tx, order_id, lines).await?;
     tx.commit().await?;
     Ok(outcome)
@@ -211,7 +211,7 @@ pub async fn reserve_in(
 
 /// Moves the order's reserved units to sold. A repeat or an unknown order changes nothing.
 pub async fn commit(pool: &PgPool, order_id: Uuid) -> Result<Settled, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = lab_db::begin(pool).await?;
     let settled = commit_in(&mut tx, order_id).await?;
     tx.commit().await?;
     Ok(settled)
@@ -231,7 +231,7 @@ pub async fn commit_in(tx: &mut PgConnection, order_id: Uuid) -> Result<Settled,
 /// Gives the order's reserved units back. A repeat, an unknown order, or an order already
 /// committed changes nothing; a release before any reserve refuses that reserve when it comes.
 pub async fn release(pool: &PgPool, order_id: Uuid) -> Result<Settled, sqlx::Error> {
-    let mut tx = pool.begin().await?;
+    let mut tx = lab_db::begin(pool).await?;
     let settled = release_in(&mut tx, order_id).await?;
     tx.commit().await?;
     Ok(settled)

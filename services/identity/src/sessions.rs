@@ -169,7 +169,7 @@ pub async fn refresh(
     refresh_token: &str,
 ) -> Result<TokenPair, SessionError> {
     let token_hash = hash(refresh_token);
-    let mut tx = pool.begin().await?;
+    let mut tx = lab_db::begin(pool).await?;
     let taken: Option<(Uuid, Uuid, Vec<String>)> = sqlx::query_as(
         "UPDATE refresh_tokens r SET used_at = now()
          FROM users u

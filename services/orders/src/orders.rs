@@ -159,7 +159,7 @@ async fn existing(
 /// another request holds the claim (it committed first, or this one waited for it on the
 /// unique index), returns that request's order.
 pub async fn place(pool: &PgPool, order: &NewOrder, ttl: Ttl) -> Result<Placed, OrderError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = lab_db::begin(pool).await?;
     let claimed = claims::claim(&mut tx, &order.customer.claim_scope(), &order.key, ttl).await?;
     if !claimed.created {
         tx.rollback().await?;
@@ -282,7 +282,7 @@ pub async fn get(
     pool: &PgPool,
     id: Uuid,
 ) -> Result<Option<(Stored, Vec<LineView>, Vec<Transition>)>, OrderError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = lab_db::begin(pool).await?;
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;

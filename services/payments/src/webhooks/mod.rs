@@ -155,7 +155,9 @@ async fn ingest(
     raw: &Value,
 ) -> Result<Json<Accepted>, Problem> {
     let fail = |e: store::StoreError| store_problem(e);
-    let mut tx = state.pool.begin().await.map_err(|e| fail(e.into()))?;
+    let mut tx = lab_db::begin(&state.pool)
+        .await
+        .map_err(|e| fail(e.into()))?;
     if event.order_id.is_none()
         && let Some(intent) = &event.observed.intent_id
     {
