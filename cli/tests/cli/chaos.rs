@@ -22,50 +22,21 @@ async fn every_edge_has_a_fault_proxy_and_a_target_fault_covers_its_edges_until_
     .await;
     let client = reqwest::Client::new();
 
-    let state: Value = client
-        .get(format!("{control}/chaos"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state = chaos_state(&control).await.expect("GET /chaos");
     let applied = client
         .post(format!("{control}/chaos/faults"))
-        .json(&json!({
-            "scope": { "type": "target", "name": "postgres" },
-            "fault": { "kind": "latency", "ms": 20, "jitter_ms": 0, "direction": "both" },
-            "ttl_s": 1,
-        }))
+        .json(&postgres_latency(1))
         .send()
         .await
         .unwrap();
     let applied_status = applied.status();
     let applied_body: Value = applied.json().await.unwrap_or(Value::Null);
-    let during: Value = client
-        .get(format!("{control}/chaos"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let during = chaos_state(&control).await.expect("GET /chaos");
     tokio::time::sleep(Duration::from_millis(1_500)).await;
-    let after: Value = client
-        .get(format!("{control}/chaos"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let after = chaos_state(&control).await.expect("GET /chaos");
     let refused = client
         .post(format!("{control}/chaos/faults"))
-        .json(&json!({
-            "scope": { "type": "target", "name": "postgres" },
-            "fault": { "kind": "latency", "ms": 20, "jitter_ms": 0, "direction": "both" },
-            "ttl_s": 600,
-        }))
+        .json(&postgres_latency(600))
         .send()
         .await
         .unwrap()
@@ -96,4 +67,13 @@ async fn every_edge_has_a_fault_proxy_and_a_target_fault_covers_its_edges_until_
         "the fault outlived its expiry: {after:#}"
     );
     assert_eq!(refused, 422, "a visitor's fault longer than 120 s");
+}
+
+/// A visitor's fault: 20 ms more each way on every edge to PostgreSQL, for `ttl_s`.
+fn postgres_latency(ttl_s: u64) -> Value {
+    json!({
+        "scope": { "type": "target", "name": "postgres" },
+        "fault": { "kind": "latency", "ms": 20, "jitter_ms": 0, "direction": "both" },
+        "ttl_s": ttl_s,
+    })
 }

@@ -36,26 +36,20 @@ impl Cluster {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 
+    /// A visitor's fault, through the BFF's chaos API.
     async fn fault(&self, body: Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}/api/chaos/faults", self.bff))
-            .json(&body)
-            .send()
+        self.post_fault(format!("{}/api/chaos/faults", self.bff), body)
             .await
-            .unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// The admin's fault, on the apphost's control API.
     async fn admin_fault(&self, body: Value) -> (u16, Value) {
-        let response = self
-            .client
-            .post(format!("{}/chaos/faults", self.control))
-            .json(&body)
-            .send()
+        self.post_fault(format!("{}/chaos/faults", self.control), body)
             .await
-            .unwrap();
+    }
+
+    async fn post_fault(&self, url: String, body: Value) -> (u16, Value) {
+        let response = self.client.post(url).json(&body).send().await.unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -545,12 +539,7 @@ async fn admin_kills_and_pauses_infrastructure(c: &Cluster) {
         .admin_fault(json!({ "scope": { "type": "target", "name": "redis" }, "fault": { "kind": "kill" }, "ttl_s": 60, "requester": "admin" }))
         .await;
     let restarted = poll(Duration::from_secs(30), || async {
-        let state: Value = reqwest::get(format!("{}/chaos", c.control))
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let state = chaos_state(&c.control).await?;
         state["faults"]
             .as_array()?
             .iter()

@@ -158,6 +158,17 @@ pub async fn wait_until(
     }
 }
 
+/// The apphost's chaos state (`GET /chaos` of its control API: edges, targets, faults), or none
+/// while it does not answer with JSON.
+pub async fn chaos_state(control: &str) -> Option<Value> {
+    reqwest::get(format!("{control}/chaos"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
 /// Every service process is up and ready: eight, or seven without OpenBao (no identity).
 pub fn all_services_ready(rows: &[Value]) -> bool {
     let services: Vec<&Value> = rows.iter().filter(|r| r["kind"] == "service").collect();
