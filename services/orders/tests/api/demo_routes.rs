@@ -4,13 +4,15 @@
 
 use lab_test_support::TestApp;
 use lab_test_support::identity::{ADMIN_EMAIL, client_token, signed_in};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::helpers::{line, signed_in_shop};
 
+/// `method path` on `app` as `token` (none: anonymous), with `body` when there is one.
 async fn call(
     app: &TestApp,
-    method: reqwest::Method,
+    method: Method,
     path: &str,
     token: Option<&str>,
     body: Option<Value>,
@@ -27,70 +29,37 @@ async fn call(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
+/// A body-less `POST path` as `token`.
+async fn post(app: &TestApp, path: &str, token: &str) -> (u16, Value) {
+    call(app, Method::POST, path, Some(token), None).await
+}
+
+/// `GET path` as `token`.
+async fn get(app: &TestApp, path: &str, token: &str) -> (u16, Value) {
+    call(app, Method::GET, path, Some(token), None).await
+}
+
+/// `POST /demo/outbox/pause` for `for_s` seconds as `token` (none: anonymous).
+async fn demo_pause(app: &TestApp, token: Option<&str>, for_s: u32) -> (u16, Value) {
+    let body = json!({ "for_s": for_s });
+    call(app, Method::POST, "/demo/outbox/pause", token, Some(body)).await
+}
+
 #[tokio::test]
 async fn the_demo_token_may_pause_the_outbox_for_a_bounded_time_and_nothing_more() {
     lab_test_support::require_bao!();
     let shop = signed_in_shop().await;
+    let orders = &shop.orders;
     let demo = client_token(&shop.identity).await;
     let (customer, _) = signed_in(&shop.identity, "someone@example.com").await;
-    let post = reqwest::Method::POST;
 
-    let (paused, view) = call(
-        &shop.orders,
-        post.clone(),
-        "/demo/outbox/pause",
-        Some(&demo),
-        Some(json!({ "for_s": 5 })),
-    )
-    .await;
-    let (too_long, problem) = call(
-        &shop.orders,
-        post.clone(),
-        "/demo/outbox/pause",
-        Some(&demo),
-        Some(json!({ "for_s": 31 })),
-    )
-    .await;
-    let (resumed, after) = call(
-        &shop.orders,
-        post.clone(),
-        "/demo/outbox/resume",
-        Some(&demo),
-        None,
-    )
-    .await;
-    let (admin_route, _) = call(
-        &shop.orders,
-        post.clone(),
-        "/admin/outbox/pause",
-        Some(&demo),
-        None,
-    )
-    .await;
-    let (rotate_route, _) = call(
-        &shop.orders,
-        post.clone(),
-        "/admin/credentials/rotate",
-        Some(&demo),
-        None,
-    )
-    .await;
-    let (by_customer, _) = call(
-        &shop.orders,
-        post.clone(),
-        "/demo/outbox/pause",
-        Some(&customer),
-        Some(json!({ "for_s": 5 })),
-    )
-    .await;
-    let (anonymous, _) = call(
-        &shop.orders,
-        post,
-        "/demo/outbox/pause",
-        None,
-        Some(json!({ "for_s": 5 })),
-    )
-    .await;
+    let (paused, view) = demo_pause(orders, Some(&demo), 5).await;
+    let (too_long, problem) = demo_pause(orders, Some(&demo), 31).await;
+    let (resumed, after) = post(orders, "/demo/outbox/resume", &demo).await;
+    let (admin_route, _) = post(orders, "/admin/outbox/pause", &demo).await;
+    let (rotate_route, _) = post(orders, "/admin/credentials/rotate", &demo).await;
+    let (by_customer, _) = demo_pause(orders, Some(&customer), 5).await;
+    let (anonymous, _) = demo_pause(orders, None, 5).await;
 
     assert_eq!(paused, 200, "{view}");
     assert_eq!(view["paused"], true);
@@ -108,55 +77,19 @@ async fn the_demo_token_may_pause_the_outbox_for_a_bounded_time_and_nothing_more
 async fn a_demo_pause_lifts_itself_and_never_touches_the_operators_pause() {
     lab_test_support::require_bao!();
     let shop = signed_in_shop().await;
+    let orders = &shop.orders;
     let demo = client_token(&shop.identity).await;
     let (admin, _) = signed_in(&shop.identity, ADMIN_EMAIL).await;
-    let post = reqwest::Method::POST;
-    let get = reqwest::Method::GET;
 
-    let (_, short) = call(
-        &shop.orders,
-        post.clone(),
-        "/demo/outbox/pause",
-        Some(&demo),
-        Some(json!({ "for_s": 1 })),
-    )
-    .await;
+    let (_, short) = demo_pause(orders, Some(&demo), 1).await;
     // The database clock ends the pause, so real time has to pass.
     tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
-    let (_, lifted) = call(&shop.orders, get.clone(), "/demo/outbox", Some(&demo), None).await;
-    let (operator, _) = call(
-        &shop.orders,
-        post.clone(),
-        "/admin/outbox/pause",
-        Some(&admin),
-        None,
-    )
-    .await;
-    let (refused, _) = call(
-        &shop.orders,
-        post.clone(),
-        "/demo/outbox/pause",
-        Some(&demo),
-        Some(json!({ "for_s": 5 })),
-    )
-    .await;
-    let (_, still) = call(
-        &shop.orders,
-        post.clone(),
-        "/demo/outbox/resume",
-        Some(&demo),
-        None,
-    )
-    .await;
-    let (_, admin_view) = call(&shop.orders, get, "/admin/outbox", Some(&admin), None).await;
-    call(
-        &shop.orders,
-        post,
-        "/admin/outbox/resume",
-        Some(&admin),
-        None,
-    )
-    .await;
+    let (_, lifted) = get(orders, "/demo/outbox", &demo).await;
+    let (operator, _) = post(orders, "/admin/outbox/pause", &admin).await;
+    let (refused, _) = demo_pause(orders, Some(&demo), 5).await;
+    let (_, still) = post(orders, "/demo/outbox/resume", &demo).await;
+    let (_, admin_view) = get(orders, "/admin/outbox", &admin).await;
+    post(orders, "/admin/outbox/resume", &admin).await;
 
     assert_eq!(short["paused"], true);
     assert_eq!(
