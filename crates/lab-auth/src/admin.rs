@@ -19,7 +19,9 @@ use http::header;
 use http::request::Parts;
 use lab_http::Problem;
 
-use crate::extract::{Admin, Authenticated, Role as _, Scope, bearer, forbidden, unauthorized};
+use crate::extract::{
+    Admin, Authenticated, Role as _, Scope, authenticate, bearer, forbidden, unauthorized,
+};
 use crate::verifier::{AuthError, Verifier};
 
 /// What the administrator check needs: the break-glass token and the token verifier, each
@@ -108,7 +110,8 @@ impl AdminGate {
         let Some(verifier) = &self.verifier else {
             return Err(unauthorized(&AuthError::NotAccepted));
         };
-        let caller = Authenticated::from_request_parts(parts, verifier).await?;
+        let token = token.to_owned();
+        let caller = authenticate(parts, verifier, token).await?;
         Ok(Some(Grant::Token(Box::new(caller))))
     }
 

@@ -130,25 +130,35 @@ where
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        if let Some(done) = parts.extensions.get::<Authenticated>() {
-            return Ok(done.clone());
-        }
         let token = bearer(parts).ok_or_else(|| unauthorized(&AuthError::Missing))?;
-        let verifier = Verifier::from_ref(state);
-        let claims = verifier.verify(token).await.map_err(|e| {
-            tracing::info!(reason = %e, "token refused");
-            unauthorized(&e)
-        })?;
-        let caller = Self {
-            sub: claims.sub.clone(),
-            roles: claims.roles.clone(),
-            scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
-            token: token.to_owned(),
-            claims,
-        };
-        parts.extensions.insert(caller.clone());
-        Ok(caller)
+        let token = token.to_owned();
+        authenticate(parts, &Verifier::from_ref(state), token).await
     }
+}
+
+/// The caller presenting `token` (the request's [`bearer`] token), verified once per request:
+/// later extractors of the same request reuse the first answer.
+pub(crate) async fn authenticate(
+    parts: &mut Parts,
+    verifier: &Verifier,
+    token: String,
+) -> Result<Authenticated, Problem> {
+    if let Some(done) = parts.extensions.get::<Authenticated>() {
+        return Ok(done.clone());
+    }
+    let claims = verifier.verify(&token).await.map_err(|e| {
+        tracing::info!(reason = %e, "token refused");
+        unauthorized(&e)
+    })?;
+    let caller = Authenticated {
+        sub: claims.sub.clone(),
+        roles: claims.roles.clone(),
+        scopes: claims.scope.split_whitespace().map(str::to_owned).collect(),
+        token,
+        claims,
+    };
+    parts.extensions.insert(caller.clone());
+    Ok(caller)
 }
 
 /// A role a route can demand, as a type: `RequireRole<Admin>`.
