@@ -140,6 +140,44 @@ pub fn verifier(
     )
 }
 
+/// [`service`] behind a verifier of the key set a [`JwksServer`] serves (fetched again at most
+/// every `min_refresh_ms`) and of the test's Redis revocations.
+pub struct Protected {
+    pub router: axum::Router,
+    pub jwks: JwksServer,
+    /// Keeps the test's Redis alive while the verifier uses it.
+    _env: TestEnv,
+    /// The revocation subscriber's; it runs until the test ends.
+    _shutdown: CancellationToken,
+}
+
+impl Protected {
+    /// Serves `keys` and starts the verifier on a fresh test environment.
+    pub async fn start(keys: &[&SigningKey], min_refresh_ms: u64) -> Self {
+        let env = TestEnv::builder().start().await;
+        let jwks = JwksServer::start(keys).await;
+        let shutdown = CancellationToken::new();
+        let router = service(verifier(&env, &jwks.url, min_refresh_ms, &shutdown));
+        Self {
+            router,
+            jwks,
+            _env: env,
+            _shutdown: shutdown,
+        }
+    }
+
+    /// `GET path` with `token` (see [`call`]).
+    pub async fn call(&self, path: &str, token: Option<&str>) -> (u16, String, Value) {
+        call(&self.router, path, token).await
+    }
+
+    /// The status of `GET /whoami` with `claims` signed by `signer`.
+    pub async fn whoami(&self, signer: &SigningKey, claims: &Claims) -> u16 {
+        let token = signer.sign(claims).expect("sign");
+        self.call("/whoami", Some(&token)).await.0
+    }
+}
+
 pub struct Demo;
 
 impl Scope for Demo {

@@ -7,27 +7,20 @@ use lab_auth::Audience;
 use lab_test_support::TestEnv;
 use tokio_util::sync::CancellationToken;
 
-use crate::helpers::{JwksServer, call, claims, key, now, service, verifier};
-
-async fn env() -> TestEnv {
-    TestEnv::builder().start().await
-}
+use crate::helpers::{Protected, call, claims, key, now, service, verifier};
 
 #[tokio::test]
 async fn a_valid_token_reaches_the_handler_with_its_subject_roles_and_scopes() {
-    let env = env().await;
     let signer = key();
-    let jwks = JwksServer::start(&[&signer]).await;
-    let shutdown = CancellationToken::new();
-    let router = service(verifier(&env, &jwks.url, 5_000, &shutdown));
+    let app = Protected::start(&[&signer], 5_000).await;
     let mut c = claims();
     c.roles = vec!["admin".into()];
     c.scope = "demo orders:read".into();
     let token = signer.sign(&c).expect("sign");
 
-    let (status, _, body) = call(&router, "/whoami", Some(&token)).await;
-    let (admin, _, _) = call(&router, "/admin", Some(&token)).await;
-    let (demo, _, _) = call(&router, "/demo", Some(&token)).await;
+    let (status, _, body) = app.call("/whoami", Some(&token)).await;
+    let (admin, _, _) = app.call("/admin", Some(&token)).await;
+    let (demo, _, _) = app.call("/demo", Some(&token)).await;
 
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["sub"], "user-1");
@@ -38,11 +31,8 @@ async fn a_valid_token_reaches_the_handler_with_its_subject_roles_and_scopes() {
 
 #[tokio::test]
 async fn tokens_failing_a_claim_check_get_401_naming_the_reason() {
-    let env = env().await;
     let signer = key();
-    let jwks = JwksServer::start(&[&signer]).await;
-    let shutdown = CancellationToken::new();
-    let router = service(verifier(&env, &jwks.url, 5_000, &shutdown));
+    let app = Protected::start(&[&signer], 5_000).await;
     let mut wrong_issuer = claims();
     wrong_issuer.iss = "evil".into();
     let mut wrong_audience = claims();
@@ -59,7 +49,7 @@ async fn tokens_failing_a_claim_check_get_401_naming_the_reason() {
         (early, "not valid yet"),
     ] {
         let token = signer.sign(&claims).expect("sign");
-        let (status, challenge, body) = call(&router, "/whoami", Some(&token)).await;
+        let (status, challenge, body) = app.call("/whoami", Some(&token)).await;
         assert_eq!(status, 401, "{body}");
         assert!(
             challenge.starts_with("Bearer realm=\"lab\", error=\"invalid_token\""),
@@ -74,28 +64,22 @@ async fn tokens_failing_a_claim_check_get_401_naming_the_reason() {
 
 #[tokio::test]
 async fn an_expiry_within_the_leeway_is_still_accepted() {
-    let env = env().await;
     let signer = key();
-    let jwks = JwksServer::start(&[&signer]).await;
-    let shutdown = CancellationToken::new();
-    let router = service(verifier(&env, &jwks.url, 5_000, &shutdown));
+    let app = Protected::start(&[&signer], 5_000).await;
     let mut c = claims();
     // The default leeway is 30 s.
     c.exp = now() - 5;
 
-    let (status, _, _) = call(&router, "/whoami", Some(&signer.sign(&c).expect("sign"))).await;
+    let status = app.whoami(&signer, &c).await;
 
     assert_eq!(status, 200);
 }
 
 #[tokio::test]
 async fn no_token_or_a_non_bearer_scheme_is_401_with_a_plain_challenge() {
-    let env = env().await;
-    let jwks = JwksServer::start(&[&key()]).await;
-    let shutdown = CancellationToken::new();
-    let router = service(verifier(&env, &jwks.url, 5_000, &shutdown));
+    let app = Protected::start(&[&key()], 5_000).await;
 
-    let (status, challenge, body) = call(&router, "/whoami", None).await;
+    let (status, challenge, body) = app.call("/whoami", None).await;
 
     assert_eq!(status, 401);
     assert_eq!(challenge, "Bearer realm=\"lab\"");
@@ -104,17 +88,14 @@ async fn no_token_or_a_non_bearer_scheme_is_401_with_a_plain_challenge() {
 
 #[tokio::test]
 async fn a_missing_role_or_scope_is_403_with_insufficient_scope() {
-    let env = env().await;
     let signer = key();
-    let jwks = JwksServer::start(&[&signer]).await;
-    let shutdown = CancellationToken::new();
-    let router = service(verifier(&env, &jwks.url, 5_000, &shutdown));
+    let app = Protected::start(&[&signer], 5_000).await;
     let mut scoped = claims();
     scoped.scope = "catalog:read".into();
     let token = signer.sign(&scoped).expect("sign");
 
-    let (admin, admin_challenge, _) = call(&router, "/admin", Some(&token)).await;
-    let (demo, demo_challenge, body) = call(&router, "/demo", Some(&token)).await;
+    let (admin, admin_challenge, _) = app.call("/admin", Some(&token)).await;
+    let (demo, demo_challenge, body) = app.call("/demo", Some(&token)).await;
 
     assert_eq!(admin, 403);
     assert!(admin_challenge.contains("insufficient_scope"));
@@ -127,15 +108,12 @@ async fn a_missing_role_or_scope_is_403_with_insufficient_scope() {
 
 #[tokio::test]
 async fn a_flood_of_unknown_kids_fetches_the_key_set_at_most_once_per_interval() {
-    let env = env().await;
     let signer = key();
-    let jwks = JwksServer::start(&[&signer]).await;
-    let shutdown = CancellationToken::new();
-    let router = service(verifier(&env, &jwks.url, 60_000, &shutdown));
+    let app = Protected::start(&[&signer], 60_000).await;
 
     for _ in 0..20 {
         let token = key().sign(&claims()).expect("sign");
-        let (status, _, body) = call(&router, "/whoami", Some(&token)).await;
+        let (status, _, body) = app.call("/whoami", Some(&token)).await;
         assert_eq!(status, 401);
         assert!(
             body["detail"]
@@ -144,53 +122,30 @@ async fn a_flood_of_unknown_kids_fetches_the_key_set_at_most_once_per_interval()
             "{body}"
         );
     }
-    let (known, _, _) = call(
-        &router,
-        "/whoami",
-        Some(&signer.sign(&claims()).expect("sign")),
-    )
-    .await;
+    let known = app.whoami(&signer, &claims()).await;
 
-    assert_eq!(jwks.fetches(), 1);
+    assert_eq!(app.jwks.fetches(), 1);
     assert_eq!(known, 200);
 }
 
 #[tokio::test]
 async fn a_token_from_a_rotated_key_makes_the_cache_fetch_the_new_set() {
-    let env = env().await;
     let old = key();
-    let jwks = JwksServer::start(&[&old]).await;
-    let shutdown = CancellationToken::new();
-    let router = service(verifier(&env, &jwks.url, 0, &shutdown));
-    let (before, _, _) = call(
-        &router,
-        "/whoami",
-        Some(&old.sign(&claims()).expect("sign")),
-    )
-    .await;
+    let app = Protected::start(&[&old], 0).await;
+    let before = app.whoami(&old, &claims()).await;
     let new = key();
 
-    jwks.publish(&[&new, &old]);
-    let (new_status, _, _) = call(
-        &router,
-        "/whoami",
-        Some(&new.sign(&claims()).expect("sign")),
-    )
-    .await;
-    let (old_status, _, _) = call(
-        &router,
-        "/whoami",
-        Some(&old.sign(&claims()).expect("sign")),
-    )
-    .await;
+    app.jwks.publish(&[&new, &old]);
+    let new_status = app.whoami(&new, &claims()).await;
+    let old_status = app.whoami(&old, &claims()).await;
 
     assert_eq!((before, new_status, old_status), (200, 200, 200));
-    assert_eq!(jwks.fetches(), 2);
+    assert_eq!(app.jwks.fetches(), 2);
 }
 
 #[tokio::test]
 async fn with_identity_unreachable_and_no_keys_a_token_gets_503_not_401() {
-    let env = env().await;
+    let env = TestEnv::builder().start().await;
     let shutdown = CancellationToken::new();
     let url = format!(
         "{}/.well-known/jwks.json",
