@@ -17,6 +17,36 @@ fn eur(minor: i64) -> Money {
     }
 }
 
+/// The saga's `CreatePaymentSession` for 12.34 EUR at `provider`, open for half an hour.
+fn create_session(order: Uuid, provider: &str) -> CreatePaymentSession {
+    CreatePaymentSession {
+        order_id: order,
+        amount: eur(1234),
+        provider: provider.into(),
+        expires_at: chrono::Utc::now() + chrono::Duration::minutes(30),
+    }
+}
+
+/// The saga's `CapturePayment` of the 12.34 EUR authorized for `order`.
+async fn capture(h: &Harness, order: Uuid) {
+    h.bus
+        .send(&CapturePayment {
+            order_id: order,
+            amount: eur(1234),
+        })
+        .await;
+}
+
+/// The saga's `RefundPayment` for `order`.
+async fn refund(h: &Harness, order: Uuid, reason: &str) {
+    h.bus
+        .send(&RefundPayment {
+            order_id: order,
+            reason: reason.into(),
+        })
+        .await;
+}
+
 /// Opens a Stripe session for a new order and authorizes it by webhook.
 async fn authorized(h: &Harness) -> Uuid {
     let order = Uuid::now_v7();
@@ -57,12 +87,7 @@ async fn a_session_authorized_by_webhook_is_captured_on_command() {
     h.stripe(&body, Some(stripe_signature(now(), &body, &[STRIPE_OLD])))
         .await;
     h.bus.until("payments.authorized").await;
-    h.bus
-        .send(&CapturePayment {
-            order_id: order,
-            amount: eur(1234),
-        })
-        .await;
+    capture(&h, order).await;
 
     let seen = h.bus.until("payments.captured").await;
     assert_eq!(seen.last().unwrap().payload["amount"]["amount_minor"], 1234);
@@ -78,12 +103,7 @@ async fn a_capture_the_psp_refuses_answers_payment_capture_failed() {
     let order = authorized(&h).await;
     h.psp.lock().unwrap().fail_capture = true;
 
-    h.bus
-        .send(&CapturePayment {
-            order_id: order,
-            amount: eur(1234),
-        })
-        .await;
+    capture(&h, order).await;
 
     let seen = h.bus.until("payments.capture-failed").await;
     assert!(
@@ -115,12 +135,7 @@ async fn refunding_a_payment_only_authorized_voids_the_authorization() {
     let h = Harness::start().await;
     let order = authorized(&h).await;
 
-    h.bus
-        .send(&RefundPayment {
-            order_id: order,
-            reason: "out of stock".into(),
-        })
-        .await;
+    refund(&h, order, "out of stock").await;
 
     h.bus.until("payments.voided").await;
     assert!(h.calls().contains(&format!("cancel lab-{order}-cancel")));
@@ -132,20 +147,10 @@ async fn refunding_a_payment_only_authorized_voids_the_authorization() {
 async fn refunding_a_captured_payment_refunds_it_and_records_the_refund_id() {
     let h = Harness::start().await;
     let order = authorized(&h).await;
-    h.bus
-        .send(&CapturePayment {
-            order_id: order,
-            amount: eur(1234),
-        })
-        .await;
+    capture(&h, order).await;
     h.bus.until("payments.captured").await;
 
-    h.bus
-        .send(&RefundPayment {
-            order_id: order,
-            reason: "requires review".into(),
-        })
-        .await;
+    refund(&h, order, "requires review").await;
 
     let seen = h.bus.until("payments.refunded").await;
     assert_eq!(seen.last().unwrap().payload["amount"]["amount_minor"], 1234);
@@ -161,14 +166,7 @@ async fn a_void_before_its_session_leaves_a_tombstone_and_no_session_is_opened()
 
     h.bus.send(&VoidPayment { order_id: order }).await;
     h.bus.until("payments.voided").await;
-    h.bus
-        .send(&CreatePaymentSession {
-            order_id: order,
-            amount: eur(1234),
-            provider: "stripe".into(),
-            expires_at: chrono::Utc::now() + chrono::Duration::minutes(30),
-        })
-        .await;
+    h.bus.send(&create_session(order, "stripe")).await;
 
     let seen = h.bus.until("payments.session-failed").await;
     assert!(seen.iter().all(|m| m.kind != "payments.session-created"));
@@ -185,12 +183,7 @@ async fn a_void_before_its_session_leaves_a_tombstone_and_no_session_is_opened()
 async fn a_repeated_command_has_one_effect() {
     let h = Harness::start().await;
     let order = Uuid::now_v7();
-    let create = CreatePaymentSession {
-        order_id: order,
-        amount: eur(1234),
-        provider: "stripe".into(),
-        expires_at: chrono::Utc::now() + chrono::Duration::minutes(30),
-    };
+    let create = create_session(order, "stripe");
 
     h.bus.send(&create).await;
     h.bus.send(&create).await;
@@ -232,14 +225,7 @@ async fn a_session_at_an_unknown_provider_fails() {
     let h = Harness::start().await;
     let order = Uuid::now_v7();
 
-    h.bus
-        .send(&CreatePaymentSession {
-            order_id: order,
-            amount: eur(1234),
-            provider: "cash".into(),
-            expires_at: chrono::Utc::now() + chrono::Duration::minutes(30),
-        })
-        .await;
+    h.bus.send(&create_session(order, "cash")).await;
 
     let seen = h.bus.until("payments.session-failed").await;
     assert!(
@@ -278,19 +264,9 @@ async fn a_paypal_payment_goes_from_session_to_refund_with_exact_decimal_amounts
     let (status, _) = h.paypal(&body, &h.cert_url(), false).await;
     assert_eq!(status, 200);
     h.bus.until("payments.authorized").await;
-    h.bus
-        .send(&CapturePayment {
-            order_id: order,
-            amount: eur(1234),
-        })
-        .await;
+    capture(&h, order).await;
     h.bus.until("payments.captured").await;
-    h.bus
-        .send(&RefundPayment {
-            order_id: order,
-            reason: "requires review".into(),
-        })
-        .await;
+    refund(&h, order, "requires review").await;
 
     let seen = h.bus.until("payments.refunded").await;
     assert_eq!(seen.last().unwrap().payload["amount"]["amount_minor"], 1234);
@@ -322,12 +298,7 @@ async fn a_paypal_capture_completed_webhook_after_the_capture_command_changes_no
     let body = paypal_event("WH-B", "PAYMENT.AUTHORIZATION.CREATED", order, "AUTH-9");
     h.paypal(&body, &h.cert_url(), false).await;
     h.bus.until("payments.authorized").await;
-    h.bus
-        .send(&CapturePayment {
-            order_id: order,
-            amount: eur(1234),
-        })
-        .await;
+    capture(&h, order).await;
     h.bus.until("payments.captured").await;
 
     let late = paypal_event("WH-C", "PAYMENT.CAPTURE.COMPLETED", order, "CAPTURE-1");
