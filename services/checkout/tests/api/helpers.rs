@@ -56,6 +56,12 @@ impl Bus {
     pub async fn step(&self) -> Vec<Envelope> {
         self.0.until(SagaTransitioned::NAME).await
     }
+
+    /// Sends `message` and answers the [`step`](Self::step) it causes.
+    pub async fn step_on<T: Message + serde::Serialize>(&self, message: &T) -> Vec<Envelope> {
+        self.0.send(message).await;
+        self.step().await
+    }
 }
 
 impl std::ops::Deref for Bus {

@@ -57,13 +57,16 @@ pub async fn awaiting_payment(env: &TestEnv) -> (TestApp, Bus, Uuid) {
     let app = env.spawn(lab_checkout::build, s).await;
     let bus = Bus::connect(env).await;
     let order_id = Uuid::now_v7();
-    bus.send(&order(order_id)).await;
-    bus.step().await;
-    bus.send(&StockReserved { order_id }).await;
-    bus.step().await;
-    bus.send(&session_created(order_id)).await;
-    bus.step().await;
+    through_session(&bus, order_id).await;
     (app, bus, order_id)
+}
+
+/// Drives a new saga for `order_id` to the payment session: placed, stock reserved, session
+/// opened.
+pub async fn through_session(bus: &Bus, order_id: Uuid) {
+    bus.step_on(&order(order_id)).await;
+    bus.step_on(&StockReserved { order_id }).await;
+    bus.step_on(&session_created(order_id)).await;
 }
 
 pub fn session_created(order_id: Uuid) -> PaymentSessionCreated {
@@ -138,11 +141,9 @@ async fn stock_reserved_asks_payments_for_a_session_for_the_total_by_the_chosen_
     let app = env.spawn(lab_checkout::build, settings(&env)).await;
     let bus = Bus::connect(&env).await;
     let order_id = Uuid::now_v7();
-    bus.send(&order(order_id)).await;
-    bus.step().await;
+    bus.step_on(&order(order_id)).await;
 
-    bus.send(&StockReserved { order_id }).await;
-    let sent = bus.step().await;
+    let sent = bus.step_on(&StockReserved { order_id }).await;
     let saga = saga_of(&app, order_id).await;
 
     assert_eq!(
@@ -168,16 +169,14 @@ async fn no_stock_rejects_the_saga_and_tells_orders_it_is_final() {
     let app = env.spawn(lab_checkout::build, settings(&env)).await;
     let bus = Bus::connect(&env).await;
     let order_id = Uuid::now_v7();
-    bus.send(&order(order_id)).await;
-    bus.step().await;
+    bus.step_on(&order(order_id)).await;
 
     let failed = StockReservationFailed {
         order_id,
         reason: "not enough stock".into(),
         short: vec![],
     };
-    bus.send(&failed).await;
-    let sent = bus.step().await;
+    let sent = bus.step_on(&failed).await;
     let saga = saga_of(&app, order_id).await;
 
     assert_eq!(kinds(&sent), [SagaTransitioned::NAME]);
@@ -199,27 +198,23 @@ async fn the_happy_path_captures_commits_and_completes_with_its_whole_history() 
     let app = env.spawn(lab_checkout::build, settings(&env)).await;
     let bus = Bus::connect(&env).await;
     let order_id = Uuid::now_v7();
-    bus.send(&order(order_id)).await;
-    bus.step().await;
+    through_session(&bus, order_id).await;
 
-    bus.send(&StockReserved { order_id }).await;
-    bus.step().await;
-    bus.send(&session_created(order_id)).await;
-    bus.step().await;
-    bus.send(&PaymentAuthorized {
-        order_id,
-        amount: usd(3000),
-    })
-    .await;
-    let capture = bus.step().await.remove(0);
-    bus.send(&PaymentCaptured {
-        order_id,
-        amount: usd(3000),
-    })
-    .await;
-    let commit = bus.step().await.remove(0);
-    bus.send(&StockCommitted { order_id }).await;
-    let last = bus.step().await;
+    let capture = bus
+        .step_on(&PaymentAuthorized {
+            order_id,
+            amount: usd(3000),
+        })
+        .await
+        .remove(0);
+    let commit = bus
+        .step_on(&PaymentCaptured {
+            order_id,
+            amount: usd(3000),
+        })
+        .await
+        .remove(0);
+    let last = bus.step_on(&StockCommitted { order_id }).await;
     let saga = saga_of(&app, order_id).await;
     let metrics = app.get("/metrics").await.text().await.unwrap();
 
@@ -261,32 +256,23 @@ async fn a_declined_payment_a_failed_capture_and_a_wrong_amount_each_compensate_
 
     for case in ["declined", "capture failed", "wrong amount"] {
         let order_id = Uuid::now_v7();
-        bus.send(&order(order_id)).await;
-        bus.step().await;
-        bus.send(&StockReserved { order_id }).await;
-        bus.step().await;
-        bus.send(&session_created(order_id)).await;
-        bus.step().await;
+        through_session(&bus, order_id).await;
         let sent = match case {
             "declined" => {
                 let reason = "card declined".into();
-                bus.send(&lab_contracts::PaymentDeclined { order_id, reason })
-                    .await;
-                bus.step().await
+                bus.step_on(&lab_contracts::PaymentDeclined { order_id, reason })
+                    .await
             }
             "capture failed" => {
                 let amount = usd(3000);
-                bus.send(&PaymentAuthorized { order_id, amount }).await;
-                bus.step().await;
+                bus.step_on(&PaymentAuthorized { order_id, amount }).await;
                 let reason = "processor error".into();
-                bus.send(&lab_contracts::PaymentCaptureFailed { order_id, reason })
-                    .await;
-                bus.step().await
+                bus.step_on(&lab_contracts::PaymentCaptureFailed { order_id, reason })
+                    .await
             }
             _ => {
                 let amount = usd(2999);
-                bus.send(&PaymentAuthorized { order_id, amount }).await;
-                bus.step().await
+                bus.step_on(&PaymentAuthorized { order_id, amount }).await
             }
         };
         let saga = saga_of(&app, order_id).await;
