@@ -29,6 +29,34 @@ pub struct Answer {
     pub body: Value,
 }
 
+impl Answer {
+    /// The body of a 2xx. Otherwise `provider`'s error, with the code and message `read` picks
+    /// out of the body in the provider's own format: unavailable when the status is worth
+    /// retrying later ([`retry_later`]), refused otherwise.
+    pub fn success(
+        self,
+        provider: &'static str,
+        read: impl FnOnce(&Value) -> (String, String),
+    ) -> Result<Value, ProviderError> {
+        if self.status.is_success() {
+            return Ok(self.body);
+        }
+        let (code, message) = read(&self.body);
+        if retry_later(self.status) {
+            return Err(ProviderError::Unavailable {
+                provider,
+                reason: format!("{} {code}: {message}", self.status),
+            });
+        }
+        Err(ProviderError::Refused {
+            provider,
+            status: self.status.as_u16(),
+            code,
+            message,
+        })
+    }
+}
+
 /// Sends the request `build` makes, retrying as the policy says; an answer below 500 is
 /// returned as it is, for the adapter to read.
 pub async fn send(

@@ -112,26 +112,14 @@ impl PayPal {
 
 /// The body of a 2xx; a PayPal error otherwise.
 fn ok(answer: Answer) -> Result<Value, ProviderError> {
-    if answer.status.is_success() {
-        return Ok(answer.body);
-    }
-    let code = text(&answer.body, "/name")
-        .or_else(|| text(&answer.body, "/error"))
-        .unwrap_or_default();
-    let message = text(&answer.body, "/message")
-        .or_else(|| text(&answer.body, "/details/0/description"))
-        .unwrap_or_default();
-    if http::retry_later(answer.status) {
-        return Err(ProviderError::Unavailable {
-            provider: NAME,
-            reason: format!("{} {code}: {message}", answer.status),
-        });
-    }
-    Err(ProviderError::Refused {
-        provider: NAME,
-        status: answer.status.as_u16(),
-        code,
-        message,
+    answer.success(NAME, |body| {
+        let code = text(body, "/name")
+            .or_else(|| text(body, "/error"))
+            .unwrap_or_default();
+        let message = text(body, "/message")
+            .or_else(|| text(body, "/details/0/description"))
+            .unwrap_or_default();
+        (code, message)
     })
 }
 

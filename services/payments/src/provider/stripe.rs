@@ -58,24 +58,12 @@ impl Stripe {
 
 /// The body of a 2xx; a Stripe error otherwise.
 fn ok(answer: Answer) -> Result<Value, ProviderError> {
-    if answer.status.is_success() {
-        return Ok(answer.body);
-    }
-    let code = text(&answer.body, "/error/code")
-        .or_else(|| text(&answer.body, "/error/type"))
-        .unwrap_or_default();
-    let message = text(&answer.body, "/error/message").unwrap_or_default();
-    if http::retry_later(answer.status) {
-        return Err(ProviderError::Unavailable {
-            provider: NAME,
-            reason: format!("{} {code}: {message}", answer.status),
-        });
-    }
-    Err(ProviderError::Refused {
-        provider: NAME,
-        status: answer.status.as_u16(),
-        code,
-        message,
+    answer.success(NAME, |body| {
+        let code = text(body, "/error/code")
+            .or_else(|| text(body, "/error/type"))
+            .unwrap_or_default();
+        let message = text(body, "/error/message").unwrap_or_default();
+        (code, message)
     })
 }
 
