@@ -103,7 +103,11 @@ impl Sampler {
                     .filter_map(|p| u32::try_from(p).ok())
                     .map(|p| (p, Group::Postgres)),
             )
-            .chain(pids_named("beam.smp").into_iter().map(|p| (p, Group::Rabbit)));
+            .chain(
+                pids_named("beam.smp")
+                    .into_iter()
+                    .map(|p| (p, Group::Rabbit)),
+            );
         for (pid, group) in pids {
             if let Some(ticks) = cpu_ticks(pid) {
                 self.seen
@@ -112,7 +116,10 @@ impl Sampler {
                     .or_insert((group, ticks, ticks));
             }
         }
-        self.commits = Some(self.commits.map_or((commits, commits), |(a, _)| (a, commits)));
+        self.commits = Some(
+            self.commits
+                .map_or((commits, commits), |(a, _)| (a, commits)),
+        );
         Ok(())
     }
 
