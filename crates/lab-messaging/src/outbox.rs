@@ -11,33 +11,56 @@
 //!
 //! Also here: the admin view of the outbox and the durable pause flag every relay honours.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use lapin::BasicProperties;
 use serde::Serialize;
-use sqlx::{PgConnection, PgPool};
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::{PgConnection, PgPool, Postgres};
 use uuid::Uuid;
 
 use crate::{Envelope, MessagingError};
 
 /// Prefix of the NOTIFY channel; the schema name follows, so relays of services sharing one
-/// database only wake for their own rows.
-const CHANNEL_PREFIX: &str = "lab_outbox.";
+/// database only wake for their own rows. Macros so that the statements below can spell it as
+/// a literal.
+macro_rules! channel_prefix {
+    () => {
+        "lab_outbox."
+    };
+}
+macro_rules! notify_sql {
+    () => {
+        concat!(
+            "pg_notify('",
+            channel_prefix!(),
+            "' || current_schema(), '')"
+        )
+    };
+}
+const CHANNEL_PREFIX: &str = channel_prefix!();
+
+/// The call that wakes this schema's relays; PostgreSQL delivers it when the transaction
+/// commits. A statement that writes outbox rows selects it, so the rows and the wake-up are one
+/// round trip.
+pub const NOTIFY_SQL: &str = notify_sql!();
 
 /// Writes `envelope` to the outbox inside the caller's transaction (routing key = its type) and
 /// notifies the relays, which PostgreSQL delivers only when the transaction commits. One
 /// statement: the insert and the notification make one round trip.
 pub async fn enqueue(conn: &mut PgConnection, envelope: &Envelope) -> Result<(), MessagingError> {
-    sqlx::query(
+    sqlx::query(concat!(
         "WITH written AS (INSERT INTO lab_outbox (message_id, routing_key, envelope) \
                           VALUES ($1, $2, $3)) \
-         SELECT pg_notify($4 || current_schema(), '')",
-    )
+         SELECT ",
+        notify_sql!()
+    ))
     .bind(envelope.message_id)
     .bind(&envelope.kind)
     .bind(sqlx::types::Json(envelope))
-    .bind(CHANNEL_PREFIX)
     .execute(&mut *conn)
     .await?;
     Ok(())
@@ -54,30 +77,62 @@ pub async fn enqueue_all(
         [one] => return enqueue(conn, one).await,
         _ => {}
     }
-    let ids: Vec<Uuid> = envelopes.iter().map(|e| e.message_id).collect();
-    let keys: Vec<&str> = envelopes.iter().map(|e| e.kind.as_str()).collect();
-    let bodies: Vec<sqlx::types::Json<&Envelope>> =
-        envelopes.iter().map(sqlx::types::Json).collect();
-    // `unnest` yields the rows in array order, so the identity ids (the publish order) follow
-    // the order given.
-    sqlx::query(
-        "WITH written AS (INSERT INTO lab_outbox (message_id, routing_key, envelope) \
-                          SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[])) \
-         SELECT pg_notify($4 || current_schema(), '')",
-    )
-    .bind(&ids)
-    .bind(&keys)
-    .bind(&bodies)
-    .bind(CHANNEL_PREFIX)
-    .execute(&mut *conn)
-    .await?;
+    static SQL: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH written AS ({}) SELECT {NOTIFY_SQL}",
+            insert_rows_sql(1)
+        )
+    });
+    Rows::new(envelopes)
+        .bind(sqlx::query(SQL.as_str()))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
+}
+
+/// An `INSERT` of the outbox rows that [`Rows::bind`] binds as parameters `$first`,
+/// `$first + 1` and `$first + 2`, for a caller folding its outbox rows into a statement of its
+/// own (a data-modifying `WITH`, selecting [`NOTIFY_SQL`]). It ends with its `FROM` clause, so
+/// the caller may append a `WHERE` (e.g. to write nothing when its own update found no row).
+/// `unnest` yields the rows in array order, so the identity ids (the publish order) follow the
+/// order given.
+pub fn insert_rows_sql(first: usize) -> String {
+    let (ids, keys, bodies) = (first, first + 1, first + 2);
+    format!(
+        "INSERT INTO lab_outbox (message_id, routing_key, envelope) \
+         SELECT * FROM unnest(${ids}::uuid[], ${keys}::text[], ${bodies}::jsonb[])"
+    )
+}
+
+/// Envelopes as the three arrays [`insert_rows_sql`] unnests.
+pub struct Rows<'a> {
+    ids: Vec<Uuid>,
+    keys: Vec<&'a str>,
+    bodies: Vec<sqlx::types::Json<&'a Envelope>>,
+}
+
+impl<'a> Rows<'a> {
+    pub fn new(envelopes: &'a [Envelope]) -> Self {
+        Self {
+            ids: envelopes.iter().map(|e| e.message_id).collect(),
+            keys: envelopes.iter().map(|e| e.kind.as_str()).collect(),
+            bodies: envelopes.iter().map(sqlx::types::Json).collect(),
+        }
+    }
+
+    /// Binds the ids, routing keys and bodies, in that order, as `query`'s next three
+    /// parameters.
+    pub fn bind<'q>(
+        &self,
+        query: Query<'q, Postgres, PgArguments>,
+    ) -> Query<'q, Postgres, PgArguments> {
+        query.bind(&self.ids).bind(&self.keys).bind(&self.bodies)
+    }
 }
 
 /// Wakes the relays of this schema (delivered at commit when inside a transaction).
 async fn notify(conn: &mut PgConnection) -> Result<(), MessagingError> {
-    sqlx::query("SELECT pg_notify($1 || current_schema(), '')")
-        .bind(CHANNEL_PREFIX)
+    sqlx::query(concat!("SELECT ", notify_sql!()))
         .execute(&mut *conn)
         .await?;
     Ok(())

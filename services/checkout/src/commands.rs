@@ -10,9 +10,8 @@ use lab_contracts::{
     CapturePayment, CommitStock, CreatePaymentSession, Message, Money, OrderLine, RefundPayment,
     ReleaseStock, ReserveStock, SagaTransitioned, VoidPayment,
 };
-use lab_messaging::{Envelope, outbox};
+use lab_messaging::Envelope;
 use serde::Serialize;
-use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::orchestrator::StepError;
@@ -38,17 +37,16 @@ pub struct Step<'a> {
     pub event: &'a str,
 }
 
-/// Enqueues every command as its lab-contracts message, then the step's `SagaTransitioned` for
-/// orders, all caused by `cause` and written in one statement; a payment session expires
-/// `payment_window` from now.
-pub async fn send(
-    tx: &mut PgConnection,
+/// Every command as its lab-contracts message, then the step's `SagaTransitioned` for orders, all
+/// caused by `cause`, in the order they are to be published (the orchestrator writes them to the
+/// outbox in the step's one statement); a payment session expires `payment_window` from now.
+pub fn messages(
     order: &Order<'_>,
     step: Step<'_>,
     commands: &[Command],
     cause: &Envelope,
     payment_window: Duration,
-) -> Result<(), StepError> {
+) -> Result<Vec<Envelope>, StepError> {
     let (order_id, total) = (order.order_id, order.total);
     let mut out = Vec::with_capacity(commands.len() + 1);
     for command in commands {
@@ -90,8 +88,7 @@ pub async fn send(
         out.push(message);
     }
     out.push(message(&transitioned(order_id, step, commands), cause)?);
-    outbox::enqueue_all(tx, &out).await?;
-    Ok(())
+    Ok(out)
 }
 
 /// Tells orders where the saga is.

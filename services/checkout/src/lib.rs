@@ -1,8 +1,8 @@
 //! The checkout service. The place-order saga orchestrator: every transition persisted, compensation on every step.
 //!
 //! Where things live: `saga.rs` (the whole machine, pure and property-tested),
-//! `orchestrator.rs` (one step of it in one transaction: lock, decide, persist, record, deadline,
-//! outbox), `commands.rs` (its commands as lab-contracts messages), `messages.rs` (events in, commands out), `deadlines.rs` (the deadline poller),
+//! `orchestrator.rs` (one step of it in one transaction: lock and decide, then one statement that
+//! persists, records, re-arms the deadline and writes the outbox), `commands.rs` (its commands as lab-contracts messages), `messages.rs` (events in, commands out), `deadlines.rs` (the deadline poller),
 //! `routes.rs` + `queries.rs` (the saga views).
 //!
 //! A library with a thin entry point: [`build`] wires settings to a bound [`Application`]; the

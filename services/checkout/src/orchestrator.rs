@@ -2,19 +2,25 @@
 //! inside the caller's transaction (the consumer's, or the deadline poller's), so the new state,
 //! its history row, its deadline and every outgoing command commit together or not at all.
 //!
-//! Each step: lock the saga row, decide, compare-and-set the new state on `version`, append a
-//! transition (ignored events too, with the reason), replace the deadline, and enqueue each
-//! command as its lab-contracts message plus a `SagaTransitioned` for orders
-//! ([`crate::commands`]), all caused by the message that triggered the step.
+//! Each step: lock the saga row, decide, then ONE statement (a data-modifying `WITH`) that
+//! compare-and-sets the new state on `version`, appends a transition, replaces the deadline and
+//! writes each command as its lab-contracts message plus a `SagaTransitioned` for orders
+//! ([`crate::commands`]) to the outbox, all caused by the message that triggered the step. An
+//! ignored event is one statement too: its transition (with the reason) and, for a stale
+//! timeout, its deadline's removal. Round trips, not the work in each, are what a step costs
+//! PostgreSQL.
 
-use chrono::Utc;
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
 use lab_contracts::{Money, OrderLine, OrderPlaced};
+use lab_messaging::outbox::{self, NOTIFY_SQL};
 use lab_messaging::{Envelope, MessagingError};
 use sqlx::PgConnection;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::commands::{Order, Step, send};
+use crate::commands::{Order, Step, messages};
 use crate::saga::{self, Command, Decision, Event, Saga, State, Timeouts};
 
 /// Why a step could not be applied; the caller's transaction rolls back and the step is retried.
@@ -84,80 +90,91 @@ pub async fn start(
     timeouts: &Timeouts,
 ) -> Result<Outcome, StepError> {
     let (saga, commands) = saga::start(placed.total.clone());
-    let inserted = sqlx::query(
-        "INSERT INTO sagas (order_id, state, total_minor, currency, provider, customer, lines, \
-                            correlation_id, payment_window_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (order_id) DO NOTHING",
-    )
-    .bind(placed.order_id)
-    .bind(saga.state.as_str())
-    .bind(placed.total.amount_minor)
-    .bind(&placed.total.currency)
-    .bind(&placed.provider)
-    .bind(&placed.customer)
-    .bind(Json(&placed.lines))
-    .bind(cause.correlation_id)
-    .bind(placed.payment_window_s.map(|s| i64::from(s) * 1_000))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    let Some(row) = load_for_update(tx, placed.order_id).await? else {
-        return Ok(Outcome::UnknownSaga);
+    let order = Order {
+        order_id: placed.order_id,
+        lines: &placed.lines,
+        provider: &placed.provider,
+        total: &placed.total,
     };
-    let timeouts = &row.timeouts(timeouts);
-    let detail = serde_json::json!({ "total": placed.total, "provider": placed.provider });
-    if inserted == 0 {
-        let why = "the saga of this order has already started";
-        let state = row.saga.state;
-        record(
-            tx,
-            placed.order_id,
-            cause,
-            Entry {
-                from: Some(state),
-                to: state,
-                event: "OrderPlaced",
-                detail: &detail,
-                commands: &[],
-                ignored: Some(why),
-            },
-        )
-        .await?;
-        return Ok(Outcome::Ignored(why));
-    }
-    record(
-        tx,
-        placed.order_id,
-        cause,
-        Entry {
-            from: None,
-            to: saga.state,
-            event: "OrderPlaced",
-            detail: &detail,
-            commands: &commands,
-            ignored: None,
-        },
-    )
-    .await?;
-    set_deadline(tx, placed.order_id, saga.state, timeouts).await?;
+    let payment_window = placed
+        .payment_window_s
+        .map(|s| std::time::Duration::from_secs(u64::from(s)));
+    let timeouts = &Timeouts {
+        payment: payment_window.unwrap_or(timeouts.payment),
+        ..*timeouts
+    };
     let step = Step {
         from: "",
         to: saga.state,
         event: "OrderPlaced",
     };
-    send(
+    let out = messages(&order, step, &commands, cause, timeouts.payment)?;
+    let detail = serde_json::json!({ "total": placed.total, "provider": placed.provider });
+    let names: Vec<&str> = commands.iter().map(Command::name).collect();
+    let due = due_at(timeouts, saga.state)?;
+    // The saga, its first transition, its deadline and its commands, or nothing when the order's
+    // saga exists already.
+    static START: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH created AS ( \
+                 INSERT INTO sagas (order_id, state, total_minor, currency, provider, customer, \
+                                    lines, correlation_id, payment_window_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (order_id) DO NOTHING \
+                 RETURNING order_id), \
+             history AS ( \
+                 INSERT INTO saga_transitions \
+                     (order_id, seq, from_state, to_state, event, detail, message_id, commands) \
+                 SELECT order_id, 1, NULL, $2, 'OrderPlaced', $10, $11, $12 FROM created), \
+             armed AS ( \
+                 INSERT INTO saga_deadlines (order_id, state, due_at) \
+                 SELECT order_id, $2, $13 FROM created WHERE $13::timestamptz IS NOT NULL), \
+             written AS ({} WHERE EXISTS (SELECT 1 FROM created)) \
+             SELECT {NOTIFY_SQL} FROM created",
+            outbox::insert_rows_sql(14)
+        )
+    });
+    let rows = outbox::Rows::new(&out);
+    let query = sqlx::query(START.as_str())
+        .bind(placed.order_id)
+        .bind(saga.state.as_str())
+        .bind(placed.total.amount_minor)
+        .bind(&placed.total.currency)
+        .bind(&placed.provider)
+        .bind(&placed.customer)
+        .bind(Json(&placed.lines))
+        .bind(cause.correlation_id)
+        .bind(placed.payment_window_s.map(|s| i64::from(s) * 1_000))
+        .bind(&detail)
+        .bind(cause.message_id)
+        .bind(&names)
+        .bind(due);
+    let inserted = rows.bind(query).execute(&mut *tx).await?.rows_affected();
+    if inserted > 0 {
+        return Ok(Outcome::Applied {
+            from: saga.state,
+            to: saga.state,
+        });
+    }
+    let Some(row) = load_for_update(tx, placed.order_id).await? else {
+        return Ok(Outcome::UnknownSaga);
+    };
+    let why = "the saga of this order has already started";
+    let state = row.saga.state;
+    record(
         tx,
-        &row.order(placed.order_id),
-        step,
-        &commands,
+        placed.order_id,
         cause,
-        timeouts.payment,
+        Entry {
+            from: Some(state),
+            to: state,
+            event: "OrderPlaced",
+            detail: &detail,
+            ignored: why,
+        },
+        None,
     )
     .await?;
-    Ok(Outcome::Applied {
-        from: saga.state,
-        to: saga.state,
-    })
+    Ok(Outcome::Ignored(why))
 }
 
 /// Applies one event to the saga of `order_id`.
@@ -176,28 +193,19 @@ pub async fn apply(
     let decision = saga::decide(&row.saga, event);
     let detail = serde_json::to_value(event)?;
     if let Some(why) = decision.ignored {
-        record(
-            tx,
-            order_id,
-            cause,
-            Entry {
-                from: Some(from),
-                to: from,
-                event: event.name(),
-                detail: &detail,
-                commands: &[],
-                ignored: Some(why),
-            },
-        )
-        .await?;
         // A deadline that fired for a state the saga has left must not fire again.
-        if let Event::Timeout { state } = event {
-            sqlx::query("DELETE FROM saga_deadlines WHERE order_id = $1 AND state = $2")
-                .bind(order_id)
-                .bind(state.as_str())
-                .execute(&mut *tx)
-                .await?;
-        }
+        let stale = match event {
+            Event::Timeout { state } => Some(*state),
+            _ => None,
+        };
+        let entry = Entry {
+            from: Some(from),
+            to: from,
+            event: event.name(),
+            detail: &detail,
+            ignored: why,
+        };
+        record(tx, order_id, cause, entry, stale).await?;
         return Ok(Outcome::Ignored(why));
     }
     let Decision {
@@ -206,38 +214,74 @@ pub async fn apply(
         rearm,
         ..
     } = decision;
-    save(tx, order_id, row.version, &next).await?;
-    record(
-        tx,
-        order_id,
-        cause,
-        Entry {
-            from: Some(from),
-            to: next.state,
-            event: event.name(),
-            detail: &detail,
-            commands: &commands,
-            ignored: None,
-        },
-    )
-    .await?;
-    if next.state != from || rearm {
-        set_deadline(tx, order_id, next.state, timeouts).await?;
-    }
     let step = Step {
         from: from.as_str(),
         to: next.state,
         event: event.name(),
     };
-    send(
-        tx,
+    let out = messages(
         &row.order(order_id),
         step,
         &commands,
         cause,
         timeouts.payment,
-    )
-    .await?;
+    )?;
+    // The deadline is replaced when the state changes (or the step asks): by the new state's,
+    // or by none when it has none.
+    let replace = next.state != from || rearm;
+    let due = if replace {
+        due_at(timeouts, next.state)?
+    } else {
+        None
+    };
+    let clear = replace && due.is_none();
+    let names: Vec<&str> = commands.iter().map(Command::name).collect();
+    // Compare-and-set on `version`: the row lock makes a conflict impossible for writers that
+    // lock first, the check keeps it impossible for any that do not; nothing else is written
+    // when it finds no row. The saga row is locked, so `max(seq) + 1` is safe.
+    static STEP: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH saved AS ( \
+                 UPDATE sagas SET state = $3, refund_issued = $4, commit_retries = $5, \
+                                  version = version + 1, updated_at = now() \
+                 WHERE order_id = $1 AND version = $2 RETURNING order_id), \
+             history AS ( \
+                 INSERT INTO saga_transitions \
+                     (order_id, seq, from_state, to_state, event, detail, message_id, commands) \
+                 SELECT s.order_id, \
+                        (SELECT coalesce(max(t.seq), 0) + 1 FROM saga_transitions t \
+                         WHERE t.order_id = s.order_id), \
+                        $6, $3, $7, $8, $9, $10 \
+                 FROM saved s), \
+             armed AS ( \
+                 INSERT INTO saga_deadlines (order_id, state, due_at) \
+                 SELECT order_id, $3, $11 FROM saved WHERE $11::timestamptz IS NOT NULL \
+                 ON CONFLICT (order_id) DO UPDATE SET state = excluded.state, due_at = excluded.due_at), \
+             cleared AS ( \
+                 DELETE FROM saga_deadlines d USING saved s WHERE d.order_id = s.order_id AND $12), \
+             written AS ({} WHERE EXISTS (SELECT 1 FROM saved)) \
+             SELECT {NOTIFY_SQL} FROM saved",
+            outbox::insert_rows_sql(13)
+        )
+    });
+    let rows = outbox::Rows::new(&out);
+    let query = sqlx::query(STEP.as_str())
+        .bind(order_id)
+        .bind(row.version)
+        .bind(next.state.as_str())
+        .bind(next.refund_issued)
+        .bind(i16::from(next.commit_retries))
+        .bind(from.as_str())
+        .bind(event.name())
+        .bind(&detail)
+        .bind(cause.message_id)
+        .bind(&names)
+        .bind(due)
+        .bind(clear);
+    let saved = rows.bind(query).execute(&mut *tx).await?.rows_affected();
+    if saved == 0 {
+        return Err(StepError::Conflict(order_id, row.version));
+    }
     Ok(Outcome::Applied {
         from,
         to: next.state,
@@ -298,34 +342,7 @@ async fn load_for_update(tx: &mut PgConnection, order_id: Uuid) -> Result<Option
     }))
 }
 
-/// Compare-and-set on `version`: the row lock makes a conflict impossible for writers that lock
-/// first, the check keeps it impossible for any that do not.
-async fn save(
-    tx: &mut PgConnection,
-    order_id: Uuid,
-    version: i64,
-    saga: &Saga,
-) -> Result<(), StepError> {
-    let updated = sqlx::query(
-        "UPDATE sagas SET state = $3, refund_issued = $4, commit_retries = $5, \
-                          version = version + 1, updated_at = now() \
-         WHERE order_id = $1 AND version = $2",
-    )
-    .bind(order_id)
-    .bind(version)
-    .bind(saga.state.as_str())
-    .bind(saga.refund_issued)
-    .bind(i16::from(saga.commit_retries))
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if updated == 0 {
-        return Err(StepError::Conflict(order_id, version));
-    }
-    Ok(())
-}
-
-/// One row of `saga_transitions`, besides the order and the causing message.
+/// The `saga_transitions` row of an ignored event, besides the order and the causing message.
 struct Entry<'a> {
     /// None for the step that started the saga.
     from: Option<State>,
@@ -334,33 +351,34 @@ struct Entry<'a> {
     event: &'a str,
     /// The event with its data.
     detail: &'a serde_json::Value,
-    /// Commands issued on this step.
-    commands: &'a [Command],
-    /// Why the event changed nothing, when it did not.
-    ignored: Option<&'a str>,
+    /// Why the event changed nothing.
+    ignored: &'a str,
 }
 
-/// Appends `entry` to the saga's history; the saga row is locked, so `max(seq) + 1` is safe.
+/// Appends an ignored event to the saga's history and, when it was a deadline for a state the
+/// saga has left (`stale`), removes that deadline; one statement. The saga row is locked, so
+/// `max(seq) + 1` is safe.
 async fn record(
     tx: &mut PgConnection,
     order_id: Uuid,
     cause: &Envelope,
     entry: Entry<'_>,
+    stale: Option<State>,
 ) -> Result<(), StepError> {
     let Entry {
         from,
         to,
         event,
         detail,
-        commands,
         ignored,
     } = entry;
-    let names: Vec<&str> = commands.iter().map(Command::name).collect();
     sqlx::query(
-        "INSERT INTO saga_transitions \
-             (order_id, seq, from_state, to_state, event, detail, message_id, commands, ignored) \
-         SELECT $1, coalesce(max(seq), 0) + 1, $2, $3, $4, $5, $6, $7, $8 \
-         FROM saga_transitions WHERE order_id = $1",
+        "WITH history AS ( \
+             INSERT INTO saga_transitions \
+                 (order_id, seq, from_state, to_state, event, detail, message_id, ignored) \
+             SELECT $1, coalesce(max(seq), 0) + 1, $2, $3, $4, $5, $6, $7 \
+             FROM saga_transitions WHERE order_id = $1) \
+         DELETE FROM saga_deadlines WHERE order_id = $1 AND state = $8",
     )
     .bind(order_id)
     .bind(from.map(State::as_str))
@@ -368,41 +386,19 @@ async fn record(
     .bind(event)
     .bind(detail)
     .bind(cause.message_id)
-    .bind(&names)
     .bind(ignored)
+    .bind(stale.map(State::as_str))
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
-/// Replaces the saga's deadline with the one of `state` (none for a terminal state).
-async fn set_deadline(
-    tx: &mut PgConnection,
-    order_id: Uuid,
-    state: State,
-    timeouts: &Timeouts,
-) -> Result<(), StepError> {
-    match timeouts.for_state(state) {
-        Some(after) => {
-            let due_at = Utc::now() + chrono_duration(after)?;
-            sqlx::query(
-                "INSERT INTO saga_deadlines (order_id, state, due_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT (order_id) DO UPDATE SET state = excluded.state, due_at = excluded.due_at",
-            )
-            .bind(order_id)
-            .bind(state.as_str())
-            .bind(due_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        None => {
-            sqlx::query("DELETE FROM saga_deadlines WHERE order_id = $1")
-                .bind(order_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    Ok(())
+/// When the deadline of `state` falls, counted from now (none for a state without one).
+fn due_at(timeouts: &Timeouts, state: State) -> Result<Option<DateTime<Utc>>, StepError> {
+    timeouts
+        .for_state(state)
+        .map(|after| Ok(Utc::now() + chrono_duration(after)?))
+        .transpose()
 }
 
 fn chrono_duration(d: std::time::Duration) -> Result<chrono::Duration, StepError> {
