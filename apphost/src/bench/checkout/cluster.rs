@@ -33,6 +33,8 @@ const STOCK: i64 = 1_000_000;
 /// The services under test; killed when dropped.
 pub struct Cluster {
     _children: Vec<Child>,
+    /// Their process ids (`taskset` execs the service, so these are the services themselves).
+    pub pids: Vec<u32>,
     /// Base URLs.
     pub catalog: String,
     pub orders: String,
@@ -82,8 +84,10 @@ impl Cluster {
                 .with_context(|| format!("{} did not become ready", p.service))?;
         }
         let [catalog, orders, _, _, psp] = urls;
+        let pids = children.iter().filter_map(Child::id).collect();
         Ok(Self {
             _children: children,
+            pids,
             catalog,
             orders,
             psp,

@@ -9,9 +9,11 @@
 //! (the load generator) and pgbench are pinned to the load core. PostgreSQL and RabbitMQ float.
 //!
 //! Completion is read from orders' own table (`watch.rs`); the services are started in
-//! `cluster.rs`, the peer in `../pgbench.rs`.
+//! `cluster.rs`, the peer in `../pgbench.rs`; CPU and transactions per order are sampled in
+//! `cpu.rs`.
 
 mod cluster;
+mod cpu;
 mod watch;
 
 use std::path::PathBuf;
@@ -28,6 +30,7 @@ use uuid::Uuid;
 use super::measure::{LOAD_CORE, quantile, require_quiet};
 use crate::bootstrap;
 use cluster::{Cluster, orders_of_sessions, restock, retried_sessions, webhook_attempts};
+use cpu::{Group, Sampler};
 use watch::{Finished, POLL, Watcher};
 
 #[derive(Args)]
@@ -88,9 +91,13 @@ pub async fn run(args: CheckoutArgs) -> anyhow::Result<()> {
         "orders",
         lab_db::bootstrap::STATIC_PASSWORD,
     )?;
+    let watcher_options = orders_url
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .context("the orders schema's URL")?
+        .application_name(cpu::WATCHER_APP);
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(2)
-        .connect(&orders_url)
+        .connect_with(watcher_options)
         .await
         .context("connecting to the orders schema")?;
     let stop = CancellationToken::new();
@@ -106,7 +113,20 @@ pub async fn run(args: CheckoutArgs) -> anyhow::Result<()> {
     });
 
     let seconds = args.seconds.max(1);
-    let sat = saturate(&load, args.clients.max(1), seconds).await?;
+    let mut admin = {
+        use sqlx::Connection;
+        sqlx::PgConnection::connect(&args.pg_admin_url)
+            .await
+            .context("connecting to PostgreSQL as administrator")?
+    };
+    let sat = saturate(
+        &load,
+        args.clients.max(1),
+        seconds,
+        Sampler::new(cluster.pids.clone()),
+        &mut admin,
+    )
+    .await?;
     let mut sat_rates = sat.rates.clone();
     let sat_rate = quantile(&mut sat_rates, 0.5);
     if sat_rate <= 0.0 {
@@ -153,6 +173,24 @@ pub async fn run(args: CheckoutArgs) -> anyhow::Result<()> {
         sat.lost,
         args.pgbench_scale,
         sat_rate / peer
+    );
+    let cost = &sat.cost;
+    let per_order = |s: f64| s * 1000.0 / cost.orders.max(1) as f64;
+    let (svc, pg, mq) = (
+        per_order(cost.cpu.seconds(Group::Services)),
+        per_order(cost.cpu.seconds(Group::Postgres)),
+        per_order(cost.cpu.seconds(Group::Rabbit)),
+    );
+    println!(
+        "| CPU per completed order over the saturation rounds ({} orders) | services {svc:.1} ms, PostgreSQL backends {pg:.1} ms, RabbitMQ {mq:.1} ms: **{:.1} ms** | | |",
+        cost.orders,
+        svc + pg + mq
+    );
+    println!(
+        "| PostgreSQL transactions per completed order (`xact_commit` of `{DATABASE}`, the bench's {} own lookups left out) | **{:.1}** | | |",
+        cost.lookups,
+        (cost.cpu.commits() - i64::try_from(cost.lookups).unwrap_or(i64::MAX)) as f64
+            / cost.orders.max(1) as f64
     );
     println!(
         "| place→Completed at {:.1} orders/s (half of saturation), {} orders | p50 {:.1} ms, **p99 {:.1} ms** (placed → terminal transition recorded, orders' own timestamps) | | |",
@@ -274,11 +312,50 @@ struct Saturation {
     placed: usize,
     failed: usize,
     lost: usize,
+    /// What the rounds cost.
+    cost: Cost,
+}
+
+/// The work done over the saturation rounds (warm-up left out).
+struct Cost {
+    /// CPU and transactions sampled from the start of the first round to the end of the last.
+    cpu: Sampler,
+    /// Orders completed in those rounds.
+    orders: usize,
+    /// The bench's own lookups of orders in flight in that window (transactions to leave out).
+    lookups: u64,
+}
+
+/// Samples `cpu` from the end of the warm-up until `deadline`, every second so that backends
+/// opened mid-run are caught; returns it with the bench's own lookups in that window.
+async fn sample_rounds(
+    mut cpu: Sampler,
+    admin: &mut sqlx::PgConnection,
+    watcher: &Watcher,
+    deadline: Instant,
+) -> anyhow::Result<(Sampler, u64)> {
+    tokio::time::sleep(WARM_UP).await;
+    cpu.sample(admin).await?;
+    let lookups = watcher.lookups();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::sleep(left.min(Duration::from_secs(1))).await;
+        cpu.sample(admin).await?;
+        if left <= Duration::from_secs(1) {
+            return Ok((cpu, watcher.lookups() - lookups));
+        }
+    }
 }
 
 /// `clients` closed loops, each placing an order and waiting until it is final, for the warm-up
 /// and [`ROUNDS`] rounds; completions are counted per round by the time checkout decided them.
-async fn saturate(load: &Load, clients: u32, seconds: u32) -> anyhow::Result<Saturation> {
+async fn saturate(
+    load: &Load,
+    clients: u32,
+    seconds: u32,
+    cpu: Sampler,
+    admin: &mut sqlx::PgConnection,
+) -> anyhow::Result<Saturation> {
     let round = Duration::from_secs(u64::from(seconds));
     let start = epoch_now();
     let deadline = Instant::now() + WARM_UP + round * ROUNDS;
@@ -296,15 +373,22 @@ async fn saturate(load: &Load, clients: u32, seconds: u32) -> anyhow::Result<Sat
         }
         anyhow::Ok((done, failed, lost))
     });
+    let (results, sampled) = tokio::join!(
+        futures::future::join_all(loops),
+        sample_rounds(cpu, admin, &load.watcher, deadline)
+    );
+    let (cpu, lookups) = sampled?;
     let mut finished = Vec::new();
     let (mut failed, mut lost) = (0, 0);
-    for result in futures::future::join_all(loops).await {
+    for result in results {
         let (d, f, l) = result?;
         finished.extend(d);
         failed += f;
         lost += l;
     }
     let from = start + WARM_UP.as_secs_f64();
+    let to = from + f64::from(ROUNDS * seconds);
+    let orders = finished.iter().filter(|&&t| t >= from && t < to).count();
     let rates = (0..ROUNDS)
         .map(|i| {
             let a = from + f64::from(i * seconds);
@@ -318,6 +402,11 @@ async fn saturate(load: &Load, clients: u32, seconds: u32) -> anyhow::Result<Sat
         placed: next.into_inner(),
         failed,
         lost,
+        cost: Cost {
+            cpu,
+            orders,
+            lookups,
+        },
     })
 }
 

@@ -3,6 +3,7 @@
 //! client would load orders as much as the placements do).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -31,6 +32,9 @@ pub struct Finished {
 #[derive(Clone, Default)]
 pub struct Watcher {
     waiting: Arc<Mutex<HashMap<Uuid, oneshot::Sender<Finished>>>>,
+    /// Lookups run so far: each is a transaction in the bench database that is the bench's, not
+    /// the cluster's.
+    lookups: Arc<AtomicU64>,
 }
 
 type Row = (Uuid, String, Option<f64>, Option<f64>);
@@ -40,6 +44,11 @@ impl Watcher {
         let (tx, rx) = oneshot::channel();
         self.lock().insert(order, tx);
         rx
+    }
+
+    /// Lookups run so far.
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
     }
 
     pub fn forget(&self, order: Uuid) {
@@ -75,6 +84,7 @@ impl Watcher {
             .fetch_all(&pool)
             .await
             .context("looking up orders in flight")?;
+            self.lookups.fetch_add(1, Ordering::Relaxed);
             let seen = Instant::now();
             let mut waiting = self.lock();
             for (id, status, visible_ms, finished_epoch) in rows {
