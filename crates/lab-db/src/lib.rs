@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use credentials::{CredentialStatus, Credentials, RotationReport, VaultLogin, VaultProbe};
 pub use sqlx;
-pub use transaction::begin;
+pub use transaction::{begin, begin_with};
 
 /// How a service reaches its database.
 #[derive(Debug, Clone, Serialize, Deserialize)]

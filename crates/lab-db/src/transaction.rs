@@ -15,8 +15,31 @@ use tracing::Instrument as _;
 
 /// `pool.begin()`, safe to cancel: see the module's doc. Costs one task spawn per transaction.
 pub async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-    let pool = pool.clone();
-    let opening = tokio::spawn(async move { pool.begin().await }.in_current_span());
+    opened(pool.clone(), None).await
+}
+
+/// `pool.begin_with(statement)` (a `BEGIN` with settings of its own, sent in one round trip),
+/// safe to cancel as [`begin`] is.
+pub async fn begin_with(
+    pool: &PgPool,
+    statement: &'static str,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    opened(pool.clone(), Some(statement)).await
+}
+
+async fn opened(
+    pool: PgPool,
+    statement: Option<&'static str>,
+) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+    let opening = tokio::spawn(
+        async move {
+            match statement {
+                Some(statement) => pool.begin_with(statement).await,
+                None => pool.begin().await,
+            }
+        }
+        .in_current_span(),
+    );
     match opening.await {
         Ok(begun) => begun,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),

@@ -2,7 +2,8 @@
 //! the checkout saga's `SagaTransitioned` in. Each transition is recorded in `order_history`
 //! (keyed by its message id) in the consumer's transaction with its inbox row; a terminal one
 //! sets the order's final status, once: the update only matches a `Pending` order, so a late or
-//! duplicate transition is recorded and changes nothing.
+//! duplicate transition is recorded and changes nothing. The check that the order exists, the
+//! history row and the final status are one statement: one round trip per transition.
 
 use lab_contracts::{Message, SagaTransitioned};
 use lab_messaging::{AmqpSettings, Broker, Envelope, Handler, HandlerError, MessagingMetrics};
@@ -72,20 +73,22 @@ async fn record(
         } else {
             None
         };
-    let known: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orders WHERE id = $1)")
-        .bind(t.order_id)
-        .fetch_one(&mut *tx)
-        .await?;
-    if !known {
-        // Sagas start from this service's own OrderPlaced, so this is another environment's
-        // order (a shared broker) or a deleted one: nothing here to follow.
-        tracing::warn!(order_id = %t.order_id, to = t.to, "saga transition for an unknown order");
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO order_history \
-             (order_id, message_id, from_state, to_state, event, terminal, compensations, occurred_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (message_id) DO NOTHING",
+    // One round trip: the history row is written only for an order this service holds (the
+    // `SELECT … FROM known` yields no row otherwise), and a terminal transition finishes the
+    // order in the same statement, matching only a `Pending` one.
+    let (known, finished): (bool, bool) = sqlx::query_as(
+        "WITH known AS (SELECT id FROM orders WHERE id = $1), \
+              recorded AS ( \
+                  INSERT INTO order_history \
+                      (order_id, message_id, from_state, to_state, event, terminal, compensations, \
+                       occurred_at) \
+                  SELECT id, $2, $3, $4, $5, $6, $7, $8 FROM known \
+                  ON CONFLICT (message_id) DO NOTHING), \
+              finished AS ( \
+                  UPDATE orders SET status = $9, finished_at = $8 \
+                  WHERE id = $1 AND status = 'Pending' AND $9::text IS NOT NULL \
+                  RETURNING id) \
+         SELECT EXISTS (SELECT 1 FROM known), EXISTS (SELECT 1 FROM finished)",
     )
     .bind(t.order_id)
     .bind(message.message_id)
@@ -95,21 +98,15 @@ async fn record(
     .bind(t.terminal)
     .bind(&t.compensations)
     .bind(message.occurred_at)
-    .execute(&mut *tx)
+    .bind(final_status.map(|s| s.as_str()))
+    .fetch_one(&mut *tx)
     .await?;
-    if let Some(status) = final_status {
-        let moved = sqlx::query(
-            "UPDATE orders SET status = $2, finished_at = $3 WHERE id = $1 AND status = 'Pending'",
-        )
-        .bind(t.order_id)
-        .bind(status.as_str())
-        .bind(message.occurred_at)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if moved == 1 {
-            tracing::info!(order_id = %t.order_id, status = status.as_str(), "order finished");
-        }
+    if !known {
+        // Sagas start from this service's own OrderPlaced, so this is another environment's
+        // order (a shared broker) or a deleted one: nothing here to follow.
+        tracing::warn!(order_id = %t.order_id, to = t.to, "saga transition for an unknown order");
+    } else if finished && let Some(status) = final_status {
+        tracing::info!(order_id = %t.order_id, status = status.as_str(), "order finished");
     }
     Ok(())
 }

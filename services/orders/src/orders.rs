@@ -176,9 +176,21 @@ pub async fn place(pool: &PgPool, order: &NewOrder, ttl: Ttl) -> Result<Placed, 
             .ok_or(OrderError::OrphanClaim(claimed.claim_id));
     }
     let order_id = Uuid::now_v7();
+    // The order and its lines in one statement (`unnest … WITH ORDINALITY` numbers the lines
+    // from 1, stored from 0): one round trip whatever the number of lines.
+    let product_ids: Vec<Uuid> = order.lines.iter().map(|l| l.product_id).collect();
+    let names: Vec<&str> = order.lines.iter().map(|l| l.name.as_str()).collect();
+    let quantities: Vec<i32> = order.lines.iter().map(|l| l.quantity).collect();
+    let unit_prices: Vec<i64> = order.lines.iter().map(|l| l.unit_price_minor).collect();
     sqlx::query(
-        "INSERT INTO orders (id, customer, idempotency_key, claim_id, provider, currency, total_minor) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "WITH placed AS ( \
+             INSERT INTO orders \
+                 (id, customer, idempotency_key, claim_id, provider, currency, total_minor) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id) \
+         INSERT INTO order_lines (order_id, line_no, product_id, name, quantity, unit_price_minor) \
+         SELECT placed.id, l.n - 1, l.product_id, l.name, l.quantity, l.unit_price_minor \
+         FROM placed, unnest($8::uuid[], $9::text[], $10::int[], $11::bigint[]) \
+             WITH ORDINALITY AS l (product_id, name, quantity, unit_price_minor, n)",
     )
     .bind(order_id)
     .bind(order.customer.as_str())
@@ -187,22 +199,12 @@ pub async fn place(pool: &PgPool, order: &NewOrder, ttl: Ttl) -> Result<Placed, 
     .bind(order.provider.as_str())
     .bind(&order.currency)
     .bind(order.total_minor)
+    .bind(&product_ids)
+    .bind(&names)
+    .bind(&quantities)
+    .bind(&unit_prices)
     .execute(&mut *tx)
     .await?;
-    for (line_no, line) in order.lines.iter().enumerate() {
-        sqlx::query(
-            "INSERT INTO order_lines (order_id, line_no, product_id, name, quantity, unit_price_minor) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(order_id)
-        .bind(line_no as i32)
-        .bind(line.product_id)
-        .bind(&line.name)
-        .bind(line.quantity)
-        .bind(line.unit_price_minor)
-        .execute(&mut *tx)
-        .await?;
-    }
     let event = OrderPlaced {
         order_id,
         customer: order.customer.as_str().to_owned(),

@@ -1,9 +1,11 @@
 //! The payments side of the checkout saga over RabbitMQ: `CreatePaymentSession`,
 //! `CapturePayment`, `VoidPayment` and `RefundPayment` in; the payment events out.
 //!
-//! Each command runs in the consumer's transaction (inbox row, payment row locked, outbox rows),
-//! and calls the provider with an idempotency key derived from the order and the operation, so a
-//! redelivery or a retry after a crash is answered by the provider's first answer. A command
+//! Each command runs in the consumer's transaction (inbox row, payment row locked, outbox rows):
+//! one statement locks (or opens) the payment, one writes what the command decided
+//! ([`store::finish`]) and one its outbox rows. It calls the provider with an idempotency key
+//! derived from the order and the operation, so a redelivery or a retry after a crash is
+//! answered by the provider's first answer. A command
 //! whose effect already happened changes nothing and emits nothing new; a transient provider
 //! failure is a handler error, which sends the command through the retry queues.
 
@@ -21,7 +23,7 @@ use uuid::Uuid;
 use crate::metrics::PaymentsMetrics;
 use crate::provider::{Done, ProviderError, Providers, SessionRequest};
 use crate::state::PaymentState;
-use crate::store::{self, Payment, StoreError};
+use crate::store::{self, CommandLine, Fresh, Locked, Payment, StoreError, Writes};
 use crate::transitions::{self, Observed, Outcome};
 
 /// Starts the outbox relay and the command consumer; both run until `shutdown`.
@@ -110,51 +112,76 @@ impl PaymentCommands {
         let command: CreatePaymentSession = payload(message)?;
         let order_id = command.order_id;
         let kind = "CreatePaymentSession";
-        if let Some(existing) = store::lock(tx, order_id).await? {
+        let provider = self.providers.get(&command.provider);
+        let currency = command.amount.currency.to_ascii_uppercase();
+        let unknown = format!("unknown provider `{}`", command.provider);
+        // The row is claimed before the provider is called, so a concurrent void or webhook
+        // waits for this transaction (and then finds the session) instead of leaving a
+        // tombstone behind a session being opened, or missing it. At a provider this service
+        // does not know, the row is the failed payment itself.
+        let fresh = match provider {
+            Some(p) => Fresh {
+                provider: Some(p.name()),
+                state: PaymentState::SessionCreated,
+                amount_minor: Some(command.amount.amount_minor),
+                currency: Some(&currency),
+                reason: None,
+            },
+            None => Fresh {
+                provider: Some(&command.provider),
+                state: PaymentState::Failed,
+                amount_minor: None,
+                currency: None,
+                reason: Some(&unknown),
+            },
+        };
+        let Locked {
+            mut payment,
+            inserted,
+        } = store::lock_or_insert(tx, order_id, &fresh).await?;
+        if !inserted {
             // A repeat (the session exists) or a tombstone (voided first): either way nothing
             // is opened. The tombstone answers PaymentSessionFailed once.
-            if existing.state() == PaymentState::Voided && existing.session_id.is_none() {
+            let outcome = if payment.state() == PaymentState::Voided && payment.session_id.is_none()
+            {
                 let event = lab_contracts::PaymentSessionFailed {
                     order_id,
                     reason: "the payment was voided before its session was created".into(),
                 };
                 let sent = store::emit_once(tx, order_id, &event, Some(message)).await?;
-                let outcome = if sent { "refused_voided" } else { "ignored" };
-                store::record_command(tx, order_id, kind, outcome, &json!({})).await?;
+                if sent { "refused_voided" } else { "ignored" }
             } else {
-                store::record_command(tx, order_id, kind, "ignored", &json!({})).await?;
-            }
+                "ignored"
+            };
+            record(tx, order_id, kind, outcome, json!({})).await?;
             return Ok(());
         }
-        let Some(provider) = self.providers.get(&command.provider) else {
-            return self
-                .session_failed(
-                    tx,
-                    &command,
-                    format!("unknown provider `{}`", command.provider),
-                    message,
-                )
-                .await;
+        let Some(provider) = provider else {
+            tracing::warn!(%order_id, reason = %unknown, "payment session refused");
+            let event = lab_contracts::PaymentSessionFailed {
+                order_id,
+                reason: unknown.clone(),
+            };
+            let writes = Writes {
+                events: vec![store::event(order_id, &event, Some(message))?],
+                command: Some(CommandLine {
+                    kind,
+                    outcome: "failed",
+                    detail: json!({"reason": unknown}),
+                }),
+                ..Writes::default()
+            };
+            store::finish(tx, order_id, writes).await?;
+            return Ok(());
         };
-        let currency = command.amount.currency.to_ascii_uppercase();
         let request = SessionRequest {
             order_id,
             amount: lab_contracts::Money {
                 amount_minor: command.amount.amount_minor,
-                currency: currency.clone(),
+                currency,
             },
             expires_at: command.expires_at.timestamp(),
         };
-        let mut payment = store::insert_opening(
-            tx,
-            &store::NewSession {
-                order_id,
-                provider: provider.name(),
-                amount_minor: command.amount.amount_minor,
-                currency: &currency,
-            },
-        )
-        .await?;
         let session = match provider.create_session(&request).await {
             Ok(s) => s,
             Err(e) if e.is_transient() => return Err(e.into()),
@@ -165,76 +192,47 @@ impl PaymentCommands {
                     reason: Some(reason.clone()),
                     ..Observed::default()
                 };
-                transitions::advance(
-                    tx,
+                let (_, events) = transitions::advance(
                     &mut payment,
                     PaymentState::Failed,
                     &observed,
                     Some(message),
                     &self.metrics,
-                )
-                .await?;
-                store::record_command(tx, order_id, kind, "failed", &json!({"reason": reason}))
-                    .await?;
+                )?;
+                let writes = Writes {
+                    save: Some(&payment),
+                    events,
+                    command: Some(CommandLine {
+                        kind,
+                        outcome: "failed",
+                        detail: json!({"reason": reason}),
+                    }),
+                    webhook: None,
+                };
+                store::finish(tx, order_id, writes).await?;
                 return Ok(());
             }
         };
-        store::set_session(
-            tx,
-            order_id,
-            &session.session_id,
-            &session.payment_url,
-            session.intent_id.as_deref(),
-        )
-        .await?;
+        payment.session_id = Some(session.session_id.clone());
+        payment.payment_url = Some(session.payment_url.clone());
+        payment.intent_id.clone_from(&session.intent_id);
         let event = PaymentSessionCreated {
             order_id,
             provider: provider.name().to_owned(),
             session_id: session.session_id.clone(),
             payment_url: session.payment_url.clone(),
         };
-        store::emit_once(tx, order_id, &event, Some(message)).await?;
-        store::record_command(
-            tx,
-            order_id,
-            kind,
-            "applied",
-            &json!({"session_id": session.session_id, "intent_id": session.intent_id}),
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn session_failed(
-        &self,
-        tx: &mut PgConnection,
-        command: &CreatePaymentSession,
-        reason: String,
-        message: &Envelope,
-    ) -> Result<(), CommandError> {
-        tracing::warn!(order_id = %command.order_id, %reason, "payment session refused");
-        let order_id = command.order_id;
-        store::insert_ended(
-            tx,
-            order_id,
-            Some(&command.provider),
-            PaymentState::Failed,
-            &reason,
-        )
-        .await?;
-        let event = lab_contracts::PaymentSessionFailed {
-            order_id,
-            reason: reason.clone(),
+        let writes = Writes {
+            save: Some(&payment),
+            events: vec![store::event(order_id, &event, Some(message))?],
+            command: Some(CommandLine {
+                kind,
+                outcome: "applied",
+                detail: json!({"session_id": session.session_id, "intent_id": session.intent_id}),
+            }),
+            webhook: None,
         };
-        store::emit_once(tx, order_id, &event, Some(message)).await?;
-        store::record_command(
-            tx,
-            order_id,
-            "CreatePaymentSession",
-            "failed",
-            &json!({"reason": reason}),
-        )
-        .await?;
+        store::finish(tx, order_id, writes).await?;
         Ok(())
     }
 
@@ -251,22 +249,14 @@ impl PaymentCommands {
             return Ok(());
         };
         if payment.state() != PaymentState::Authorized {
-            let outcome = if payment.state() == PaymentState::SessionCreated {
+            if payment.state() == PaymentState::SessionCreated {
                 // Authorized at the provider but its webhook is not here yet: try again soon.
                 return Err(CommandError::Payload(format!(
                     "payment {order_id} is not authorized yet"
                 )));
-            } else {
-                "ignored"
-            };
-            store::record_command(
-                tx,
-                order_id,
-                kind,
-                outcome,
-                &json!({"state": payment.state()}),
-            )
-            .await?;
+            }
+            let detail = json!({"state": payment.state()});
+            record(tx, order_id, kind, "ignored", detail).await?;
             return Ok(());
         }
         let provider = self.provider_of(&payment)?;
@@ -274,33 +264,45 @@ impl PaymentCommands {
             amount_minor: command.amount.amount_minor,
             currency: command.amount.currency.to_ascii_uppercase(),
         };
-        match provider.capture(&payment, &amount).await {
+        let (outcome, events, detail) = match provider.capture(&payment, &amount).await {
             Ok(done) => {
                 let observed = Observed {
                     capture_id: (provider.name() == "paypal").then_some(done.id).flatten(),
                     amount: done.amount.or(Some(amount)),
                     ..Observed::default()
                 };
-                let outcome = transitions::advance(
-                    tx,
+                let (outcome, events) = transitions::advance(
                     &mut payment,
                     PaymentState::Captured,
                     &observed,
                     Some(message),
                     &self.metrics,
-                )
-                .await?;
-                store::record_command(tx, order_id, kind, outcome.as_str(), &json!({})).await?;
+                )?;
+                (outcome.as_str(), events, json!({}))
             }
             Err(e) if e.is_transient() => return Err(e.into()),
             Err(e) => {
                 let reason = e.to_string();
-                transitions::capture_failed(tx, &mut payment, reason.clone(), Some(message))
-                    .await?;
-                store::record_command(tx, order_id, kind, "refused", &json!({"reason": reason}))
-                    .await?;
+                let event =
+                    transitions::capture_failed(&mut payment, reason.clone(), Some(message))?;
+                (
+                    "refused",
+                    event.into_iter().collect(),
+                    json!({"reason": reason}),
+                )
             }
-        }
+        };
+        let writes = Writes {
+            save: Some(&payment),
+            events,
+            command: Some(CommandLine {
+                kind,
+                outcome,
+                detail,
+            }),
+            webhook: None,
+        };
+        store::finish(tx, order_id, writes).await?;
         Ok(())
     }
 
@@ -314,23 +316,34 @@ impl PaymentCommands {
         kind: &str,
         message: &Envelope,
     ) -> Result<(), CommandError> {
-        let Some(mut payment) = store::lock(tx, order_id).await? else {
-            store::insert_ended(
-                tx,
-                order_id,
-                None,
-                PaymentState::Voided,
-                "voided before its session",
-            )
-            .await?;
-            let event = lab_contracts::PaymentVoided { order_id };
-            store::emit_once(tx, order_id, &event, Some(message)).await?;
-            store::record_command(tx, order_id, kind, "tombstone", &json!({})).await?;
-            return Ok(());
+        let tombstone = Fresh {
+            provider: None,
+            state: PaymentState::Voided,
+            amount_minor: None,
+            currency: None,
+            reason: Some("voided before its session"),
         };
+        let Locked {
+            mut payment,
+            inserted,
+        } = store::lock_or_insert(tx, order_id, &tombstone).await?;
+        if inserted {
+            let event = lab_contracts::PaymentVoided { order_id };
+            let writes = Writes {
+                events: vec![store::event(order_id, &event, Some(message))?],
+                command: Some(CommandLine {
+                    kind,
+                    outcome: "tombstone",
+                    detail: json!({}),
+                }),
+                ..Writes::default()
+            };
+            store::finish(tx, order_id, writes).await?;
+            return Ok(());
+        }
         let state = payment.state();
         if state.is_terminal() {
-            store::record_command(tx, order_id, kind, "ignored", &json!({"state": state})).await?;
+            record(tx, order_id, kind, "ignored", json!({"state": state})).await?;
             return Ok(());
         }
         let provider = self.provider_of(&payment)?;
@@ -354,23 +367,24 @@ impl PaymentCommands {
             reason: Some(format!("{kind} from the saga")),
             ..Observed::default()
         };
-        let outcome: Outcome = transitions::advance(
-            tx,
+        let (outcome, events): (Outcome, _) = transitions::advance(
             &mut payment,
             target,
             &observed,
             Some(message),
             &self.metrics,
-        )
-        .await?;
-        store::record_command(
-            tx,
-            order_id,
-            kind,
-            outcome.as_str(),
-            &json!({"from": state}),
-        )
-        .await?;
+        )?;
+        let writes = Writes {
+            save: Some(&payment),
+            events,
+            command: Some(CommandLine {
+                kind,
+                outcome: outcome.as_str(),
+                detail: json!({"from": state}),
+            }),
+            webhook: None,
+        };
+        store::finish(tx, order_id, writes).await?;
         Ok(())
     }
 
@@ -383,6 +397,25 @@ impl PaymentCommands {
             .get(name)
             .ok_or_else(|| CommandError::Payload(format!("no provider `{name}` is configured")))
     }
+}
+
+/// Records what a command did when it wrote nothing else.
+async fn record(
+    tx: &mut PgConnection,
+    order_id: Uuid,
+    kind: &str,
+    outcome: &str,
+    detail: serde_json::Value,
+) -> Result<(), StoreError> {
+    let writes = Writes {
+        command: Some(CommandLine {
+            kind,
+            outcome,
+            detail,
+        }),
+        ..Writes::default()
+    };
+    store::finish(tx, order_id, writes).await.map(drop)
 }
 
 /// The states `cancel` handles are exhaustive; this keeps the match total without a panic.

@@ -2,6 +2,10 @@
 //! also the webhook inbox), and the saga events already emitted (`payment_emissions`). Every
 //! function takes the caller's connection, so a state change, its history row and its outbox
 //! event commit together.
+//!
+//! Round trips are what a payment costs PostgreSQL most (its CPU goes to wake-ups, not to the
+//! statements), so a command or webhook makes few: one to lock (or open) the payment, one for
+//! everything it writes ([`finish`]) and one for its outbox rows, when it emits any.
 
 use chrono::{DateTime, Utc};
 use lab_contracts::Message;
@@ -92,33 +96,68 @@ impl Payment {
     }
 }
 
-/// A session about to be opened.
-pub struct NewSession<'a> {
-    /// The order it pays for.
-    pub order_id: Uuid,
-    /// `stripe` or `paypal`.
-    pub provider: &'a str,
-    /// The amount asked, in minor units.
-    pub amount_minor: i64,
+/// The row a payment starts as, written by [`lock_or_insert`] when the order has none.
+#[derive(Debug, Clone, Copy)]
+pub struct Fresh<'a> {
+    /// `stripe` or `paypal`; none for a tombstone.
+    pub provider: Option<&'a str>,
+    /// `session_created` for a session being opened; `voided` or `failed` for a payment that
+    /// ended before any session.
+    pub state: PaymentState,
+    /// The session's amount in minor units.
+    pub amount_minor: Option<i64>,
     /// Its currency, upper-case.
-    pub currency: &'a str,
+    pub currency: Option<&'a str>,
+    /// Why it ended, for `voided` and `failed`.
+    pub reason: Option<&'a str>,
 }
 
-/// The payment of `order_id`, locked until the caller's transaction ends (commands and webhooks
-/// for one order take turns).
+/// A payment locked by [`lock_or_insert`], and whether this call wrote it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Locked {
+    #[sqlx(flatten)]
+    pub payment: Payment,
+    /// True when the order had no payment and `fresh` was written.
+    pub inserted: bool,
+}
+
+/// The payment of `order_id`, locked until the caller's transaction ends, or `fresh` written
+/// as its row (locked the same way) when it has none. Commands and webhooks for one order take
+/// turns on this row.
 ///
-/// The turn is an advisory lock on the order id, taken before the row is read, so it also covers
-/// a payment that does not exist yet: `CreatePaymentSession` holds it while it inserts the row and
-/// calls the provider, and a webhook for that session (a buyer who approves at once) waits for
-/// the commit and then finds the row, instead of missing it and asking the provider to retry
-/// half a second later (measured by `lab bench checkout`: 11–28 % of orders under load).
+/// One statement, `INSERT … ON CONFLICT DO UPDATE` with an update that changes nothing (as in
+/// orders' claims): it returns the current row, locked, and unlike `SELECT … FOR UPDATE` it also
+/// waits for a row another transaction is inserting. So a webhook that beats the commit of its
+/// session's `CreatePaymentSession` (a buyer who approves at once) waits for that commit and then
+/// finds the row, instead of missing it and asking the provider to retry half a second later
+/// (measured by `lab bench checkout`: 11–28 % of orders under load); and a void racing the
+/// session's opening finds the session rather than an empty slot for its tombstone. `xmax = 0`
+/// holds only for a row this statement inserted (the conflict path locks the row, setting it).
+pub async fn lock_or_insert(
+    conn: &mut PgConnection,
+    order_id: Uuid,
+    fresh: &Fresh<'_>,
+) -> Result<Locked, StoreError> {
+    Ok(sqlx::query_as::<_, Locked>(
+        "INSERT INTO payments AS p (order_id, provider, state, amount_minor, currency, reason) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
+         ON CONFLICT (order_id) DO UPDATE SET order_id = p.order_id \
+         RETURNING p.*, (p.xmax = 0) AS inserted",
+    )
+    .bind(order_id)
+    .bind(fresh.provider)
+    .bind(fresh.state.as_str())
+    .bind(fresh.amount_minor)
+    .bind(fresh.currency)
+    .bind(fresh.reason)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// The payment of `order_id`, locked until the caller's transaction ends, if it has one. For a
+/// step that only follows a committed payment (a capture follows the authorization, which
+/// follows the session's commit), so there is no insert to wait for.
 pub async fn lock(conn: &mut PgConnection, order_id: Uuid) -> Result<Option<Payment>, StoreError> {
-    // Two-key form: the first key is this table's namespace, so no other user of advisory locks
-    // in the database can collide with an order's.
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('payments.order'), hashtext($1::text))")
-        .bind(order_id)
-        .execute(&mut *conn)
-        .await?;
     Ok(
         sqlx::query_as::<_, Payment>("SELECT * FROM payments WHERE order_id = $1 FOR UPDATE")
             .bind(order_id)
@@ -149,92 +188,6 @@ pub async fn order_of_intent(
             .fetch_optional(conn)
             .await?,
     )
-}
-
-/// Claims the order's payment row before the provider is called, so a concurrent void waits
-/// for this transaction (and then finds the session) instead of leaving a tombstone behind a
-/// session that is being opened; the session's ids follow with [`set_session`].
-pub async fn insert_opening(
-    conn: &mut PgConnection,
-    s: &NewSession<'_>,
-) -> Result<Payment, StoreError> {
-    Ok(sqlx::query_as::<_, Payment>(
-        "INSERT INTO payments (order_id, provider, state, amount_minor, currency) \
-         VALUES ($1, $2, 'session_created', $3, $4) RETURNING *",
-    )
-    .bind(s.order_id)
-    .bind(s.provider)
-    .bind(s.amount_minor)
-    .bind(s.currency)
-    .fetch_one(conn)
-    .await?)
-}
-
-/// Records the ids of the session the provider opened.
-pub async fn set_session(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    session_id: &str,
-    payment_url: &str,
-    intent_id: Option<&str>,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE payments SET session_id = $2, payment_url = $3, intent_id = $4, \
-             updated_at = now() WHERE order_id = $1",
-    )
-    .bind(order_id)
-    .bind(session_id)
-    .bind(payment_url)
-    .bind(intent_id)
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-/// Stores a payment that ended before any session: `state` is `voided` (a tombstone) or
-/// `failed` (the provider refused the session).
-pub async fn insert_ended(
-    conn: &mut PgConnection,
-    order_id: Uuid,
-    provider: Option<&str>,
-    state: PaymentState,
-    reason: &str,
-) -> Result<Payment, StoreError> {
-    Ok(sqlx::query_as::<_, Payment>(
-        "INSERT INTO payments (order_id, provider, state, reason) VALUES ($1, $2, $3, $4) \
-         RETURNING *",
-    )
-    .bind(order_id)
-    .bind(provider)
-    .bind(state.as_str())
-    .bind(reason)
-    .fetch_one(conn)
-    .await?)
-}
-
-/// Writes back every mutable column of `p`.
-pub async fn save(conn: &mut PgConnection, p: &Payment) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE payments SET state = $2, intent_id = $3, authorization_id = $4, capture_id = $5, \
-             refund_id = $6, authorized_minor = $7, authorized_currency = $8, captured_minor = $9, \
-             refunded_minor = $10, amount_mismatch = $11, reason = $12, updated_at = now() \
-         WHERE order_id = $1",
-    )
-    .bind(p.order_id)
-    .bind(p.state().as_str())
-    .bind(&p.intent_id)
-    .bind(&p.authorization_id)
-    .bind(&p.capture_id)
-    .bind(&p.refund_id)
-    .bind(p.authorized_minor)
-    .bind(&p.authorized_currency)
-    .bind(p.captured_minor)
-    .bind(p.refunded_minor)
-    .bind(p.amount_mismatch)
-    .bind(&p.reason)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Records a webhook event before it is applied; false when `(source, event_id)` is already
@@ -276,25 +229,112 @@ pub async fn set_outcome(
     Ok(())
 }
 
-/// Records a command and what it did.
-pub async fn record_command(
+/// The line of history a command leaves in `payment_events`.
+#[derive(Debug)]
+pub struct CommandLine<'a> {
+    /// The command's name (`CreatePaymentSession`, …).
+    pub kind: &'a str,
+    /// What it did: `applied`, `ignored`, `failed`, …
+    pub outcome: &'a str,
+    /// What was noted with it (ids, reasons, the state it found).
+    pub detail: serde_json::Value,
+}
+
+/// What a command or webhook writes once it has decided, in one statement (see [`finish`]).
+#[derive(Debug, Default)]
+pub struct Writes<'a> {
+    /// The payment, written back (every mutable column) when it changed.
+    pub save: Option<&'a Payment>,
+    /// Saga events to emit, in order; one this order already emitted is dropped.
+    pub events: Vec<Envelope>,
+    /// A command's line of history.
+    pub command: Option<CommandLine<'a>>,
+    /// A webhook's claimed `payment_events` row and its outcome.
+    pub webhook: Option<(i64, &'a str)>,
+}
+
+/// The saga event `event` of `order_id` as an envelope; `cause` is the command that led to it,
+/// if any.
+pub fn event<T: Message>(
+    order_id: Uuid,
+    event: &T,
+    cause: Option<&Envelope>,
+) -> Result<Envelope, StoreError> {
+    let payload = serde_json::to_value(event)?;
+    Ok(match cause {
+        Some(cause) => Envelope::caused_by(T::NAME, payload, cause),
+        // Caused by a provider's webhook, not a message: the order's flow is still the order
+        // (its correlation id), so consumers apply it in order with the saga's other messages.
+        None => Envelope {
+            correlation_id: order_id,
+            ..Envelope::new(T::NAME, payload)
+        },
+    })
+}
+
+/// Writes what a command or webhook on `order_id`'s payment decided: the payment's columns, the
+/// emissions (each event type at most once per order, whichever path reaches it first), and
+/// its line of history, in one statement; then the emitted events' outbox rows, in one more
+/// when there are any. Returns how many events were emitted now.
+pub async fn finish(
     conn: &mut PgConnection,
     order_id: Uuid,
-    kind: &str,
-    outcome: &str,
-    detail: &serde_json::Value,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO payment_events (order_id, source, kind, outcome, detail) \
-         VALUES ($1, 'command', $2, $3, $4)",
+    w: Writes<'_>,
+) -> Result<usize, StoreError> {
+    let p = w.save;
+    let kinds: Vec<&str> = w.events.iter().map(|e| e.kind.as_str()).collect();
+    let ids: Vec<Uuid> = w.events.iter().map(|e| e.message_id).collect();
+    let command = w.command.as_ref();
+    // Each part is a data-modifying CTE, which PostgreSQL runs whether or not it is referenced;
+    // a part with nothing to do matches no row (`WHERE $n`, an empty array, a NULL id).
+    let emitted: Vec<Uuid> = sqlx::query_scalar(
+        "WITH saved AS ( \
+             UPDATE payments SET state = $2, session_id = $3, payment_url = $4, intent_id = $5, \
+                 authorization_id = $6, capture_id = $7, refund_id = $8, authorized_minor = $9, \
+                 authorized_currency = $10, captured_minor = $11, refunded_minor = $12, \
+                 amount_mismatch = $13, reason = $14, updated_at = now() \
+             WHERE order_id = $1 AND $15), \
+         commanded AS ( \
+             INSERT INTO payment_events (order_id, source, kind, outcome, detail) \
+             SELECT $1, 'command', $16, $17, $18 WHERE $16::text IS NOT NULL), \
+         received AS (UPDATE payment_events SET outcome = $20 WHERE id = $19), \
+         emitted AS ( \
+             INSERT INTO payment_emissions (order_id, event, message_id) \
+             SELECT $1, e.event, e.message_id FROM unnest($21::text[], $22::uuid[]) AS e (event, message_id) \
+             ON CONFLICT DO NOTHING RETURNING message_id) \
+         SELECT message_id FROM emitted",
     )
     .bind(order_id)
-    .bind(kind)
-    .bind(outcome)
-    .bind(sqlx::types::Json(detail))
-    .execute(conn)
+    .bind(p.map(|p| p.state().as_str()))
+    .bind(p.and_then(|p| p.session_id.as_deref()))
+    .bind(p.and_then(|p| p.payment_url.as_deref()))
+    .bind(p.and_then(|p| p.intent_id.as_deref()))
+    .bind(p.and_then(|p| p.authorization_id.as_deref()))
+    .bind(p.and_then(|p| p.capture_id.as_deref()))
+    .bind(p.and_then(|p| p.refund_id.as_deref()))
+    .bind(p.and_then(|p| p.authorized_minor))
+    .bind(p.and_then(|p| p.authorized_currency.as_deref()))
+    .bind(p.and_then(|p| p.captured_minor))
+    .bind(p.and_then(|p| p.refunded_minor))
+    .bind(p.map(|p| p.amount_mismatch))
+    .bind(p.and_then(|p| p.reason.as_deref()))
+    .bind(p.is_some())
+    .bind(command.map(|c| c.kind))
+    .bind(command.map(|c| c.outcome))
+    .bind(command.map(|c| sqlx::types::Json(&c.detail)))
+    .bind(w.webhook.map(|(id, _)| id))
+    .bind(w.webhook.map(|(_, outcome)| outcome))
+    .bind(&kinds)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
     .await?;
-    Ok(())
+    let fresh: Vec<Envelope> = w
+        .events
+        .into_iter()
+        .filter(|e| emitted.contains(&e.message_id))
+        .collect();
+    outbox::enqueue_all(conn, &fresh).await?;
+    Ok(fresh.len())
 }
 
 /// Puts `event` in the outbox unless this order already emitted one of its type; true when it
@@ -305,31 +345,12 @@ pub async fn emit_once<T: Message>(
     event: &T,
     cause: Option<&Envelope>,
 ) -> Result<bool, StoreError> {
-    let payload = serde_json::to_value(event)?;
-    let envelope = match cause {
-        Some(cause) => Envelope::caused_by(T::NAME, payload, cause),
-        // Caused by a provider's webhook, not a message: the order's flow is still the order
-        // (its correlation id), so consumers apply it in order with the saga's other messages.
-        None => Envelope {
-            correlation_id: order_id,
-            ..Envelope::new(T::NAME, payload)
-        },
+    let events = vec![self::event(order_id, event, cause)?];
+    let writes = Writes {
+        events,
+        ..Writes::default()
     };
-    let inserted = sqlx::query(
-        "INSERT INTO payment_emissions (order_id, event, message_id) VALUES ($1, $2, $3) \
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(order_id)
-    .bind(T::NAME)
-    .bind(envelope.message_id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if inserted == 0 {
-        return Ok(false);
-    }
-    outbox::enqueue(conn, &envelope).await?;
-    Ok(true)
+    Ok(finish(conn, order_id, writes).await? == 1)
 }
 
 /// One line of a payment's history.

@@ -1,14 +1,14 @@
 //! Moving a payment forward and telling the saga, once. Both the command handlers and the
 //! webhooks come through here: the state machine ([`PaymentState::advance`]) decides whether an
-//! observation moves the payment, and each step it takes emits its saga event at most once
-//! ([`store::emit_once`]), in the caller's transaction.
+//! observation moves the payment, and each step it takes names its saga event. Nothing here
+//! touches the database: the caller writes the payment and the events with [`store::finish`],
+//! in its transaction and one statement, which emits each event at most once per order.
 
 use lab_contracts::{
     Money, PaymentAuthorized, PaymentCaptureFailed, PaymentCaptured, PaymentDeclined,
     PaymentRefunded, PaymentSessionFailed, PaymentVoided,
 };
 use lab_messaging::Envelope;
-use sqlx::PgConnection;
 
 use crate::metrics::PaymentsMetrics;
 use crate::state::PaymentState;
@@ -71,26 +71,27 @@ fn session_amount(p: &Payment) -> Money {
     }
 }
 
-/// Moves `p` to `to` if that is forward, saves it and emits the saga event of every step taken.
-pub async fn advance(
-    conn: &mut PgConnection,
+/// Moves `p` to `to` if that is forward (in memory) and returns the saga event of every step
+/// taken, for the caller to write with the payment ([`store::finish`]). The payment is to be
+/// saved either way: even a late event may teach it ids.
+pub fn advance(
     p: &mut Payment,
     to: PaymentState,
     observed: &Observed,
     cause: Option<&Envelope>,
     metrics: &PaymentsMetrics,
-) -> Result<Outcome, StoreError> {
+) -> Result<(Outcome, Vec<Envelope>), StoreError> {
     learn_ids(p, observed);
     let Some(steps) = p.state().advance(to) else {
-        store::save(conn, p).await?;
-        return Ok(Outcome::Ignored);
+        return Ok((Outcome::Ignored, Vec::new()));
     };
     let order_id = p.order_id;
+    let mut events = Vec::with_capacity(steps.len());
     for step in &steps {
         // The provider's amount belongs to the target step; a skipped step takes the amount
         // the step after it carried (a capture implies the same authorization).
         let amount = observed.amount.clone().unwrap_or_else(|| session_amount(p));
-        match step {
+        let event = match step {
             PaymentState::Authorized => {
                 let expected = session_amount(p);
                 if amount != expected {
@@ -101,23 +102,27 @@ pub async fn advance(
                 }
                 p.authorized_minor = Some(amount.amount_minor);
                 p.authorized_currency = Some(amount.currency.clone());
-                store::emit_once(
-                    conn,
+                Some(store::event(
                     order_id,
                     &PaymentAuthorized { order_id, amount },
                     cause,
-                )
-                .await?;
+                )?)
             }
             PaymentState::Captured => {
                 p.captured_minor = Some(amount.amount_minor);
-                store::emit_once(conn, order_id, &PaymentCaptured { order_id, amount }, cause)
-                    .await?;
+                Some(store::event(
+                    order_id,
+                    &PaymentCaptured { order_id, amount },
+                    cause,
+                )?)
             }
             PaymentState::Refunded => {
                 p.refunded_minor = Some(amount.amount_minor);
-                store::emit_once(conn, order_id, &PaymentRefunded { order_id, amount }, cause)
-                    .await?;
+                Some(store::event(
+                    order_id,
+                    &PaymentRefunded { order_id, amount },
+                    cause,
+                )?)
             }
             PaymentState::Declined | PaymentState::Expired => {
                 let reason = observed.reason.clone().unwrap_or_else(|| {
@@ -128,50 +133,46 @@ pub async fn advance(
                     }
                 });
                 p.reason = Some(reason.clone());
-                store::emit_once(conn, order_id, &PaymentDeclined { order_id, reason }, cause)
-                    .await?;
+                Some(store::event(
+                    order_id,
+                    &PaymentDeclined { order_id, reason },
+                    cause,
+                )?)
             }
             PaymentState::Voided => {
                 p.reason.clone_from(&observed.reason);
-                store::emit_once(conn, order_id, &PaymentVoided { order_id }, cause).await?;
+                Some(store::event(order_id, &PaymentVoided { order_id }, cause)?)
             }
             PaymentState::Failed => {
                 let reason = observed.reason.clone().unwrap_or_else(|| "failed".into());
                 p.reason = Some(reason.clone());
-                store::emit_once(
-                    conn,
+                Some(store::event(
                     order_id,
                     &PaymentSessionFailed { order_id, reason },
                     cause,
-                )
-                .await?;
+                )?)
             }
-            PaymentState::SessionCreated => {}
-        }
+            PaymentState::SessionCreated => None,
+        };
+        events.extend(event);
         p.state = StateColumn(*step);
     }
-    store::save(conn, p).await?;
-    Ok(Outcome::Applied(steps))
+    Ok((Outcome::Applied(steps), events))
 }
 
 /// A capture the provider refused: the payment stays authorized (it can still be voided) and the
-/// saga hears `PaymentCaptureFailed` once.
-pub async fn capture_failed(
-    conn: &mut PgConnection,
+/// saga is to hear `PaymentCaptureFailed`, once (the event returned, for [`store::finish`]).
+/// `None` when the payment is not authorized: nothing to change.
+pub fn capture_failed(
     p: &mut Payment,
     reason: String,
     cause: Option<&Envelope>,
-) -> Result<Outcome, StoreError> {
+) -> Result<Option<Envelope>, StoreError> {
     if p.state() != PaymentState::Authorized {
-        return Ok(Outcome::Ignored);
+        return Ok(None);
     }
     let order_id = p.order_id;
     p.reason = Some(reason.clone());
-    store::save(conn, p).await?;
     let event = PaymentCaptureFailed { order_id, reason };
-    Ok(if store::emit_once(conn, order_id, &event, cause).await? {
-        Outcome::Applied(vec![])
-    } else {
-        Outcome::Ignored
-    })
+    store::event(order_id, &event, cause).map(Some)
 }

@@ -3,7 +3,8 @@
 //! A delivery is verified before anything is recorded (an unverified one is a 400 and leaves no
 //! trace but a log line and a metric). A verified one is then, in one transaction: claimed in
 //! `payment_events` by `(provider, event id)` (a duplicate finds the row, answers 200 and changes
-//! nothing), applied to the payment through the state machine, and its saga event enqueued.
+//! nothing), applied to the payment through the state machine, and its saga event enqueued —
+//! the payment, the event's outcome and the emission in one statement ([`store::finish`]).
 //! Types payments does not act on are recorded as ignored and answered 200, so the provider
 //! stops retrying them.
 
@@ -20,7 +21,7 @@ use uuid::Uuid;
 
 use crate::routes::{AppState, store_problem};
 use crate::state::PaymentState;
-use crate::store;
+use crate::store::{self, Fresh, Locked, Writes};
 use crate::transitions::{self, Observed};
 
 /// What a webhook event means for the payment.
@@ -143,9 +144,20 @@ pub async fn paypal_webhook(
     ingest(&state, "paypal", event, &value).await
 }
 
-/// How long a webhook waits for a payment row a command holds (the command may be calling the
-/// provider); past it the webhook answers 503 and the provider delivers it again later.
-const LOCK_TIMEOUT: &str = "5s";
+/// Opens a webhook's transaction and bounds how long it waits for a payment row a command
+/// holds (the command may be calling the provider): past 5 s the webhook answers 503 and the
+/// provider delivers it again later. One round trip for both.
+const BEGIN: &str = "BEGIN; SET LOCAL lock_timeout = '5s'";
+
+/// The row a webhook writes for an order with no payment, to wait on a `CreatePaymentSession`
+/// still inserting one (see [`store::lock_or_insert`]); never committed.
+const PROBE: Fresh<'static> = Fresh {
+    provider: None,
+    state: PaymentState::Voided,
+    amount_minor: None,
+    currency: None,
+    reason: Some("webhook probe"),
+};
 
 /// Claims, applies and records a verified event in one transaction.
 async fn ingest(
@@ -155,7 +167,7 @@ async fn ingest(
     raw: &Value,
 ) -> Result<Json<Accepted>, Problem> {
     let fail = |e: store::StoreError| store_problem(e);
-    let mut tx = lab_db::begin(&state.pool)
+    let mut tx = lab_db::begin_with(&state.pool, BEGIN)
         .await
         .map_err(|e| fail(e.into()))?;
     if event.order_id.is_none()
@@ -165,12 +177,6 @@ async fn ingest(
             .await
             .map_err(fail)?;
     }
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"
-    )))
-    .execute(&mut *tx)
-    .await
-    .map_err(|e| fail(e.into()))?;
     let Some(row) = store::claim_event(
         &mut tx,
         source,
@@ -188,64 +194,103 @@ async fn ingest(
         }));
     };
     let outcome = match (event.target, event.order_id) {
-        (None, _) => "ignored_type".to_owned(),
-        (Some(_), None) => "no_order".to_owned(),
+        (None, _) => "ignored_type",
+        (Some(_), None) => "no_order",
         (Some(target), Some(order_id)) => {
-            match store::lock(&mut tx, order_id).await.map_err(fail)? {
-                None => {
-                    // The session may still be committing (a buyer who approves at once can beat
-                    // the command's transaction): record nothing and let the provider retry.
-                    drop(tx);
-                    tracing::info!(source, event_id = %event.event_id, %order_id,
+            let Locked {
+                mut payment,
+                inserted,
+            } = store::lock_or_insert(&mut tx, order_id, &PROBE)
+                .await
+                .map_err(fail)?;
+            if inserted {
+                // No payment, and none being opened: the session may be another instance's
+                // still (or a foreign one). Roll back the probe, record nothing and let the
+                // provider retry.
+                drop(tx);
+                tracing::info!(source, event_id = %event.event_id, %order_id,
                     "webhook for a payment not known yet; asking for a retry");
-                    return Err(Problem::typed(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "payment-not-yet-known",
-                        "The payment is not known yet",
-                    )
-                    .detail(format!(
-                        "no payment for order {order_id} yet; deliver again later"
-                    ))
-                    .header(
-                        axum::http::header::RETRY_AFTER,
-                        axum::http::HeaderValue::from_static("1"),
-                    ));
-                }
-                Some(mut payment) => {
-                    let outcome = match target {
-                        Target::CaptureFailed => {
-                            let reason = event
-                                .observed
-                                .reason
-                                .clone()
-                                .unwrap_or_else(|| "capture denied".into());
-                            transitions::capture_failed(&mut tx, &mut payment, reason, None).await
-                        }
-                        other => {
-                            transitions::advance(
-                                &mut tx,
-                                &mut payment,
-                                state_of(other),
-                                &event.observed,
-                                None,
-                                &state.metrics,
-                            )
-                            .await
+                return Err(Problem::typed(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "payment-not-yet-known",
+                    "The payment is not known yet",
+                )
+                .detail(format!(
+                    "no payment for order {order_id} yet; deliver again later"
+                ))
+                .header(
+                    axum::http::header::RETRY_AFTER,
+                    axum::http::HeaderValue::from_static("1"),
+                ));
+            }
+            match target {
+                Target::CaptureFailed => {
+                    let reason = event
+                        .observed
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| "capture denied".into());
+                    match transitions::capture_failed(&mut payment, reason, None).map_err(fail)? {
+                        None => "ignored",
+                        Some(failed) => {
+                            // Applied only if the saga had not heard it yet: the outcome
+                            // depends on the emission, so it is written after.
+                            let writes = Writes {
+                                save: Some(&payment),
+                                events: vec![failed],
+                                ..Writes::default()
+                            };
+                            let emitted = store::finish(&mut tx, order_id, writes)
+                                .await
+                                .map_err(fail)?;
+                            if emitted == 1 { "applied" } else { "ignored" }
                         }
                     }
+                }
+                other => {
+                    let (outcome, events) = transitions::advance(
+                        &mut payment,
+                        state_of(other),
+                        &event.observed,
+                        None,
+                        &state.metrics,
+                    )
                     .map_err(fail)?;
-                    outcome.as_str().to_owned()
+                    let outcome = outcome.as_str();
+                    let writes = Writes {
+                        save: Some(&payment),
+                        events,
+                        command: None,
+                        webhook: Some((row, outcome)),
+                    };
+                    store::finish(&mut tx, order_id, writes)
+                        .await
+                        .map_err(fail)?;
+                    return commit(tx, source, &event, outcome).await;
                 }
             }
         }
     };
-    store::set_outcome(&mut tx, row, &outcome)
+    store::set_outcome(&mut tx, row, outcome)
         .await
         .map_err(fail)?;
-    tx.commit().await.map_err(|e| fail(e.into()))?;
+    commit(tx, source, &event, outcome).await
+}
+
+async fn commit(
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+    source: &str,
+    event: &Event,
+    outcome: &str,
+) -> Result<Json<Accepted>, Problem> {
+    tx.commit()
+        .await
+        .map_err(|e| store_problem(store::StoreError::from(e)))?;
     tracing::info!(source, event_id = %event.event_id, kind = %event.kind,
         order_id = ?event.order_id, %outcome, "webhook recorded");
-    Ok(Json(Accepted { outcome }))
+    Ok(Json(Accepted {
+        outcome: outcome.to_owned(),
+    }))
 }
 
 fn state_of(target: Target) -> PaymentState {
