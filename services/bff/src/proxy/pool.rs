@@ -80,9 +80,9 @@ impl Endpoint {
                 (Some("http"), Some(authority)) => Ok(authority.clone()),
                 _ => Err("not an http:// base URL".to_owned()),
             });
-        let address = authority.as_ref().map(|a| {
-            format!("{}:{}", a.host(), a.port_u16().unwrap_or(80)).into_boxed_str()
-        });
+        let address = authority
+            .as_ref()
+            .map(|a| format!("{}:{}", a.host(), a.port_u16().unwrap_or(80)).into_boxed_str());
         let host = authority
             .as_ref()
             .ok()
@@ -131,7 +131,10 @@ impl Endpoint {
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, Failure> {
-        let address = self.address.as_deref().map_err(|e| Failure::Refused(e.clone()))?;
+        let address = self
+            .address
+            .as_deref()
+            .map_err(|e| Failure::Refused(e.clone()))?;
         let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address)).await {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(e)) => return Err(Failure::Refused(format!("connect to {address}: {e}"))),
