@@ -7,6 +7,7 @@
 mod bff;
 mod catalog;
 mod checkout;
+mod floor;
 mod measure;
 mod outbox;
 mod peer;
@@ -43,6 +44,9 @@ enum Target {
     /// The bare axum peer the benchmarks compare against (started by them, pinned to a core).
     #[command(hide = true)]
     Peer(peer::PeerArgs),
+    /// A bare hyper proxy, the floor the BFF's proxied read is measured against.
+    #[command(hide = true)]
+    Floor(floor::FloorArgs),
 }
 
 pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
@@ -54,5 +58,6 @@ pub async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         Target::Recovery(a) => recovery::run(a).await,
         Target::Rotation(a) => rotation::run(a).await,
         Target::Peer(a) => serve_peer(a).await,
+        Target::Floor(a) => floor::serve_floor(a).await,
     }
 }

@@ -6,13 +6,13 @@ use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, Method, StatusCode, Uri, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, Limited};
 use lab_http::{PROBLEM_JSON, Problem};
 use lab_resilience::{CallPolicy, Failure, Outcome, Replay, call};
 
 use super::Inner;
 use super::headers;
+use super::pool::Returning;
 use super::routes::{Route, Timeouts};
 
 /// Bodies up to this size with a declared length are held in memory so a failed attempt can be
@@ -21,7 +21,7 @@ use super::routes::{Route, Timeouts};
 const REPLAY_BUFFER_LIMIT: u64 = 64 * 1024;
 
 /// An upstream's answer, judged by `lab-resilience`: a 5xx counts against the replica.
-struct Answer(http::Response<Incoming>);
+struct Answer(http::Response<Returning>);
 
 impl Outcome for Answer {
     fn failure(&self) -> Option<Failure> {
@@ -47,9 +47,25 @@ pub(super) async fn forward(proxy: &Inner, route: &'static Route, request: Reque
     headers::to_upstream(&mut head);
     headers::set_customer(&mut head, parts.extensions.get::<crate::session::Visitor>());
     let (prefix, rest) = route.upstream_path(parts.uri.path());
-    let path = match parts.uri.query() {
-        Some(query) => format!("{prefix}{rest}?{query}"),
-        None => format!("{prefix}{rest}"),
+    let query = parts.uri.query();
+    let mut path =
+        String::with_capacity(prefix.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
+    path.push_str(prefix);
+    path.push_str(rest);
+    if let Some(query) = query {
+        path.push('?');
+        path.push_str(query);
+    }
+    // Origin form (`/path?query`): the connection is already the endpoint's, and the pool sets
+    // `Host`. Made once from the `String` itself (`parse` on a `&str` would copy it), then
+    // shared by every attempt.
+    let uri = match Uri::try_from(path) {
+        Ok(uri) => uri,
+        Err(e) => {
+            return Problem::typed(StatusCode::BAD_REQUEST, "bad-path", "Bad request path")
+                .detail(e.to_string())
+                .into_response();
+        }
     };
 
     // A small body of known length is read first so it can be replayed; the rest stream.
@@ -89,13 +105,13 @@ pub(super) async fn forward(proxy: &Inner, route: &'static Route, request: Reque
             Replay::Never => std::mem::take(&mut head),
             _ => head.clone(),
         };
-        let sent = build(&method, endpoint, &path, headers, body)
-            .map(|request| proxy.client.request(request));
+        let sent = match proxy.pools.get(endpoint) {
+            Some(pool) => Ok((pool, build(&method, &uri, headers, body))),
+            None => Err(Failure::NoEndpoint),
+        };
         async move {
-            match sent {
-                Ok(response) => response.await.map(Answer).map_err(classify),
-                Err(failure) => Err(failure),
-            }
+            let (pool, request) = sent?;
+            pool.send(request).await.map(Answer)
         }
     })
     .await;
@@ -134,58 +150,12 @@ fn policy_for(route: &Route, standard: &CallPolicy) -> CallPolicy {
     }
 }
 
-fn build(
-    method: &Method,
-    endpoint: &str,
-    path: &str,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<http::Request<Body>, Failure> {
-    let mut target = String::with_capacity(endpoint.len() + path.len());
-    target.push_str(endpoint);
-    target.push_str(path);
-    // From the `String` itself: `parse` on a `&str` would copy it again.
-    let uri = Uri::try_from(target)
-        .map_err(|e| Failure::Refused(format!("bad upstream address {endpoint}: {e}")))?;
+fn build(method: &Method, uri: &Uri, headers: HeaderMap, body: Body) -> http::Request<Body> {
     let mut request = http::Request::new(body);
     *request.method_mut() = method.clone();
-    *request.uri_mut() = uri;
+    *request.uri_mut() = uri.clone();
     *request.headers_mut() = headers;
-    Ok(request)
-}
-
-/// Turns a client error into the failure kind the table knows.
-fn classify(error: hyper_util::client::legacy::Error) -> Failure {
-    let detail = chain(&error);
-    if error.is_connect() {
-        return Failure::Refused(detail);
-    }
-    let mut too_large = false;
-    let mut body_failed = false;
-    let mut source = std::error::Error::source(&error);
-    while let Some(cause) = source {
-        too_large |= cause.is::<LengthLimitError>();
-        body_failed |= cause
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_user);
-        source = cause.source();
-    }
-    if too_large || body_failed {
-        return Failure::RequestBody { too_large, detail };
-    }
-    Failure::Reset(detail)
-}
-
-/// An error and its causes on one line.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    request
 }
 
 fn is_idempotent(method: &Method) -> bool {

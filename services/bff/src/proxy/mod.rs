@@ -9,6 +9,7 @@
 
 mod forward;
 mod headers;
+mod pool;
 mod routes;
 
 use std::collections::HashMap;
@@ -18,9 +19,6 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::Request;
 use axum::routing::{any, get};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use lab_resilience::{
     BreakerPolicy, BreakerSnapshot, BudgetPolicy, CallPolicy, Events, ResilienceEvent, Upstream,
 };
@@ -29,14 +27,6 @@ use tokio::sync::broadcast;
 
 pub use headers::X_UPSTREAM_INSTANCE_ID;
 pub use routes::{ROUTES, Route, Timeouts};
-
-/// A connect that takes longer than this on loopback is a dead or frozen upstream, not a slow
-/// one: the attempt fails fast and goes to the other replica.
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-
-/// Idle upstream connections are kept this long: longer than the gap between a visitor's clicks,
-/// shorter than any server-side idle timeout, so a pooled connection is rarely found dead.
-const POOL_IDLE: Duration = Duration::from_secs(30);
 
 /// How the proxy bounds and protects its calls (`LAB_BFF__PROXY__…`); the defaults are
 /// `lab-resilience`'s, whose sources and reasons are in `lab_resilience::policy`.
@@ -109,8 +99,8 @@ impl ProxySettings {
 pub struct Proxy(Arc<Inner>);
 
 struct Inner {
-    /// One client and keep-alive pool for every upstream.
-    client: Client<HttpConnector, axum::body::Body>,
+    /// Each endpoint's keep-alive connections.
+    pools: pool::Pools,
     /// By service name.
     upstreams: HashMap<String, Upstream>,
     events: Events,
@@ -127,15 +117,7 @@ pub struct BreakersReport {
 impl Proxy {
     /// A proxy to `instances` (`(service, base url)`, as `Settings::instances` lists them).
     pub fn new(instances: &[(String, String)], settings: &ProxySettings) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(POOL_IDLE)
-            // Our call loop decides what is retried, inside the budget; hyper's own silent retry
-            // of a request whose pooled connection closed would add attempts nobody counts.
-            .retry_canceled_requests(false)
-            .build(connector);
+        let pools = pool::Pools::new(instances.iter().map(|(_, url)| url.as_str()));
         let events = Events::default();
         let mut urls: HashMap<&str, Vec<String>> = HashMap::new();
         for (service, url) in instances {
@@ -155,7 +137,7 @@ impl Proxy {
             })
             .collect();
         Self(Arc::new(Inner {
-            client,
+            pools,
             upstreams,
             events,
             policy: settings.call_policy(),
