@@ -31,13 +31,20 @@ pub fn alive(pid: u32) -> bool {
 }
 
 fn zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let rest = &stat[stat.rfind(')')? + 1..];
-            rest.split_whitespace().next().map(|state| state == "Z")
-        })
+    read_stat(pid)
+        .and_then(|stat| stat_fields(&stat)?.next().map(|state| state == "Z"))
         .unwrap_or(false)
+}
+
+/// The text of `/proc/<pid>/stat`, if the process exists.
+pub fn read_stat(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()
+}
+
+/// The fields of a `/proc/<pid>/stat` text from the third (the state) on. The command name
+/// (field 2) may contain spaces and parentheses; the fields after its last `)` are plain.
+pub fn stat_fields(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace())
 }
 
 /// Sends `signal` to the process group `pgid`; a group that is already gone is not an error.
@@ -92,10 +99,7 @@ pub async fn stop_child(child: &mut tokio::process::Child, first: Signal, grace:
 /// an unrelated process has another start time, so it is never signalled. (The marker variable
 /// cannot serve here: Redis overwrites its environment with its process title.)
 pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces; fields after it are plain.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+    stat_fields(&read_stat(pid)?)?.nth(19)?.parse().ok()
 }
 
 /// Whether `pid` is alive and still the process that started at `started` (when known).

@@ -10,6 +10,7 @@ use anyhow::Context;
 use sqlx::PgConnection;
 
 use super::DATABASE;
+use crate::proc;
 
 /// `application_name` of the bench's own completion poller: its backend is the bench's load, not
 /// the cluster's, so it is left out of the PostgreSQL group.
@@ -32,13 +33,12 @@ pub enum Group {
 
 /// utime + stime of `pid` in ticks, from `/proc/<pid>/stat` (fields 14 and 15).
 fn cpu_ticks(pid: u32) -> Option<u64> {
-    ticks_of(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    ticks_of(&proc::read_stat(pid)?)
 }
 
 /// utime + stime from the text of a `/proc/<pid>/stat`.
 fn ticks_of(stat: &str) -> Option<u64> {
-    // The command name (field 2) may contain spaces; the fields after it are plain.
-    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace().skip(11);
+    let mut rest = proc::stat_fields(stat)?.skip(11);
     let utime: u64 = rest.next()?.parse().ok()?;
     let stime: u64 = rest.next()?.parse().ok()?;
     Some(utime + stime)
