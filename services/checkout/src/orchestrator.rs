@@ -64,10 +64,7 @@ struct Row {
 impl Row {
     /// The configured timeouts, with the order's own payment window if it has one.
     fn timeouts(&self, configured: &Timeouts) -> Timeouts {
-        Timeouts {
-            payment: self.payment_window.unwrap_or(configured.payment),
-            ..*configured
-        }
+        configured.with_payment_window(self.payment_window)
     }
 
     fn order(&self, order_id: Uuid) -> Order<'_> {
@@ -96,13 +93,11 @@ pub async fn start(
         provider: &placed.provider,
         total: &placed.total,
     };
-    let payment_window = placed
-        .payment_window_s
-        .map(|s| std::time::Duration::from_secs(u64::from(s)));
-    let timeouts = &Timeouts {
-        payment: payment_window.unwrap_or(timeouts.payment),
-        ..*timeouts
-    };
+    let timeouts = &timeouts.with_payment_window(
+        placed
+            .payment_window_s
+            .map(|s| std::time::Duration::from_secs(u64::from(s))),
+    );
     let step = Step {
         from: "",
         to: saga.state,

@@ -191,6 +191,14 @@ impl Default for Timeouts {
 }
 
 impl Timeouts {
+    /// These timeouts with an order's own payment window, when it asked for one (the demo).
+    pub fn with_payment_window(&self, window: Option<Duration>) -> Self {
+        Self {
+            payment: window.unwrap_or(self.payment),
+            ..*self
+        }
+    }
+
     /// The deadline a saga gets on entering `state`; none for terminal states.
     pub fn for_state(&self, state: State) -> Option<Duration> {
         match state {
