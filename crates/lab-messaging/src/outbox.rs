@@ -3,7 +3,7 @@
 //! (at-least-once); consumers dedupe by message id.
 //!
 //! ```ignore
-//! let mut tx = pool.begin().await?;
+//! let mut tx = lab_db::begin(&pool).await?;
 //! sqlx::query("UPDATE inventory SET on_hand = on_hand - 1 WHERE id = $1").bind(id).execute(&mut *tx).await?;
 //! outbox::enqueue(&mut tx, &Envelope::new("catalog.stock-reserved", payload)).await?;
 //! tx.commit().await?; // the NOTIFY fires here and wakes a relay
@@ -274,7 +274,7 @@ pub async fn resume(pool: &PgPool) -> Result<(), MessagingError> {
 }
 
 async fn set_paused(pool: &PgPool, paused: bool) -> Result<(), MessagingError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = lab_db::begin(pool).await?;
     sqlx::query(
         "UPDATE lab_relay_control SET paused = $1, resume_at = NULL, changed_at = now() \
          WHERE singleton",
@@ -291,7 +291,7 @@ async fn set_paused(pool: &PgPool, paused: bool) -> Result<(), MessagingError> {
 /// if whoever paused them is gone. Never shortens or replaces an operator's open-ended pause;
 /// `false` when one is in force.
 pub async fn pause_for(pool: &PgPool, span: Duration) -> Result<bool, MessagingError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = lab_db::begin(pool).await?;
     let done = sqlx::query(
         "UPDATE lab_relay_control \
          SET paused = true, resume_at = now() + make_interval(secs => $1), changed_at = now() \
@@ -309,7 +309,7 @@ pub async fn pause_for(pool: &PgPool, span: Duration) -> Result<bool, MessagingE
 /// Ends a pause made by [`pause_for`] early and wakes the relays; an operator's open-ended
 /// pause stays. `false` when there was no timed pause to end.
 pub async fn resume_timed(pool: &PgPool) -> Result<bool, MessagingError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = lab_db::begin(pool).await?;
     let done = sqlx::query(
         "UPDATE lab_relay_control SET paused = false, resume_at = NULL, changed_at = now() \
          WHERE singleton AND paused AND resume_at IS NOT NULL",

@@ -234,7 +234,7 @@ async fn drain(context: &Context, channel: &mut Option<Channel>) -> Result<(), M
 /// and the error is returned: the rest, from the first unconfirmed row on, go again in order
 /// in the next round, so a failure republishes only what the broker may not have.
 async fn relay_batch(context: &Context, channel: &Channel) -> Result<i64, MessagingError> {
-    let mut tx = context.pool.begin().await?;
+    let mut tx = lab_db::begin(&context.pool).await?;
     let rows = outbox::claim(&mut tx, context.config.batch_size).await?;
     if rows.is_empty() {
         tx.commit().await?;
