@@ -1,10 +1,13 @@
 //! The pool pings a connection before handing it out only when it sat idle (sqlx's ping on every
-//! acquire is off): one that died while idle must still be replaced, not handed out.
+//! acquire is off): one that died while idle must still be replaced, not handed out, by the
+//! static login's pool and by a leased login's (whose acquire check also carries the rotation
+//! gate).
 
 use std::time::Duration;
 
-use lab_db::sqlx::{self, PgConnection};
-use lab_test_support::{TestEnv, eventually};
+use lab_db::sqlx::{self, PgConnection, PgPool};
+use lab_db::{Database, DbSettings};
+use lab_test_support::{TestEnv, eventually, require_bao};
 
 /// Longer than the pool's idle threshold (1 s) before it pings. A real sleep: the pool measures
 /// idleness with `std::time::Instant`, which a paused tokio clock does not move.
@@ -25,18 +28,12 @@ async fn backends(admin: &mut PgConnection, app: &str) -> Vec<i32> {
     .expect("pg_stat_activity")
 }
 
-#[tokio::test]
-async fn a_connection_killed_while_idle_is_replaced_before_it_is_handed_out() {
-    // Arrange: a pool of one connection, used once, then idle past the threshold and killed.
-    let env = TestEnv::builder().with_database(&[]).start().await;
-    let app = format!("ping-{}", env.id());
-    let mut settings = env.db().settings("catalog");
-    settings.max_connections = 1;
-    let pool = lab_db::connect(&settings, "catalog", &app, "LAB_CATALOG__DATABASE__URL")
-        .await
-        .expect("pool");
+/// Uses `pool`'s one connection, lets it sit idle past the threshold, terminates its backend,
+/// then opens a transaction: it must run on a new backend.
+async fn a_connection_killed_while_idle_is_replaced(env: &TestEnv, pool: &PgPool, app: &str) {
+    // Arrange: the one connection used once, then idle past the threshold and killed.
     let first: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .expect("first query");
     let mut admin = env.db().admin_connection().await.expect("admin connection");
@@ -48,16 +45,15 @@ async fn a_connection_killed_while_idle_is_replaced_before_it_is_handed_out() {
         .expect("terminate");
     let gone = eventually(WITHIN, || {
         let env = env.clone();
-        let app = app.clone();
         async move {
             let mut admin = env.db().admin_connection().await.ok()?;
-            backends(&mut admin, &app).await.is_empty().then_some(())
+            backends(&mut admin, app).await.is_empty().then_some(())
         }
     })
     .await;
 
     // Act: the next transaction, through the cancel-safe opening services use.
-    let tx = lab_db::begin(&pool).await;
+    let tx = lab_db::begin(pool).await;
 
     // Assert: it runs on a new backend; the dead one was noticed by the ping and closed.
     assert!(killed && gone.is_some(), "the backend was not terminated");
@@ -67,4 +63,45 @@ async fn a_connection_killed_while_idle_is_replaced_before_it_is_handed_out() {
         .await
         .expect("query on the replacement");
     assert_ne!(next, first);
+}
+
+/// `settings` for a pool of one connection, so the next borrower gets the killed one's.
+fn one_connection(mut settings: DbSettings) -> DbSettings {
+    settings.max_connections = 1;
+    settings
+}
+
+#[tokio::test]
+async fn a_connection_killed_while_idle_is_replaced_before_it_is_handed_out() {
+    let env = TestEnv::builder().with_database(&[]).start().await;
+    let app = format!("ping-{}", env.id());
+    let settings = one_connection(env.db().settings("catalog"));
+    let pool = lab_db::connect(&settings, "catalog", &app, "LAB_CATALOG__DATABASE__URL")
+        .await
+        .expect("pool");
+
+    a_connection_killed_while_idle_is_replaced(&env, &pool, &app).await;
+}
+
+#[tokio::test]
+async fn a_leased_login_connection_killed_while_idle_is_replaced_before_it_is_handed_out() {
+    require_bao!();
+    let env = TestEnv::builder()
+        .with_database(&[])
+        .with_vault()
+        .start()
+        .await;
+    let app = format!("ping-leased-{}", env.id());
+    let settings = one_connection(env.vault_database("catalog").await);
+    let Database { pool, .. } = lab_db::open(
+        &settings,
+        "catalog",
+        &app,
+        "LAB_CATALOG__DATABASE__URL",
+        env.shutdown_token(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("opening the leased pool: {e}"));
+
+    a_connection_killed_while_idle_is_replaced(&env, &pool, &app).await;
 }
