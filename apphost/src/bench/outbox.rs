@@ -260,7 +260,7 @@ async fn relay_round(
     );
     // 100 events per transaction: filling the table is not what is measured.
     for chunk in (0..events).collect::<Vec<_>>().chunks(100) {
-        let mut tx = pool.begin().await?;
+        let mut tx = lab_db::begin(pool).await?;
         for i in chunk {
             outbox::enqueue(&mut tx, &event(*i)).await?;
         }
@@ -331,7 +331,7 @@ async fn latency(
     while Instant::now() < until {
         tick.tick().await;
         let e = event(i);
-        let mut tx = pool.begin().await?;
+        let mut tx = lab_db::begin(pool).await?;
         outbox::enqueue(&mut tx, &e).await?;
         tx.commit().await?;
         committed.push((e.message_id.to_string(), Instant::now()));

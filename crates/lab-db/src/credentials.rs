@@ -311,20 +311,17 @@ impl SwapGate {
 }
 
 /// The pool options a leased login needs: connections of an old login are closed when they come
-/// back to the pool or are about to be handed out (never mid-query), and a connection that was
-/// opened with a login other than the current one is refused (the pool then connects again).
+/// back to the pool (never mid-query) and, through the `before_acquire` that `options` already
+/// has from [`crate::pool_options`] with this gate, when they are about to be handed out; a
+/// connection that was opened with a login other than the current one is refused (the pool then
+/// connects again).
 pub(crate) fn gated(
     options: sqlx::pool::PoolOptions<sqlx::Postgres>,
     gate: &Arc<SwapGate>,
 ) -> sqlx::pool::PoolOptions<sqlx::Postgres> {
-    let on_acquire = gate.clone();
     let on_release = gate.clone();
     let on_connect = gate.clone();
     options
-        .before_acquire(move |_, meta| {
-            let keep = on_acquire.keeps(meta.age);
-            Box::pin(async move { Ok(keep) })
-        })
         .after_release(move |_, meta| {
             let keep = on_release.keeps(meta.age);
             Box::pin(async move { Ok(keep) })

@@ -157,7 +157,8 @@ pub async fn open(
         .map_err(|e| lease_error(e.to_string()))?;
     probe(&options, settings, env_hint).await?;
     let gate = std::sync::Arc::new(credentials::SwapGate::default());
-    let pool = credentials::gated(pool_options(settings), &gate).connect_lazy_with(options);
+    let pool = credentials::gated(pool_options(settings, Some(gate.clone())), &gate)
+        .connect_lazy_with(options);
     let manager = credentials::Manager {
         vault,
         mount: login.mount.clone(),
@@ -191,10 +192,36 @@ impl Database {
     }
 }
 
-fn pool_options(settings: &DbSettings) -> PgPoolOptions {
+/// A pooled connection idle at least this long is pinged before it is handed out. One in use
+/// is handed back and out again within milliseconds under load, so this spares the ping (a round
+/// trip) on nearly every transaction; one that sat idle for a second is the kind a PostgreSQL
+/// restart, a terminated backend or a revoked login has killed meanwhile.
+const PING_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// The options of every service pool: sqlx's ping on every acquire is off (`PING_AFTER_IDLE`
+/// instead), and with a leased login's `gate` a connection of a login rotated away from is
+/// closed instead of handed out.
+fn pool_options(
+    settings: &DbSettings,
+    gate: Option<std::sync::Arc<credentials::SwapGate>>,
+) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .test_before_acquire(false)
+        .before_acquire(move |conn, meta| {
+            let current = gate.as_ref().is_none_or(|gate| gate.keeps(meta.age));
+            Box::pin(async move {
+                if !current {
+                    return Ok(false);
+                }
+                // An error closes the connection and the pool tries the next one (or connects).
+                if meta.idle_for >= PING_AFTER_IDLE {
+                    conn.ping().await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 /// Opens a pool for `schema` with the static login of `settings.url` and checks that one
@@ -208,7 +235,7 @@ pub async fn connect(
 ) -> Result<PgPool, DbError> {
     let options = connect_options(&settings.url, schema, app_name)?;
     probe(&options, settings, env_hint).await?;
-    Ok(pool_options(settings).connect_lazy_with(options))
+    Ok(pool_options(settings, None).connect_lazy_with(options))
 }
 
 /// One direct connection: its error says why (refused, bad password, no database), where a pool

@@ -27,6 +27,10 @@ pub async fn begin_with(
     opened(pool.clone(), Some(statement)).await
 }
 
+#[expect(
+    clippy::disallowed_methods,
+    reason = "the one caller of sqlx's `Pool::begin`, made cancel-safe by its own task"
+)]
 async fn opened(
     pool: PgPool,
     statement: Option<&'static str>,

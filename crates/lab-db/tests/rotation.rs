@@ -143,7 +143,7 @@ async fn a_load_of_queries_sees_no_error_through_three_forced_rotations() {
                         .map(|_| ())
                 } else {
                     async {
-                        let mut tx = pool.begin().await?;
+                        let mut tx = lab_db::begin(&pool).await?;
                         sqlx::query("SELECT 1").execute(&mut *tx).await?;
                         sqlx::query("SELECT pg_sleep(0.002)")
                             .execute(&mut *tx)

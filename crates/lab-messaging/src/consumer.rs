@@ -332,7 +332,9 @@ async fn apply_many<H: Handler>(
     context: &Context<H>,
     run: &[(Delivery, Envelope)],
 ) -> Result<u64, String> {
-    let mut tx = context.pool.begin().await.map_err(|e| e.to_string())?;
+    let mut tx = lab_db::begin(&context.pool)
+        .await
+        .map_err(|e| e.to_string())?;
     let ids: Vec<Uuid> = run.iter().map(|(_, e)| e.message_id).collect();
     let fresh: Vec<Uuid> = sqlx::query_scalar(
         "INSERT INTO lab_inbox (consumer, message_id) SELECT $1, unnest($2::uuid[]) \
@@ -507,7 +509,9 @@ async fn apply<H: Handler>(
     context: &Context<H>,
     envelope: &Envelope,
 ) -> Result<Applied, ApplyError> {
-    let mut tx = context.pool.begin().await.map_err(ApplyError::Database)?;
+    let mut tx = lab_db::begin(&context.pool)
+        .await
+        .map_err(ApplyError::Database)?;
     let inserted = sqlx::query(
         "INSERT INTO lab_inbox (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
     )

@@ -3,7 +3,7 @@
 //! (at-least-once); consumers dedupe by message id.
 //!
 //! ```ignore
-//! let mut tx = pool.begin().await?;
+//! let mut tx = lab_db::begin(&pool).await?;
 //! sqlx::query("UPDATE inventory SET on_hand = on_hand - 1 WHERE id = $1").bind(id).execute(&mut *tx).await?;
 //! outbox::enqueue(&mut tx, &Envelope::new("catalog.stock-reserved", payload)).await?;
 //! tx.commit().await?; // the NOTIFY fires here and wakes a relay
@@ -164,34 +164,40 @@ pub(crate) struct Pending {
     pub created_at: DateTime<Utc>,
 }
 
-/// Whether relays may publish, read under a share lock so that [`pause`] waits for batches in
-/// flight and none starts after it returns.
-pub(crate) async fn paused_for_batch(conn: &mut PgConnection) -> Result<bool, MessagingError> {
-    let paused: bool = sqlx::query_scalar(
-        "SELECT paused AND (resume_at IS NULL OR resume_at > now()) \
-         FROM lab_relay_control WHERE singleton FOR SHARE",
-    )
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(paused)
-}
-
-/// Claims up to `limit` unsent rows in id order; rows another relay holds are skipped, not
-/// waited for, so two relays never publish the same row at the same time.
+/// Claims up to `limit` unsent rows in id order, unless the relays are paused; rows another
+/// relay holds are skipped, not waited for, so two relays never publish the same row at the same
+/// time. Empty when nothing is pending or the relays are paused.
+///
+/// One statement: the claim, then the pause flag under a share lock. The flag is read only when
+/// something was claimed, so a wake-up that finds nothing takes no row lock on it; [`pause`]
+/// still waits for a batch that holds the share lock, and a batch that takes it after `pause`
+/// committed sees the flag (a locking read in READ COMMITTED returns the newest committed
+/// version of the row, even one committed after the statement began) and publishes nothing.
 pub(crate) async fn claim(
     conn: &mut PgConnection,
     limit: i64,
 ) -> Result<Vec<Pending>, MessagingError> {
-    let rows: Vec<(i64, Uuid, String, String, DateTime<Utc>)> = sqlx::query_as(
-        "SELECT id, message_id, routing_key, envelope::text, created_at FROM lab_outbox \
-         WHERE sent_at IS NULL ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    let rows: Vec<(i64, Uuid, String, String, DateTime<Utc>, bool)> = sqlx::query_as(
+        "WITH claimed AS MATERIALIZED ( \
+             SELECT id, message_id, routing_key, envelope::text AS envelope, created_at \
+             FROM lab_outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1 \
+             FOR UPDATE SKIP LOCKED), \
+         control AS ( \
+             SELECT paused AND (resume_at IS NULL OR resume_at > now()) AS paused \
+             FROM lab_relay_control WHERE singleton AND EXISTS (SELECT FROM claimed) \
+             FOR SHARE) \
+         SELECT c.id, c.message_id, c.routing_key, c.envelope, c.created_at, control.paused \
+         FROM claimed c CROSS JOIN control ORDER BY c.id",
     )
     .bind(limit)
     .fetch_all(&mut *conn)
     .await?;
+    if rows.first().is_none_or(|row| row.5) {
+        return Ok(Vec::new());
+    }
     Ok(rows
         .into_iter()
-        .map(|(id, message_id, routing_key, json, created_at)| {
+        .map(|(id, message_id, routing_key, json, created_at, _)| {
             let properties = match Envelope::from_body(json.as_bytes()) {
                 Ok(envelope) => envelope.properties(),
                 Err(e) => {
@@ -274,7 +280,7 @@ pub async fn resume(pool: &PgPool) -> Result<(), MessagingError> {
 }
 
 async fn set_paused(pool: &PgPool, paused: bool) -> Result<(), MessagingError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = lab_db::begin(pool).await?;
     sqlx::query(
         "UPDATE lab_relay_control SET paused = $1, resume_at = NULL, changed_at = now() \
          WHERE singleton",
@@ -291,7 +297,7 @@ async fn set_paused(pool: &PgPool, paused: bool) -> Result<(), MessagingError> {
 /// if whoever paused them is gone. Never shortens or replaces an operator's open-ended pause;
 /// `false` when one is in force.
 pub async fn pause_for(pool: &PgPool, span: Duration) -> Result<bool, MessagingError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = lab_db::begin(pool).await?;
     let done = sqlx::query(
         "UPDATE lab_relay_control \
          SET paused = true, resume_at = now() + make_interval(secs => $1), changed_at = now() \
@@ -309,7 +315,7 @@ pub async fn pause_for(pool: &PgPool, span: Duration) -> Result<bool, MessagingE
 /// Ends a pause made by [`pause_for`] early and wakes the relays; an operator's open-ended
 /// pause stays. `false` when there was no timed pause to end.
 pub async fn resume_timed(pool: &PgPool) -> Result<bool, MessagingError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = lab_db::begin(pool).await?;
     let done = sqlx::query(
         "UPDATE lab_relay_control SET paused = false, resume_at = NULL, changed_at = now() \
          WHERE singleton AND paused AND resume_at IS NOT NULL",

@@ -94,7 +94,7 @@ async fn run(
 /// Fires the earliest due deadline nobody else holds, returning what it did to the saga; `None`
 /// when no deadline is due.
 pub async fn fire_one(pool: &PgPool, timeouts: &Timeouts) -> Result<Option<Outcome>, StepError> {
-    let mut tx = pool.begin().await?;
+    let mut tx = lab_db::begin(pool).await?;
     let due: Option<(Uuid, String)> = sqlx::query_as(
         "SELECT d.order_id, d.state FROM saga_deadlines d JOIN sagas s USING (order_id) \
          WHERE d.due_at <= now() ORDER BY d.due_at LIMIT 1 \

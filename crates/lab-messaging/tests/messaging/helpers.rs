@@ -151,7 +151,7 @@ impl World {
         let mut ids = Vec::with_capacity(n);
         for i in 0..n {
             let event = Envelope::new(EVENT, serde_json::json!({ "n": i }));
-            let mut tx = self.pool.begin().await.expect("begin");
+            let mut tx = lab_db::begin(&self.pool).await.expect("begin");
             outbox::enqueue(&mut tx, &event).await.expect("enqueue");
             tx.commit().await.expect("commit");
             ids.push(event.message_id);

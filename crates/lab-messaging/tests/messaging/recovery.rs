@@ -55,7 +55,7 @@ async fn relay_and_consumer_resume_after_every_database_session_is_killed() {
     let more = eventually(DEADLINE, || async {
         // The pool notices dead sessions on use; a commit may fail once on one.
         let event = lab_messaging::Envelope::new(crate::helpers::EVENT, serde_json::json!({}));
-        let mut tx = w.pool.begin().await.ok()?;
+        let mut tx = lab_db::begin(&w.pool).await.ok()?;
         lab_messaging::outbox::enqueue(&mut tx, &event).await.ok()?;
         tx.commit().await.ok()?;
         Some(event.message_id)

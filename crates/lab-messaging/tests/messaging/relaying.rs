@@ -17,7 +17,7 @@ async fn a_committed_event_arrives_exactly_once_and_a_rolled_back_one_never() {
     let (_relay, _) = w.relay(&w.broker);
     let rolled_back = Envelope::new(EVENT, serde_json::json!({ "doomed": true }));
 
-    let mut tx = w.pool.begin().await.unwrap();
+    let mut tx = lab_db::begin(&w.pool).await.unwrap();
     outbox::enqueue(&mut tx, &rolled_back).await.unwrap();
     tx.rollback().await.unwrap();
     let committed = w.commit_events(2).await;
@@ -302,7 +302,7 @@ async fn messages_enqueued_together_are_published_in_the_order_given() {
     let events: Vec<Envelope> = (0..4)
         .map(|i| Envelope::new(EVENT, serde_json::json!({ "n": i })))
         .collect();
-    let mut tx = w.pool.begin().await.unwrap();
+    let mut tx = lab_db::begin(&w.pool).await.unwrap();
     outbox::enqueue_all(&mut tx, &events).await.unwrap();
     tx.commit().await.unwrap();
 
