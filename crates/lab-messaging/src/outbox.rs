@@ -164,6 +164,18 @@ pub(crate) struct Pending {
     pub created_at: DateTime<Utc>,
 }
 
+/// [`claim`]'s statement; `$1` is the batch size.
+pub(crate) const CLAIM: &str = "WITH claimed AS MATERIALIZED ( \
+         SELECT id, message_id, routing_key, envelope::text AS envelope, created_at \
+         FROM lab_outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1 \
+         FOR UPDATE SKIP LOCKED), \
+     control AS ( \
+         SELECT paused AND (resume_at IS NULL OR resume_at > now()) AS paused \
+         FROM lab_relay_control WHERE singleton AND EXISTS (SELECT FROM claimed) \
+         FOR SHARE) \
+     SELECT c.id, c.message_id, c.routing_key, c.envelope, c.created_at, control.paused \
+     FROM claimed c CROSS JOIN control ORDER BY c.id";
+
 /// Claims up to `limit` unsent rows in id order, unless the relays are paused; rows another
 /// relay holds are skipped, not waited for, so two relays never publish the same row at the same
 /// time. Empty when nothing is pending or the relays are paused.
@@ -177,21 +189,10 @@ pub(crate) async fn claim(
     conn: &mut PgConnection,
     limit: i64,
 ) -> Result<Vec<Pending>, MessagingError> {
-    let rows: Vec<(i64, Uuid, String, String, DateTime<Utc>, bool)> = sqlx::query_as(
-        "WITH claimed AS MATERIALIZED ( \
-             SELECT id, message_id, routing_key, envelope::text AS envelope, created_at \
-             FROM lab_outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1 \
-             FOR UPDATE SKIP LOCKED), \
-         control AS ( \
-             SELECT paused AND (resume_at IS NULL OR resume_at > now()) AS paused \
-             FROM lab_relay_control WHERE singleton AND EXISTS (SELECT FROM claimed) \
-             FOR SHARE) \
-         SELECT c.id, c.message_id, c.routing_key, c.envelope, c.created_at, control.paused \
-         FROM claimed c CROSS JOIN control ORDER BY c.id",
-    )
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
+    let rows: Vec<(i64, Uuid, String, String, DateTime<Utc>, bool)> = sqlx::query_as(CLAIM)
+        .bind(limit)
+        .fetch_all(&mut *conn)
+        .await?;
     if rows.first().is_none_or(|row| row.5) {
         return Ok(Vec::new());
     }

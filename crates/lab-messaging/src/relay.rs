@@ -39,8 +39,15 @@ const PURGE_EVERY: Duration = Duration::from_secs(600);
 
 /// Opens a batch's transaction with its settings in the same round trip. Losing the batch's
 /// commit in a crash only means publishing its rows again, which consumers absorb (inbox); not
-/// waiting for its WAL flush saves one fsync per batch.
-const BEGIN: &str = "BEGIN; SET LOCAL synchronous_commit = off";
+/// waiting for its WAL flush saves one fsync per batch. The claim walks `lab_outbox_pending` in
+/// id order as a plain index scan, whatever the statistics say: every row marked sent leaves a
+/// dead entry in that index until a vacuum, and only a plain index scan marks the entries it
+/// passes as dead so that the next claim skips them. The planner's own choice, after statistics
+/// taken during a burst, is a bitmap scan (which visits every dead entry again on every claim
+/// until the next vacuum) or a sequential scan of a table that keeps a week of sent rows
+/// (docs/BENCHMARKS.md, lab-messaging, session 6).
+const BEGIN: &str = "BEGIN; SET LOCAL synchronous_commit = off; \
+    SET LOCAL enable_bitmapscan = off; SET LOCAL enable_seqscan = off";
 
 /// How a relay batches and sweeps.
 #[derive(Debug, Clone)]
@@ -330,5 +337,63 @@ async fn update_gauges(context: &Context) {
             .metrics
             .outbox_oldest_pending_age
             .set(status.oldest_pending_age.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lab_test_support::TestEnv;
+    use sqlx::PgPool;
+
+    use super::BEGIN;
+    use crate::outbox::CLAIM;
+
+    /// The claim's plan in a transaction opened with `begin`.
+    async fn claim_plan(pool: &PgPool, begin: &'static str) -> String {
+        let mut tx = lab_db::begin_with(pool, begin).await.expect("begin");
+        let lines: Vec<String> =
+            sqlx::query_scalar(sqlx::AssertSqlSafe(format!("EXPLAIN {CLAIM}")))
+                .bind(500_i64)
+                .fetch_all(&mut *tx)
+                .await
+                .expect("explain");
+        lines.join("\n")
+    }
+
+    #[tokio::test]
+    async fn the_claim_walks_the_pending_index_even_when_statistics_say_nothing_is_pending() {
+        let env = TestEnv::builder().with_database(&[]).start().await;
+        let pool = lab_db::connect(&env.database("payments"), "payments", "relay-test", "-")
+            .await
+            .expect("test database");
+        crate::migrate(&pool).await.expect("migrations");
+        // Statistics taken while a burst of 300 rows was pending (the planner's cue for a bitmap
+        // scan and a sort), then every row published: 3,000 dead entries in `lab_outbox_pending`.
+        for statement in [
+            "INSERT INTO lab_outbox (message_id, routing_key, envelope) \
+             SELECT gen_random_uuid(), 'test.event', '{}' FROM generate_series(1, 3000)",
+            "UPDATE lab_outbox SET sent_at = clock_timestamp() WHERE id <= 2700",
+            "ANALYZE lab_outbox",
+            "UPDATE lab_outbox SET sent_at = clock_timestamp() WHERE sent_at IS NULL",
+        ] {
+            sqlx::query(statement)
+                .execute(&pool)
+                .await
+                .expect(statement);
+        }
+
+        let planner_alone = claim_plan(&pool, "BEGIN").await;
+        let relay = claim_plan(&pool, BEGIN).await;
+
+        assert!(
+            !planner_alone.contains("Index Scan using lab_outbox_pending"),
+            "the case this guards against: left alone, the planner does not walk the index\n{planner_alone}"
+        );
+        assert!(
+            relay.contains("Index Scan using lab_outbox_pending")
+                && !relay.contains("Bitmap")
+                && !relay.contains("Seq Scan"),
+            "the relay's claim must be a plain index scan\n{relay}"
+        );
     }
 }
