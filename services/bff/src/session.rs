@@ -166,7 +166,11 @@ impl Visitor {
         if self.fresh {
             format!("ip:{}", self.client_ip)
         } else {
-            format!("s:{}", self.session)
+            // Without `format!`: this runs on every request of a returning visitor.
+            let mut scope = String::with_capacity(2 + self.session.0.len());
+            scope.push_str("s:");
+            scope.push_str(&self.session.0);
+            scope
         }
     }
 }
