@@ -7,8 +7,8 @@ use axum::Router;
 use axum::response::Response;
 use http::{HeaderName, HeaderValue, Method, header};
 use serde::{Deserialize, Serialize};
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower::util::MapResponseLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 
 /// What the browser edge allows (`LAB_BFF__SECURITY__…`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
