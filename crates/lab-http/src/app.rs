@@ -92,15 +92,18 @@ impl Application {
     /// Serves until the shutdown token is cancelled, then drains within the grace period.
     pub async fn run(self) -> std::io::Result<()> {
         tracing::info!(addr = %self.addr, instance = %self.instance_id, "listening");
+        // Turns every handler into its finished route (its layers applied) once, here. Served
+        // as a plain tower service, as `serve` does, a router left as it is builds each
+        // handler's route and its layers again for every request: ~20 % of a proxied read's
+        // instructions in the BFF (callgrind, docs/BENCHMARKS.md, `lab bench bff`, session 6).
+        // `axum::serve(listener, router)` does the same per connection.
+        let router = self.router.with_state(());
         match self.fast {
             Some(fast) => {
-                let front = crate::fast::Front {
-                    fast,
-                    router: self.router,
-                };
+                let front = crate::fast::Front { fast, router };
                 crate::serve(self.listener, front, self.shutdown, self.grace).await
             }
-            None => crate::serve(self.listener, self.router, self.shutdown, self.grace).await,
+            None => crate::serve(self.listener, router, self.shutdown, self.grace).await,
         }
     }
 }

@@ -107,13 +107,16 @@ impl ServiceApp {
                 app: Arc::new(self),
                 openapi,
             });
+        // The panic guard outside the observer, both in one `layer` call: axum makes each call
+        // a level of every route, cloned and boxed per request (callgrind on the BFF's proxied
+        // read, docs/BENCHMARKS.md `lab bench bff`, session 6).
         let router = routes
             .merge(platform)
             .fallback(not_found)
             .method_not_allowed_fallback(method_not_allowed)
-            .layer(observe::ObserveLayer::new(observe_state.clone()))
-            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
-                panic_to_problem,
+            .layer((
+                tower_http::catch_panic::CatchPanicLayer::custom(panic_to_problem),
+                observe::ObserveLayer::new(observe_state.clone()),
             ));
         (router, observe_state)
     }

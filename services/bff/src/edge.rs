@@ -113,7 +113,13 @@ impl Edge {
 
     /// `routes` behind the edge middleware ([`EdgeService`]).
     pub fn wrap(&self, routes: Router) -> Router {
-        routes.layer(EdgeLayer(std::sync::Arc::new(self.clone())))
+        routes.layer(self.layer())
+    }
+
+    /// The edge middleware as a layer, for a caller that stacks it with others in one
+    /// `Router::layer` (axum clones and boxes each layer of a route per request).
+    pub fn layer(&self) -> EdgeLayer {
+        EdgeLayer(std::sync::Arc::new(self.clone()))
     }
 }
 

@@ -296,10 +296,12 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     };
     // Sessions, rate limit and replay around every /api route, inside the platform middleware so
     // they see the request id and are counted.
-    let routes = edge
-        .wrap(routes(state, &proxy).merge(edge.routes()))
-        // Outside the edge, so the metrics snapshot counts the 429s it answers too.
-        .layer(live::bridge::TrafficLayer(traffic));
+    // The traffic count outside the edge, so the metrics snapshot counts the 429s it answers
+    // too; both in one `layer` call, which axum turns into one level of each route rather than
+    // two, each cloned and boxed per request (callgrind, `lab bench bff`, session 6).
+    let routes = routes(state, &proxy)
+        .merge(edge.routes())
+        .layer((live::bridge::TrafficLayer(traffic), edge.layer()));
     // The pages (`/`, `/assets/…`) sit outside the `/api` edge: no session or rate limit for
     // static bytes; the page's first API call gets the visitor a session.
     let router = browser_edge(app.router(routes.merge(pages::router())), &settings);

@@ -24,6 +24,8 @@ use sha2::Sha256;
 
 use crate::client_ip::TrustedProxies;
 
+mod verified;
+
 /// The cookie's name.
 pub const COOKIE: &str = "lab_session";
 
@@ -76,9 +78,14 @@ impl std::fmt::Display for SessionId {
 }
 
 /// Signs and verifies session cookies: the HMAC with its key already absorbed, cloned per use
-/// (absorbing the key is two of the four SHA-256 blocks a cookie would otherwise cost).
+/// (absorbing the key is two of the four SHA-256 blocks a cookie would otherwise cost), and the
+/// cookies it has already verified ([`verified`]), which a returning visitor's requests present
+/// again and again.
 #[derive(Clone)]
-pub struct SessionKey(Arc<Hmac<Sha256>>);
+pub struct SessionKey {
+    mac: Arc<Hmac<Sha256>>,
+    verified: Arc<verified::Verified>,
+}
 
 impl SessionKey {
     /// The configured key, or a random one (logged) when none is set.
@@ -101,11 +108,14 @@ impl SessionKey {
         // HMAC takes a key of any length; `new_from_slice` only fails for fixed-size-key MACs.
         let mac = <Hmac<Sha256> as Mac>::new_from_slice(key)
             .unwrap_or_else(|_| unreachable!("HMAC accepts any key length"));
-        Self(Arc::new(mac))
+        Self {
+            mac: Arc::new(mac),
+            verified: Arc::default(),
+        }
     }
 
     fn mac(&self, id: &SessionId) -> Hmac<Sha256> {
-        let mut mac = (*self.0).clone();
+        let mut mac = (*self.mac).clone();
         mac.update(id.0.as_bytes());
         mac
     }
@@ -120,6 +130,9 @@ impl SessionKey {
     pub fn verify(&self, value: &str) -> Option<SessionId> {
         let (id, tag) = value.split_once('.')?;
         let id = SessionId::parse(id)?;
+        if self.verified.holds(value) {
+            return Some(id);
+        }
         // A SHA-256 tag is 32 bytes, 43 characters of unpadded base64: decoded on the stack,
         // anything longer refused before decoding (33 bytes: base64's estimate for 43 chars).
         let mut bytes = [0u8; 33];
@@ -127,10 +140,9 @@ impl SessionKey {
             return None;
         }
         let length = URL_SAFE_NO_PAD.decode_slice(tag, &mut bytes).ok()?;
-        self.mac(&id)
-            .verify_slice(&bytes[..length])
-            .ok()
-            .map(|()| id)
+        self.mac(&id).verify_slice(&bytes[..length]).ok()?;
+        self.verified.keep(value);
+        Some(id)
     }
 }
 
@@ -154,7 +166,11 @@ impl Visitor {
         if self.fresh {
             format!("ip:{}", self.client_ip)
         } else {
-            format!("s:{}", self.session)
+            // Without `format!`: this runs on every request of a returning visitor.
+            let mut scope = String::with_capacity(2 + self.session.0.len());
+            scope.push_str("s:");
+            scope.push_str(&self.session.0);
+            scope
         }
     }
 }
@@ -272,6 +288,26 @@ mod tests {
             ours.verify(&format!("{}.{tag}", id.as_str().to_uppercase())),
             None
         );
+    }
+
+    #[test]
+    fn a_cookie_verified_once_is_accepted_again_and_its_tampered_twins_still_are_not() {
+        let ours = key(&"a".repeat(32));
+        let id = SessionId::random();
+        let value = ours.sign(&id);
+        assert_eq!(ours.verify(&value), Some(id.clone()));
+
+        let again = ours.verify(&value);
+        let mut flipped = value.clone().into_bytes();
+        let last = flipped.len() - 1;
+        flipped[last] = if flipped[last] == b'A' { b'B' } else { b'A' };
+        let flipped = String::from_utf8(flipped).unwrap_or_default();
+        let other_key = key(&"b".repeat(32));
+
+        assert_eq!(again, Some(id.clone()), "kept: no HMAC needed");
+        assert_eq!(ours.verify(&flipped), None, "same id, another tag");
+        assert_eq!(ours.verify(&value), Some(id), "the real one is still kept");
+        assert_eq!(other_key.verify(&value), None, "kept per key");
     }
 
     #[test]

@@ -346,22 +346,24 @@ fn take_snapshot(traffic: &Traffic, proxy: &Proxy, seconds: f64) -> serde_json::
         .lock()
         .map(|mut s| std::mem::take(&mut *s))
         .unwrap_or_default();
-    samples.sort_by(f32::total_cmp);
-    let quantile = |q: f64| -> Option<f32> {
+    // A selection per quantile, not a sort of the period's samples (up to 50k every 2 s: ~1 %
+    // of a proxied read's instructions under load, callgrind).
+    let mut quantile = |q: f64| -> Option<f32> {
         if samples.is_empty() {
             return None;
         }
         let index = ((samples.len() as f64 - 1.0) * q).round() as usize;
-        samples.get(index).copied()
+        Some(*samples.select_nth_unstable_by(index, f32::total_cmp).1)
     };
+    let (p50, p99) = (quantile(0.50), quantile(0.99));
     let requests = traffic.requests.swap(0, Ordering::Relaxed);
     let errors = traffic.server_errors.swap(0, Ordering::Relaxed);
     json!({
         "period_s": seconds,
         "requests": requests,
         "requests_per_s": requests as f64 / seconds,
-        "p50_ms": quantile(0.50),
-        "p99_ms": quantile(0.99),
+        "p50_ms": p50,
+        "p99_ms": p99,
         "server_errors": errors,
         "error_rate": if requests == 0 { 0.0 } else { errors as f64 / requests as f64 },
         "rate_limited": traffic.too_many.swap(0, Ordering::Relaxed),

@@ -1,0 +1,64 @@
+//! Cookies this replica has already verified, so a returning visitor's request costs a
+//! comparison instead of an HMAC: the signature check was two SHA-256 blocks, the largest single
+//! cost of a proxied read above the bare hop (callgrind, docs/BENCHMARKS.md, `lab bench bff`,
+//! session 6).
+//!
+//! Only a cookie whose HMAC checked out is kept, byte for byte, and only a byte-identical cookie
+//! is accepted from here, so what is accepted is exactly what the HMAC would accept with the key
+//! this process holds for its whole life. The comparison is constant-time over the whole value
+//! (a forged tag for a kept session id learns nothing from how long it took to be refused), and
+//! a refused comparison goes on to the HMAC as before.
+
+use std::sync::{Mutex, PoisonError};
+
+use subtle::ConstantTimeEq;
+
+/// Slots, one cookie each, chosen by the session id's first hex digits: a visitor keeps its
+/// slot until another session lands on it, and then only pays the HMAC again. 1,024 × ~80 bytes;
+/// the sessions active on one replica at a time rarely exceed it, and a miss is only slower.
+const SLOTS: usize = 1_024;
+
+/// A signed cookie value: 32 hex digits of id, `.`, 43 characters of base64url tag.
+const SIGNED_LEN: usize = 32 + 1 + 43;
+
+/// The verified cookies, a lock per slot (held for a copy or a comparison, never across an
+/// await), so visitors on different slots never wait for each other.
+pub(super) struct Verified(Box<[Mutex<Option<[u8; SIGNED_LEN]>>]>);
+
+impl Default for Verified {
+    fn default() -> Self {
+        Self((0..SLOTS).map(|_| Mutex::new(None)).collect())
+    }
+}
+
+impl Verified {
+    /// Whether exactly `cookie` was verified before (and is still kept).
+    pub(super) fn holds(&self, cookie: &str) -> bool {
+        let Some(slot) = self.slot(cookie) else {
+            return false;
+        };
+        slot.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|kept| bool::from(kept.ct_eq(cookie.as_bytes())))
+    }
+
+    /// Keeps `cookie`, whose signature has just been verified.
+    pub(super) fn keep(&self, cookie: &str) {
+        if let (Some(slot), Ok(bytes)) = (self.slot(cookie), cookie.as_bytes().try_into()) {
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(bytes);
+        }
+    }
+
+    fn slot(&self, cookie: &str) -> Option<&Mutex<Option<[u8; SIGNED_LEN]>>> {
+        let bytes = cookie.as_bytes();
+        if bytes.len() != SIGNED_LEN {
+            return None;
+        }
+        // The id is random hex: its first three digits spread sessions evenly over the slots.
+        let index = bytes[..3].iter().fold(0usize, |index, &b| {
+            index << 4 | char::from(b).to_digit(16).map_or(0, |d| d as usize)
+        });
+        self.0.get(index % SLOTS)
+    }
+}
