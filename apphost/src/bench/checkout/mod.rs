@@ -74,6 +74,7 @@ pub async fn run(args: CheckoutArgs) -> anyhow::Result<()> {
         require_quiet().await?;
     }
     pin_self_to_load_core().await?;
+    drop_database(&args.pg_admin_url).await?;
     bootstrap::prepare(
         &args.pg_admin_url,
         DATABASE,
@@ -219,6 +220,25 @@ pub async fn run(args: CheckoutArgs) -> anyhow::Result<()> {
         retried.len()
     );
     drop(cluster);
+    Ok(())
+}
+
+/// Drops the bench's database, so that every run starts from empty tables: the orders, outbox and
+/// inbox rows of earlier runs would otherwise be scanned, vacuumed and counted in this one, and a
+/// database migrated by a newer build would refuse an older one.
+async fn drop_database(admin_url: &str) -> anyhow::Result<()> {
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(admin_url)
+        .await
+        .context("connecting to PostgreSQL as administrator")?;
+    // A constant name, not input.
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await
+    .context("dropping the previous run's database")?;
+    let _ = admin.close().await;
     Ok(())
 }
 
