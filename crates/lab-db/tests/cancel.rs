@@ -11,7 +11,7 @@ use lab_test_support::TestEnv;
 /// Openings tried before giving up on catching one between its `BEGIN` and the answer; each
 /// attempt catches it unless the answer was read in the very poll that sent it.
 const ATTEMPTS: usize = 50;
-/// Polls of one opening: acquiring (with its ping) and `BEGIN` take a handful.
+/// Polls of one opening: acquiring (a ping only after a second idle) and `BEGIN` take a handful.
 const POLLS: usize = 1_000;
 
 /// The states PostgreSQL shows for the sessions of the pool named `app`.
