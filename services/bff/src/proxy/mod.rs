@@ -13,15 +13,12 @@ mod pool;
 mod routes;
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::Request;
-use axum::routing::get;
-use futures::future::BoxFuture;
+use axum::routing::{any, get};
 use lab_resilience::{
     BreakerPolicy, BreakerSnapshot, BudgetPolicy, CallPolicy, Events, ResilienceEvent, Upstream,
 };
@@ -112,29 +109,6 @@ struct Inner {
     body_limit: u64,
 }
 
-/// One proxied route as a tower service.
-#[derive(Clone)]
-struct Forward {
-    proxy: Proxy,
-    route: &'static Route,
-}
-
-impl tower::Service<Request> for Forward {
-    type Response = axum::response::Response;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
-        let proxy = Arc::clone(&self.proxy.0);
-        let route = self.route;
-        Box::pin(async move { Ok(forward::forward(&proxy, route, request).await) })
-    }
-}
-
 /// The body of `GET /api/breakers`.
 #[derive(Debug, Serialize)]
 pub struct BreakersReport {
@@ -185,16 +159,13 @@ impl Proxy {
                 }
             }),
         );
-        // Each a plain service rather than an `any` handler: no method router in front of it
-        // and no extractor machinery around it, for a route that takes every method and reads
-        // the request whole (callgrind, `lab bench bff`, session 6 round 2).
         for route in ROUTES {
-            router = router.route_service(
+            let proxy = self.clone();
+            router = router.route(
                 route.public,
-                Forward {
-                    proxy: self.clone(),
-                    route,
-                },
+                any(move |request: Request| async move {
+                    forward::forward(&proxy.0, route, request).await
+                }),
             );
         }
         router
