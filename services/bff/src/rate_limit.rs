@@ -149,6 +149,19 @@ impl RouteClass {
         }
     }
 
+    /// Every class, in [`RouteClass::index`] order.
+    const ALL: [Self; 4] = [Self::Default, Self::Orders, Self::Demo, Self::Chaos];
+
+    /// The class's place in [`RouteClass::ALL`].
+    fn index(self) -> usize {
+        match self {
+            Self::Default => 0,
+            Self::Orders => 1,
+            Self::Demo => 2,
+            Self::Chaos => 3,
+        }
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Default => "default",
@@ -235,13 +248,19 @@ pub struct RateLimiter {
     counters: Arc<DecisionCounters>,
     /// Each visitor's demo bucket shape.
     demo_shapes: Arc<demo::DemoShapes>,
+    /// Each class's `RateLimit-Limit` value (by [`RouteClass::index`]), made once: the capacity
+    /// never changes, and making it per answer was an allocation per read (callgrind).
+    limits: Arc<[HeaderValue; 4]>,
 }
 
 impl RateLimiter {
     pub fn new(settings: RateLimitSettings, redis: Redis, metrics: EdgeMetrics) -> Self {
+        let limits =
+            RouteClass::ALL.map(|class| HeaderValue::from(settings.bucket(class).capacity));
         Self {
             buckets: bucket::Buckets::new(redis.clone()),
             demo_shapes: Arc::new(demo::DemoShapes::new(redis)),
+            limits: Arc::new(limits),
             settings: Arc::new(settings),
             events: broadcast::channel(EVENT_BUFFER).0,
             counters: Arc::new(DecisionCounters::new(&metrics)),
@@ -325,13 +344,35 @@ pub(crate) fn too_many(class: RouteClass, decision: &Decision) -> Response {
 }
 
 /// The bucket's state, on every answer of a limited route.
-pub(crate) fn set_headers(headers: &mut HeaderMap, decision: &Decision) {
-    headers.insert(RATELIMIT_LIMIT.clone(), HeaderValue::from(decision.limit));
+pub(crate) fn set_headers(
+    headers: &mut HeaderMap,
+    limiter: &RateLimiter,
+    class: RouteClass,
+    decision: &Decision,
+) {
+    // The demo's bucket has a shape of each visitor's choosing: only a class's own capacity is
+    // the value made once.
+    let limit = if decision.limit == limiter.settings.bucket(class).capacity {
+        limiter.limits[class.index()].clone()
+    } else {
+        HeaderValue::from(decision.limit)
+    };
+    headers.insert(RATELIMIT_LIMIT.clone(), limit);
     headers.insert(
         RATELIMIT_REMAINING.clone(),
-        HeaderValue::from(decision.remaining),
+        number(u64::from(decision.remaining)),
     );
-    headers.insert(RATELIMIT_RESET.clone(), HeaderValue::from(decision.reset_s));
+    headers.insert(RATELIMIT_RESET.clone(), number(decision.reset_s));
+}
+
+/// A header value for `n`, with no allocation for the single digits: a bucket's reset is a few
+/// seconds away at most under the default classes, and `HeaderValue::from` allocates each time.
+fn number(n: u64) -> HeaderValue {
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match usize::try_from(n).ok().and_then(|i| DIGITS.get(i)) {
+        Some(digit) => HeaderValue::from_static(digit),
+        None => HeaderValue::from(n),
+    }
 }
 
 #[cfg(test)]

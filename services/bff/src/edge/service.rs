@@ -76,9 +76,10 @@ where
         match now {
             Some(decision) if !keyed => {
                 let answer = self.inner.call(req);
+                let edge = Arc::clone(&self.edge);
                 Box::pin(async move {
                     let Ok(mut response) = answer.await;
-                    finish(&mut response, decision.as_ref(), set_cookie);
+                    finish(&mut response, &edge, class, decision.as_ref(), set_cookie);
                     Ok(response)
                 })
             }
@@ -107,7 +108,7 @@ where
                             .await
                         }
                     };
-                    finish(&mut response, decision.as_ref(), set_cookie);
+                    finish(&mut response, &edge, class, decision.as_ref(), set_cookie);
                     Ok(response)
                 })
             }
@@ -116,9 +117,15 @@ where
 }
 
 /// The bucket's headers and a new session's cookie on the answer.
-fn finish(response: &mut Response, decision: Option<&Decision>, set_cookie: Option<HeaderValue>) {
-    if let Some(decision) = decision {
-        set_headers(response.headers_mut(), decision);
+fn finish(
+    response: &mut Response,
+    edge: &Edge,
+    class: Option<RouteClass>,
+    decision: Option<&Decision>,
+    set_cookie: Option<HeaderValue>,
+) {
+    if let (Some(decision), Some(class)) = (decision, class) {
+        set_headers(response.headers_mut(), &edge.rate_limiter, class, decision);
     }
     if let Some(cookie) = set_cookie {
         response.headers_mut().append(header::SET_COOKIE, cookie);

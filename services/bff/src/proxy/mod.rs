@@ -101,8 +101,9 @@ pub struct Proxy(Arc<Inner>);
 struct Inner {
     /// Each endpoint's keep-alive connections.
     pools: pool::Pools,
-    /// By service name.
-    upstreams: HashMap<String, Upstream>,
+    /// By service name, looked up on every proxied request: foldhash, the keys are the
+    /// settings' own.
+    upstreams: HashMap<String, Upstream, foldhash::fast::RandomState>,
     events: Events,
     policy: CallPolicy,
     body_limit: u64,
