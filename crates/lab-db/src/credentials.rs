@@ -310,18 +310,18 @@ impl SwapGate {
     }
 }
 
-/// The pool options a leased login needs: connections of an old login are closed when they come
-/// back to the pool (never mid-query) and, through the `before_acquire` that `options` already
-/// has from [`crate::pool_options`] with this gate, when they are about to be handed out; a
+/// The pool options a leased login needs: [`crate::pool_options`] with this gate, whose
+/// `before_acquire` closes a connection of an old login about to be handed out; here connections
+/// of an old login are also closed when they come back to the pool (never mid-query), and a
 /// connection that was opened with a login other than the current one is refused (the pool then
 /// connects again).
 pub(crate) fn gated(
-    options: sqlx::pool::PoolOptions<sqlx::Postgres>,
+    settings: &crate::DbSettings,
     gate: &Arc<SwapGate>,
 ) -> sqlx::pool::PoolOptions<sqlx::Postgres> {
     let on_release = gate.clone();
     let on_connect = gate.clone();
-    options
+    crate::pool_options(settings, Some(gate.clone()))
         .after_release(move |_, meta| {
             let keep = on_release.keeps(meta.age);
             Box::pin(async move { Ok(keep) })

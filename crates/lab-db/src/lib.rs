@@ -157,8 +157,7 @@ pub async fn open(
         .map_err(|e| lease_error(e.to_string()))?;
     probe(&options, settings, env_hint).await?;
     let gate = std::sync::Arc::new(credentials::SwapGate::default());
-    let pool = credentials::gated(pool_options(settings, Some(gate.clone())), &gate)
-        .connect_lazy_with(options);
+    let pool = credentials::gated(settings, &gate).connect_lazy_with(options);
     let manager = credentials::Manager {
         vault,
         mount: login.mount.clone(),
