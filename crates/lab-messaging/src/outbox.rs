@@ -43,6 +43,15 @@ macro_rules! notify_sql {
 }
 const CHANNEL_PREFIX: &str = channel_prefix!();
 
+/// Whether `lab_relay_control`'s row holds the relays now: paused, with no end or an end still
+/// ahead (an ended demo pause counts as lifted before anyone clears it). One spelling for the
+/// claim and the status.
+macro_rules! paused_now {
+    () => {
+        "paused AND (resume_at IS NULL OR resume_at > now())"
+    };
+}
+
 /// The call that wakes this schema's relays; PostgreSQL delivers it when the transaction
 /// commits. A statement that writes outbox rows selects it, so the rows and the wake-up are one
 /// round trip.
@@ -165,16 +174,20 @@ pub(crate) struct Pending {
 }
 
 /// [`claim`]'s statement; `$1` is the batch size.
-pub(crate) const CLAIM: &str = "WITH claimed AS MATERIALIZED ( \
+pub(crate) const CLAIM: &str = concat!(
+    "WITH claimed AS MATERIALIZED ( \
          SELECT id, message_id, routing_key, envelope::text AS envelope, created_at \
          FROM lab_outbox WHERE sent_at IS NULL ORDER BY id LIMIT $1 \
          FOR UPDATE SKIP LOCKED), \
      control AS ( \
-         SELECT paused AND (resume_at IS NULL OR resume_at > now()) AS paused \
+         SELECT ",
+    paused_now!(),
+    " AS paused \
          FROM lab_relay_control WHERE singleton AND EXISTS (SELECT FROM claimed) \
          FOR SHARE) \
      SELECT c.id, c.message_id, c.routing_key, c.envelope, c.created_at, control.paused \
-     FROM claimed c CROSS JOIN control ORDER BY c.id";
+     FROM claimed c CROSS JOIN control ORDER BY c.id"
+);
 
 /// Claims up to `limit` unsent rows in id order, unless the relays are paused; rows another
 /// relay holds are skipped, not waited for, so two relays never publish the same row at the same
@@ -253,13 +266,14 @@ pub struct OutboxStatus {
 
 /// The outbox's backlog and pause flag.
 pub async fn status(pool: &PgPool) -> Result<OutboxStatus, MessagingError> {
-    let (pending, oldest_secs, paused): (i64, Option<f64>, bool) = sqlx::query_as(
+    let (pending, oldest_secs, paused): (i64, Option<f64>, bool) = sqlx::query_as(concat!(
         "SELECT count(o.id), \
                 extract(epoch FROM clock_timestamp() - min(o.created_at))::float8, \
-                (SELECT paused AND (resume_at IS NULL OR resume_at > now()) \
-                 FROM lab_relay_control WHERE singleton) \
-         FROM lab_outbox o WHERE o.sent_at IS NULL",
-    )
+                (SELECT ",
+        paused_now!(),
+        " FROM lab_relay_control WHERE singleton) \
+         FROM lab_outbox o WHERE o.sent_at IS NULL"
+    ))
     .fetch_one(pool)
     .await?;
     Ok(OutboxStatus {
