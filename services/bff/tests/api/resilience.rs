@@ -31,7 +31,15 @@ async fn a_failing_upstream_opens_the_breaker_which_fails_fast_with_retry_after_
  {
     let env = TestEnv::builder().start().await;
     let stub = Stub::start(Mode::PlainUnavailable).await;
-    let bff = bff_before(&env, "catalog", &stub.url).await;
+    // A break of a second rather than `quick_proxy`'s 400 ms: the request after the breaker
+    // opened must come inside it, and on a loaded machine (the whole suite at once) 400 ms
+    // once passed in between and that request was the half-open probe. `Retry-After` is still
+    // "1" (whole seconds, rounded up).
+    let settings = lab_bff::ProxySettings {
+        breaker_break_ms: 1_000,
+        ..quick_proxy()
+    };
+    let bff = spawn_bff_with(&env, &[("catalog", stub.url.clone())], settings).await;
 
     let open = eventually(Duration::from_secs(10), || async {
         let response = bff.get("/api/products").await;
