@@ -49,6 +49,10 @@ pub struct ProxySettings {
     pub breaker_break_ms: u64,
     /// The largest request body forwarded; a larger one is a 413.
     pub body_limit_bytes: u64,
+    /// Whether bodiless proxied reads (`GET`/`HEAD`) are served by the BFF's own HTTP/1 front
+    /// (`crate::front`) instead of hyper and the router; every other request, and every
+    /// connection the front hands over, is served by the router either way.
+    pub own_front: bool,
 }
 
 impl Default for ProxySettings {
@@ -66,6 +70,7 @@ impl Default for ProxySettings {
             // Every body a service takes is a small JSON document or a webhook; 1 MiB is far
             // above them and far below what would let one request hog memory or a connection.
             body_limit_bytes: 1024 * 1024,
+            own_front: true,
         }
     }
 }
