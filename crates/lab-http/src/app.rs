@@ -41,6 +41,8 @@ pub struct Application {
     router: Router,
     /// Served in front of the router when the service has one.
     fast: Option<crate::FastPath>,
+    /// Takes each connection before the router when the service has one.
+    front: Option<std::sync::Arc<dyn crate::ConnectionFront>>,
     shutdown: CancellationToken,
     grace: Duration,
 }
@@ -66,6 +68,7 @@ impl Application {
             listener,
             router,
             fast: None,
+            front: None,
             shutdown,
             grace: Duration::from_millis(settings.shutdown_grace_ms),
         })
@@ -84,6 +87,13 @@ impl Application {
         self
     }
 
+    /// Gives every accepted connection to `front` first ([`crate::ConnectionFront`]); the
+    /// router serves what it hands over.
+    pub fn with_front(mut self, front: std::sync::Arc<dyn crate::ConnectionFront>) -> Self {
+        self.front = Some(front);
+        self
+    }
+
     /// `http://127.0.0.1:<port>`
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
@@ -98,6 +108,10 @@ impl Application {
         // instructions in the BFF (callgrind, docs/BENCHMARKS.md, `lab bench bff`, session 6).
         // `axum::serve(listener, router)` does the same per connection.
         let router = self.router.with_state(());
+        if let Some(front) = self.front {
+            return crate::front::serve(self.listener, router, front, self.shutdown, self.grace)
+                .await;
+        }
         match self.fast {
             Some(fast) => {
                 let front = crate::fast::Front { fast, router };

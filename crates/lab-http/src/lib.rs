@@ -8,6 +8,7 @@
 mod app;
 mod extract;
 mod fast;
+mod front;
 mod observe;
 mod probe;
 mod problem;
@@ -30,7 +31,11 @@ use utoipa::OpenApi;
 pub use app::{Application, HttpSettings};
 pub use extract::{Json, Path, Query};
 pub use fast::{FastPath, FastRoute};
-pub use observe::{X_INSTANCE_ID, X_REQUEST_ID, new_instance_id};
+pub use front::{Connection, ConnectionFront, Handoff};
+pub use observe::{
+    Observer, RouteRecorder, X_INSTANCE_ID, X_REQUEST_ID, acceptable_request_id_bytes,
+    new_instance_id, new_request_id,
+};
 pub use probe::{CheckReport, PROBE_TIMEOUT, Probe, Readiness, ReadinessReport};
 pub use problem::{PROBLEM_JSON, Problem};
 
@@ -61,6 +66,13 @@ impl ServiceApp {
     /// Wraps `routes` with the platform routes and middleware.
     pub fn router(self, routes: Router) -> Router {
         self.build(routes).0
+    }
+
+    /// Like [`ServiceApp::router`], and the middleware's bookkeeping for a
+    /// [`ConnectionFront`] that answers some requests itself.
+    pub fn router_with_observer(self, routes: Router) -> (Router, Observer) {
+        let (router, observe) = self.build(routes);
+        (router, observe.into())
     }
 
     /// Like [`ServiceApp::router`], and `fast` served in front of the router with the same

@@ -117,7 +117,11 @@ pub struct ObserveState {
 /// A caller's request id is kept when it is short printable ASCII; anything else is replaced,
 /// so a hostile header cannot forge log lines.
 fn acceptable_request_id(value: &HeaderValue) -> bool {
-    let bytes = value.as_bytes();
+    acceptable_request_id_bytes(value.as_bytes())
+}
+
+/// [`acceptable_request_id`] of a header's raw bytes (a front that parses heads itself).
+pub fn acceptable_request_id_bytes(bytes: &[u8]) -> bool {
     !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic)
 }
 
@@ -201,6 +205,34 @@ impl RouteObserver {
         }
     }
 
+    /// The log line and the metrics of one answered request.
+    fn finish(
+        &self,
+        span: &tracing::Span,
+        method: Cow<'static, str>,
+        route: Arc<str>,
+        status: u16,
+        elapsed: std::time::Duration,
+    ) {
+        let quiet = matches!(&*route, "/livez" | "/readyz" | "/metrics");
+        span.in_scope(|| {
+            let ms = elapsed.as_secs_f64() * 1000.0;
+            if status >= 500 {
+                tracing::warn!(%method, %route, status, ms, "request failed");
+            } else if quiet {
+                tracing::debug!(%method, %route, status, ms, "request");
+            } else {
+                tracing::info!(%method, %route, status, ms, "request");
+            }
+        });
+        let labels = RouteLabels {
+            method,
+            route,
+            status,
+        };
+        self.record(labels, elapsed.as_secs_f64());
+    }
+
     fn record(&self, labels: RouteLabels, seconds: f64) {
         if let Some(u) = self
             .usual
@@ -282,24 +314,7 @@ where
         Box::pin(async move {
             let Ok(mut response) = response.instrument(span.clone()).await;
             let status = response.status().as_u16();
-            let elapsed = started.elapsed();
-            let quiet = matches!(&*route, "/livez" | "/readyz" | "/metrics");
-            span.in_scope(|| {
-                let ms = elapsed.as_secs_f64() * 1000.0;
-                if status >= 500 {
-                    tracing::warn!(%method, %route, status, ms, "request failed");
-                } else if quiet {
-                    tracing::debug!(%method, %route, status, ms, "request");
-                } else {
-                    tracing::info!(%method, %route, status, ms, "request");
-                }
-            });
-            let labels = RouteLabels {
-                method,
-                route,
-                status,
-            };
-            observer.record(labels, elapsed.as_secs_f64());
+            observer.finish(&span, method, route, status, started.elapsed());
             let headers = response.headers_mut();
             headers.insert(X_REQUEST_ID.clone(), request_id);
             headers.insert(
@@ -313,7 +328,7 @@ where
 
 /// A request id unique across processes and restarts: a random per-process prefix and a counter.
 /// (A UUIDv7 per request asked the kernel for randomness each time: visible in profiles.)
-fn new_request_id() -> HeaderValue {
+pub fn new_request_id() -> HeaderValue {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static PREFIX: OnceLock<u64> = OnceLock::new();
@@ -336,4 +351,58 @@ fn new_request_id() -> HeaderValue {
 pub fn new_instance_id(service: &str, replica: u16) -> String {
     let suffix: u16 = rand::random();
     format!("{service}-{replica}-{suffix:04x}")
+}
+
+/// The platform middleware's bookkeeping for requests a front answers outside the router: the
+/// same log line and metrics, under a route template the front names.
+#[derive(Clone)]
+pub struct Observer(ObserveState);
+
+impl Observer {
+    /// Records requests as the route `template` (`/api/products/{id}`).
+    pub fn route(&self, template: &str) -> RouteRecorder {
+        let route = OnceLock::new();
+        let _ = route.set(self.0.routes.intern(template));
+        RouteRecorder(Arc::new(RouteObserver {
+            state: self.0.clone(),
+            route,
+            fixed: true,
+            usual: OnceLock::new(),
+        }))
+    }
+
+    /// This process's `X-Instance-Id`, ready to send.
+    pub fn instance_header(&self) -> &HeaderValue {
+        &self.0.instance_header
+    }
+}
+
+impl From<ObserveState> for Observer {
+    fn from(state: ObserveState) -> Self {
+        Self(state)
+    }
+}
+
+/// One route's log line and metrics, for a front.
+#[derive(Clone)]
+pub struct RouteRecorder(Arc<RouteObserver>);
+
+impl RouteRecorder {
+    /// `method` answered with `status`, `started` when its head was read, under `request_id`.
+    pub fn finish(&self, method: &Method, status: u16, started: Instant, request_id: &str) {
+        let observer = &self.0;
+        let span = tracing::info_span!(
+            "req",
+            request_id,
+            instance = %observer.state.instance_id
+        );
+        let route = observer.route("");
+        observer.finish(
+            &span,
+            method_label(method),
+            route,
+            status,
+            started.elapsed(),
+        );
+    }
 }

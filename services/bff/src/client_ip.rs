@@ -9,6 +9,19 @@ use std::net::IpAddr;
 
 use http::HeaderMap;
 
+/// The request headers the edge reads, wherever the request's head was parsed: hyper's
+/// `HeaderMap`, or the BFF's own front's parsed head ([`crate::front`]).
+pub trait RequestHeaders {
+    /// Every value of header `name` (given in lower case), in the order they came.
+    fn values<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]>;
+}
+
+impl RequestHeaders for HeaderMap {
+    fn values<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]> {
+        self.get_all(name).iter().map(http::HeaderValue::as_bytes)
+    }
+}
+
 /// Why a trusted-proxy list could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum CidrError {
@@ -96,7 +109,7 @@ impl TrustedProxies {
 
     /// The client's address: `peer` itself unless `peer` is trusted and `X-Forwarded-For` names
     /// someone beyond our proxies.
-    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    pub fn client_ip(&self, peer: IpAddr, headers: &(impl RequestHeaders + ?Sized)) -> IpAddr {
         if !self.trusts(peer) {
             return peer;
         }
@@ -105,9 +118,8 @@ impl TrustedProxies {
         // A hop that is not an address ends the walk: what lies left of it cannot be trusted,
         // so the nearest hop read so far stands.
         let hops = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|v| v.to_str().unwrap_or(""))
+            .values("x-forwarded-for")
+            .map(|v| std::str::from_utf8(v).unwrap_or(""))
             .flat_map(|v| v.split(','))
             .map(str::trim)
             .collect::<Vec<_>>();

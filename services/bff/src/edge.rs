@@ -86,6 +86,11 @@ impl Edge {
         })
     }
 
+    /// Who is calling: the session cookie's key and the trusted proxies.
+    pub fn sessions(&self) -> &SessionState {
+        &self.sessions
+    }
+
     /// The rate limiter: its mode for `/api/health`, its decisions for the push stream.
     pub fn rate_limiter(&self) -> &RateLimiter {
         &self.rate_limiter

@@ -299,13 +299,28 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     // The traffic count outside the edge, so the metrics snapshot counts the 429s it answers
     // too; both in one `layer` call, which axum turns into one level of each route rather than
     // two, each cloned and boxed per request (callgrind, `lab bench bff`, session 6).
-    let routes = routes(state, &proxy)
-        .merge(edge.routes())
-        .layer((live::bridge::TrafficLayer(traffic), edge.layer()));
+    let routes = routes(state, &proxy).merge(edge.routes()).layer((
+        live::bridge::TrafficLayer(Arc::clone(&traffic)),
+        edge.layer(),
+    ));
     // The pages (`/`, `/assets/…`) sit outside the `/api` edge: no session or rate limit for
     // static bytes; the page's first API call gets the visitor a session.
-    let router = browser_edge(app.router(routes.merge(pages::router())), &settings);
-    Ok(Application::bind(&settings.http, instance_id, router, shutdown).await?)
+    let (router, observer) = app.router_with_observer(routes.merge(pages::router()));
+    let router = browser_edge(router, &settings);
+    let application = Application::bind(&settings.http, instance_id, router, shutdown).await?;
+    // Proxied reads through the BFF's own HTTP/1 front, unless cross-origin callers are
+    // allowed: their answers need the CORS layer, which only the router has.
+    if settings.proxy.own_front && !settings.security.cross_origin() {
+        let front = proxy::Front::new(
+            &proxy,
+            &edge,
+            traffic,
+            &observer,
+            settings.security.behind_tls,
+        );
+        return Ok(application.with_front(Arc::new(front)));
+    }
+    Ok(application)
 }
 
 /// The BFF's own routes and the proxied ones. Layers that should see the request id and be

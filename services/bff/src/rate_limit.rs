@@ -350,6 +350,17 @@ pub(crate) fn set_headers(
     class: RouteClass,
     decision: &Decision,
 ) {
+    for (name, value) in state_headers(limiter, class, decision) {
+        headers.insert(name.clone(), value);
+    }
+}
+
+/// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` for one decision.
+pub(crate) fn state_headers(
+    limiter: &RateLimiter,
+    class: RouteClass,
+    decision: &Decision,
+) -> [(&'static HeaderName, HeaderValue); 3] {
     // The demo's bucket has a shape of each visitor's choosing: only a class's own capacity is
     // the value made once.
     let limit = if decision.limit == limiter.settings.bucket(class).capacity {
@@ -357,12 +368,11 @@ pub(crate) fn set_headers(
     } else {
         HeaderValue::from(decision.limit)
     };
-    headers.insert(RATELIMIT_LIMIT.clone(), limit);
-    headers.insert(
-        RATELIMIT_REMAINING.clone(),
-        number(u64::from(decision.remaining)),
-    );
-    headers.insert(RATELIMIT_RESET.clone(), number(decision.reset_s));
+    [
+        (&RATELIMIT_LIMIT, limit),
+        (&RATELIMIT_REMAINING, number(u64::from(decision.remaining))),
+        (&RATELIMIT_RESET, number(decision.reset_s)),
+    ]
 }
 
 /// A header value for `n`, with no allocation for the single digits: a bucket's reset is a few

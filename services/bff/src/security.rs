@@ -23,6 +23,14 @@ pub struct SecuritySettings {
     pub behind_tls: bool,
 }
 
+impl SecuritySettings {
+    /// Whether any origin besides the BFF's own is allowed: then every answer goes through the
+    /// CORS layer, and the BFF's own front (`crate::proxy::Front`) stands aside.
+    pub fn cross_origin(&self) -> bool {
+        self.cors_origins.split(',').any(|o| !o.trim().is_empty())
+    }
+}
+
 /// The pages load their own scripts, styles and images and talk only to the BFF (fetch and
 /// SSE): nothing else is allowed, and no one may frame them.
 const PAGE_CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
@@ -111,35 +119,42 @@ pub fn layer(router: Router, settings: &SecuritySettings) -> Router {
 /// The security headers on one answer: a CSP on a page and HSTS behind TLS when the handler set
 /// none, `X-Content-Type-Options` always ours, `Referrer-Policy` unless the handler chose one.
 fn secure(response: &mut Response, hsts: bool) {
-    let csp = page_csp(response);
+    let html = is_html(response.headers().get(header::CONTENT_TYPE));
     let headers = response.headers_mut();
-    if let Some(csp) = csp {
-        headers
-            .entry(header::CONTENT_SECURITY_POLICY)
-            .or_insert(csp);
+    let wanted = security_headers(html, |name| headers.contains_key(name), hsts);
+    for (name, value) in wanted.into_iter().flatten() {
+        headers.insert(name, value);
     }
-    if hsts {
-        headers
-            .entry(header::STRICT_TRANSPORT_SECURITY)
-            .or_insert(HeaderValue::from_static(HSTS));
-    }
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    headers
-        .entry(header::REFERRER_POLICY)
-        .or_insert(HeaderValue::from_static("strict-origin-when-cross-origin"));
 }
 
-/// The CSP for HTML answers; JSON and other data need none.
-fn page_csp(response: &Response) -> Option<HeaderValue> {
-    let html = response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/html"));
-    html.then(|| HeaderValue::from_static(PAGE_CSP))
+/// The headers [`secure`] sets on an answer whose `Content-Type` is HTML or not and which has
+/// the headers `has` says it has; each replaces any of the same name (only
+/// `X-Content-Type-Options` ever does: the others are given only where the answer has none).
+/// One rule for the router's answers and for the BFF's own front (`crate::front`).
+pub(crate) fn security_headers(
+    html: bool,
+    has: impl Fn(&HeaderName) -> bool,
+    hsts: bool,
+) -> [Option<(HeaderName, HeaderValue)>; 4] {
+    let missing = |name: HeaderName, value: &'static str| {
+        (!has(&name)).then(|| (name, HeaderValue::from_static(value)))
+    };
+    [
+        html.then(|| missing(header::CONTENT_SECURITY_POLICY, PAGE_CSP))
+            .flatten(),
+        hsts.then(|| missing(header::STRICT_TRANSPORT_SECURITY, HSTS))
+            .flatten(),
+        Some((
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        )),
+        missing(header::REFERRER_POLICY, "strict-origin-when-cross-origin"),
+    ]
+}
+
+/// Whether a `Content-Type` is a page's (which gets the CSP); JSON and other data need none.
+pub(crate) fn is_html(content_type: Option<&HeaderValue>) -> bool {
+    content_type.is_some_and(|v| v.as_bytes().starts_with(b"text/html"))
 }
 
 #[cfg(test)]

@@ -15,14 +15,14 @@ use axum::extract::{ConnectInfo, Request};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
-use http::{HeaderMap, HeaderValue, header};
+use http::HeaderValue;
 use lab_config::SecretString;
 use prometheus_client::metrics::counter::Counter;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
-use crate::client_ip::TrustedProxies;
+use crate::client_ip::{RequestHeaders, TrustedProxies};
 
 mod verified;
 
@@ -210,17 +210,25 @@ impl SessionState {
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |c| c.0.ip());
-        let presented = cookie(req.headers(), COOKIE).and_then(|v| self.key.verify(v));
+        self.resolve_head(peer, req.headers())
+    }
+
+    /// [`SessionState::resolve`] from the socket peer and the request's headers.
+    pub fn resolve_head(
+        &self,
+        peer: IpAddr,
+        headers: &(impl RequestHeaders + ?Sized),
+    ) -> (Visitor, Option<HeaderValue>) {
+        let presented = cookie(headers, COOKIE).and_then(|v| self.key.verify(v));
         let visitor = Visitor {
             fresh: presented.is_none(),
             session: presented.unwrap_or_else(SessionId::random),
-            client_ip: self.trusted.client_ip(peer, req.headers()),
-            bearer: req
-                .headers()
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
+            client_ip: self.trusted.client_ip(peer, headers),
+            bearer: headers
+                .values("authorization")
+                .next()
                 .and_then(|v| v.get(..7))
-                .is_some_and(|scheme| scheme.eq_ignore_ascii_case("bearer ")),
+                .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer ")),
         };
         let set_cookie = visitor.fresh.then(|| {
             self.issued.inc();
@@ -239,11 +247,10 @@ impl SessionState {
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn cookie<'a>(headers: &'a (impl RequestHeaders + ?Sized), name: &str) -> Option<&'a str> {
     headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
+        .values("cookie")
+        .filter_map(|v| std::str::from_utf8(v).ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
@@ -252,6 +259,8 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
+    use http::{HeaderMap, header};
+
     use super::*;
 
     fn key(text: &str) -> SessionKey {

@@ -47,7 +47,7 @@ pub struct Traffic {
 
 impl Traffic {
     /// Counts one answered request that took `since` until now.
-    fn record(&self, since: Instant, status: axum::http::StatusCode) {
+    pub(crate) fn record(&self, since: Instant, status: axum::http::StatusCode) {
         let ms = since.elapsed().as_secs_f32() * 1_000.0;
         self.requests.fetch_add(1, Ordering::Relaxed);
         if status.is_server_error() {

@@ -140,7 +140,7 @@ pub(super) async fn forward(proxy: &Inner, route: &'static Route, request: Reque
     }
 }
 
-fn policy_for(route: &Route, standard: &CallPolicy) -> CallPolicy {
+pub(super) fn policy_for(route: &Route, standard: &CallPolicy) -> CallPolicy {
     match route.timeouts {
         Timeouts::Standard => *standard,
         Timeouts::Demo => {
@@ -168,8 +168,12 @@ fn is_idempotent(method: &Method) -> bool {
 fn is_problem(headers: &HeaderMap) -> bool {
     headers
         .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with(PROBLEM_JSON))
+        .is_some_and(|v| is_problem_type(v.as_bytes()))
+}
+
+/// Whether a `Content-Type` value is a problem document's.
+pub(super) fn is_problem_type(content_type: &[u8]) -> bool {
+    content_type.starts_with(PROBLEM_JSON.as_bytes())
 }
 
 fn too_large(limit: u64) -> Response {

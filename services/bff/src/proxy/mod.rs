@@ -8,6 +8,7 @@
 //! the live push stream use.
 
 mod forward;
+mod front;
 mod headers;
 mod pool;
 mod routes;
@@ -25,6 +26,7 @@ use lab_resilience::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+pub use front::Front;
 pub use headers::X_UPSTREAM_INSTANCE_ID;
 pub use routes::{ROUTES, Route, Timeouts};
 

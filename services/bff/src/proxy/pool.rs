@@ -63,12 +63,25 @@ pub(super) struct Endpoint {
     /// The `Host` header every request to it carries.
     host: HeaderValue,
     /// Idle connections, the most recently used on top (the warmest; the oldest expire).
-    idle: Mutex<Vec<Idle>>,
+    idle: Mutex<Vec<Idle<SendRequest<Body>>>>,
+    /// Idle connections of the BFF's own front, which speaks HTTP/1 on them itself
+    /// ([`super::front`]); kept the same way.
+    raw: Mutex<Vec<Idle<RawConn>>>,
 }
 
-struct Idle {
-    send: SendRequest<Body>,
+struct Idle<T> {
+    conn: T,
     since: Instant,
+}
+
+/// An upstream connection the front speaks HTTP/1 on itself: the socket and its buffers, reused
+/// from request to request.
+pub(super) struct RawConn {
+    pub(super) tcp: TcpStream,
+    /// What has been read from the upstream and not yet relayed.
+    pub(super) read: Vec<u8>,
+    /// The request being sent.
+    pub(super) write: Vec<u8>,
 }
 
 impl Endpoint {
@@ -92,7 +105,39 @@ impl Endpoint {
             address: address.map_err(|e| format!("bad upstream address {base}: {e}")),
             host,
             idle: Mutex::new(Vec::new()),
+            raw: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The `Host` header every request to this endpoint carries.
+    pub(super) fn host(&self) -> &HeaderValue {
+        &self.host
+    }
+
+    /// An idle raw connection, the expired ones dropped; `None` when there is none.
+    pub(super) fn take_raw(&self) -> Option<RawConn> {
+        let mut raw = lock(&self.raw);
+        while let Some(Idle { conn, since }) = raw.pop() {
+            if since.elapsed() <= POOL_IDLE {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// A new raw connection.
+    pub(super) async fn connect_raw(&self) -> Result<RawConn, Failure> {
+        Ok(RawConn {
+            tcp: self.connect_tcp().await?,
+            read: Vec::with_capacity(8 * 1024),
+            write: Vec::with_capacity(1024),
+        })
+    }
+
+    /// A raw connection whose last answer was read to its end, for the next request.
+    pub(super) fn give_back_raw(&self, mut conn: RawConn) {
+        conn.read.clear();
+        keep(&self.raw, conn);
     }
 
     /// Sends `request` (its URI in origin form, `/path?query`) on an idle connection or a new
@@ -119,7 +164,10 @@ impl Endpoint {
     /// An idle connection that can take a request, dropping the closed and expired ones.
     async fn checkout(&self) -> Option<SendRequest<Body>> {
         loop {
-            let Idle { mut send, since } = self.lock().pop()?;
+            let Idle {
+                conn: mut send,
+                since,
+            } = lock(&self.idle).pop()?;
             if send.is_closed() || since.elapsed() > POOL_IDLE {
                 continue;
             }
@@ -131,6 +179,22 @@ impl Endpoint {
     }
 
     async fn connect(&self) -> Result<SendRequest<Body>, Failure> {
+        let tcp = self.connect_tcp().await?;
+        let (send, connection) = http1::handshake(TokioIo::new(tcp))
+            .await
+            .map_err(|e| Failure::Refused(chain(&e)))?;
+        // The connection's task ends by itself when its `SendRequest` is dropped (idle expiry,
+        // a cut-short answer) or the upstream closes it.
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection closed");
+            }
+        });
+        Ok(send)
+    }
+
+    /// A TCP connection to the endpoint, within [`CONNECT_TIMEOUT`], Nagle off.
+    async fn connect_tcp(&self) -> Result<TcpStream, Failure> {
         let address = self
             .address
             .as_deref()
@@ -146,41 +210,35 @@ impl Endpoint {
         };
         // Small requests and answers: Nagle would hold them back for the peer's delayed ACK.
         let _ = tcp.set_nodelay(true);
-        let (send, connection) = http1::handshake(TokioIo::new(tcp))
-            .await
-            .map_err(|e| Failure::Refused(chain(&e)))?;
-        // The connection's task ends by itself when its `SendRequest` is dropped (idle expiry,
-        // a cut-short answer) or the upstream closes it.
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "upstream connection closed");
-            }
-        });
-        Ok(send)
+        Ok(tcp)
     }
 
     fn give_back(&self, send: SendRequest<Body>) {
-        if send.is_closed() {
-            return;
-        }
-        let now = Instant::now();
-        let mut idle = self.lock();
-        // The bottom of the stack is the longest idle: expire it here, no reaper task needed.
-        if idle
-            .first()
-            .is_some_and(|oldest| now.duration_since(oldest.since) > POOL_IDLE)
-        {
-            idle.remove(0);
-        }
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle { send, since: now });
+        if !send.is_closed() {
+            keep(&self.idle, send);
         }
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Idle>> {
-        // A panic while holding it leaves a plain stack of connections: still usable.
-        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+/// Puts `conn` on top of an idle stack, unless the stack is full.
+fn keep<T>(stack: &Mutex<Vec<Idle<T>>>, conn: T) {
+    let now = Instant::now();
+    let mut idle = lock(stack);
+    // The bottom of the stack is the longest idle: expire it here, no reaper task needed.
+    if idle
+        .first()
+        .is_some_and(|oldest| now.duration_since(oldest.since) > POOL_IDLE)
+    {
+        idle.remove(0);
     }
+    if idle.len() < MAX_IDLE {
+        idle.push(Idle { conn, since: now });
+    }
+}
+
+fn lock<T>(stack: &Mutex<Vec<Idle<T>>>) -> std::sync::MutexGuard<'_, Vec<Idle<T>>> {
+    // A panic while holding it leaves a plain stack of connections: still usable.
+    stack.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// An upstream answer's body; when it has been read to its end, its connection goes back to the

@@ -1,0 +1,883 @@
+//! The BFF's own HTTP/1 front for the proxied reads: a bodiless `GET` or `HEAD` of a proxied
+//! route is parsed here (`httparse`), passed through the same edge as any request (session,
+//! rate limit, request id, security headers, metrics, the live traffic count) and relayed over
+//! a pooled upstream socket this front writes and reads itself; the answer's head is rewritten
+//! on its way back and its body copied through unchanged.
+//!
+//! Why: hyper's server and client around the router cost more than the whole of nginx's proxy
+//! path on this machine — a bare hyper proxy with no BFF logic reached ~0.88 of nginx
+//! (docs/BENCHMARKS.md, `lab bench bff`, session 6) — and the issue asks for ≥ 1.0. Envoy and
+//! Pingora speak HTTP/1 themselves for the same reason. Everything else — bodies, the BFF's own
+//! routes, the pages, anything unusual in a head — goes to the router: the first request the
+//! front does not take hands the connection over, with every byte read and not answered, for
+//! the rest of its life ([`lab_http::ConnectionFront`]).
+//!
+//! What is shared, not restated: the route table ([`ROUTES`]), the session and client-address
+//! rules ([`SessionState::resolve_head`]), the rate limiter and its headers, the security
+//! headers ([`security_headers`]), the resilience stack (`lab_resilience::call`, the same
+//! breakers and budgets as the router's proxy), the failure table, the request-id rules and the
+//! platform metrics ([`lab_http::RouteRecorder`]).
+
+mod wire;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::response::{IntoResponse, Response};
+use futures::future::BoxFuture;
+use http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use lab_http::{Connection, ConnectionFront, Handoff, Observer, RouteRecorder};
+use lab_resilience::{Failure, Outcome, Replay, call};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+use super::forward::{is_problem_type, policy_for};
+use super::pool::{Endpoint, RawConn};
+use super::routes::{ROUTES, Route, Timeouts};
+use super::{Inner, Proxy};
+use crate::client_ip::RequestHeaders;
+use crate::edge::Edge;
+use crate::live::bridge::Traffic;
+use crate::rate_limit::{Decision, RouteClass, state_headers, too_many};
+use crate::security::security_headers;
+use crate::session::{SessionState, Visitor};
+use wire::{Chunks, Framing};
+
+/// Header slots parsed per head; a head with more goes to the router (hyper allows 100).
+const MAX_HEADERS: usize = 64;
+
+/// A request head longer than this goes to the router, which has its own limits and answers.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// An upstream answer head longer than this is a broken upstream.
+const MAX_UPSTREAM_HEAD: usize = 64 * 1024;
+
+/// How long a request head may take to arrive once it has begun (a slow or stalled client);
+/// hyper's default header timeout.
+const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Bytes read from an upstream at a time while a body is copied.
+const COPY_CHUNK: usize = 64 * 1024;
+
+/// The front: built once, shared by every connection.
+pub struct Front {
+    proxy: Arc<Inner>,
+    edge: Arc<Edge>,
+    traffic: Arc<Traffic>,
+    routes: Vec<Served>,
+    instance: HeaderValue,
+    hsts: bool,
+}
+
+/// A proxied route the front serves, its template split into segments.
+struct Served {
+    route: &'static Route,
+    segments: Vec<Option<&'static str>>,
+    recorder: RouteRecorder,
+}
+
+impl Served {
+    /// Whether `path` matches the template: the same segments, a `{param}` any non-empty one
+    /// (as the router matches them).
+    fn matches(&self, path: &str) -> bool {
+        let mut given = path.split('/');
+        for segment in &self.segments {
+            match (given.next(), segment) {
+                (Some(g), Some(literal)) if g == *literal => {}
+                (Some(g), None) if !g.is_empty() => {}
+                _ => return false,
+            }
+        }
+        given.next().is_none()
+    }
+}
+
+impl Front {
+    /// The front for `proxy`'s routes, behind `edge`, counted in `traffic` and `observer`;
+    /// `hsts` as the browser edge's setting.
+    pub fn new(
+        proxy: &Proxy,
+        edge: &Edge,
+        traffic: Arc<Traffic>,
+        observer: &Observer,
+        hsts: bool,
+    ) -> Self {
+        let routes = ROUTES
+            .iter()
+            // Demos run for seconds and are posts: the router's.
+            .filter(|route| route.timeouts == Timeouts::Standard)
+            .map(|route| Served {
+                route,
+                segments: route
+                    .public
+                    .split('/')
+                    .map(|s| (!s.starts_with('{')).then_some(s))
+                    .collect(),
+                recorder: observer.route(route.public),
+            })
+            .collect();
+        Self {
+            proxy: Arc::clone(&proxy.0),
+            edge: Arc::new(edge.clone()),
+            traffic,
+            routes,
+            instance: observer.instance_header().clone(),
+            hsts,
+        }
+    }
+}
+
+impl ConnectionFront for Front {
+    fn serve(self: Arc<Self>, connection: Connection) -> BoxFuture<'static, Option<Handoff>> {
+        Box::pin(async move { self.connection(connection).await })
+    }
+}
+
+/// What the front takes from a request head it serves.
+struct Plan<'h> {
+    served: &'h Served,
+    head: bool,
+    close: bool,
+}
+
+/// A parsed request head's headers, for the edge's rules.
+struct Parsed<'a, 'b>(&'a [httparse::Header<'b>]);
+
+impl RequestHeaders for Parsed<'_, '_> {
+    fn values<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]> {
+        self.0
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+}
+
+impl Front {
+    async fn connection(&self, connection: Connection) -> Option<Handoff> {
+        let Connection {
+            mut tcp,
+            peer,
+            shutdown,
+        } = connection;
+        let mut read: Vec<u8> = Vec::with_capacity(4 * 1024);
+        let mut write: Vec<u8> = Vec::with_capacity(2 * 1024);
+        loop {
+            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut request = httparse::Request::new(&mut slots);
+            match request.parse(&read) {
+                Ok(httparse::Status::Complete(length)) => {
+                    let Some(plan) = self.plan(&request) else {
+                        return Some(Handoff { tcp, unread: read });
+                    };
+                    let keep = self
+                        .answer(&mut tcp, &mut write, peer, &request, &plan)
+                        .await;
+                    if !keep || plan.close || shutdown.is_cancelled() {
+                        return None;
+                    }
+                    if length == read.len() {
+                        read.clear();
+                    } else {
+                        read.drain(..length);
+                    }
+                    continue;
+                }
+                Ok(httparse::Status::Partial) if read.len() < MAX_HEAD => {}
+                // Malformed, too many headers or too long: the router answers it.
+                _ => return Some(Handoff { tcp, unread: read }),
+            }
+            if read.capacity() - read.len() < 1024 {
+                read.reserve(4 * 1024);
+            }
+            if !more(&mut tcp, &mut read, &shutdown).await {
+                return None;
+            }
+        }
+    }
+
+    /// The route and what to do, when the request is the front's; `None` hands it over.
+    fn plan<'s>(&'s self, request: &httparse::Request<'_, '_>) -> Option<Plan<'s>> {
+        if request.version != Some(1) {
+            return None;
+        }
+        let head = match request.method? {
+            "GET" => false,
+            "HEAD" => true,
+            _ => return None,
+        };
+        let target = request.path?;
+        if !wire::plain_target(target) {
+            return None;
+        }
+        let path = target.split_once('?').map_or(target, |(path, _)| path);
+        let served = self.routes.iter().find(|s| s.matches(path))?;
+        let mut close = false;
+        for h in request.headers.iter() {
+            let name = h.name.as_bytes();
+            if name.eq_ignore_ascii_case(b"connection") {
+                for token in wire::tokens(h.value) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+                        // It names headers of its own hop: the router's proxy handles those.
+                        return None;
+                    }
+                }
+            } else if name.eq_ignore_ascii_case(b"content-length")
+                || name.eq_ignore_ascii_case(b"transfer-encoding")
+                || name.eq_ignore_ascii_case(b"expect")
+                || name.eq_ignore_ascii_case(b"upgrade")
+            {
+                // A body, or a protocol step: the router's.
+                return None;
+            }
+        }
+        Some(Plan {
+            served,
+            head,
+            close,
+        })
+    }
+
+    /// Answers one request; false when the connection cannot carry another.
+    async fn answer(
+        &self,
+        tcp: &mut TcpStream,
+        write: &mut Vec<u8>,
+        peer: SocketAddr,
+        request: &httparse::Request<'_, '_>,
+        plan: &Plan<'_>,
+    ) -> bool {
+        let started = Instant::now();
+        let method = if plan.head { Method::HEAD } else { Method::GET };
+        let target = request.path.unwrap_or("/");
+        let path = target.split_once('?').map_or(target, |(path, _)| path);
+        let headers = Parsed(request.headers);
+        let request_id = request_id(&headers);
+        let (visitor, set_cookie) = self.sessions().resolve_head(peer.ip(), &headers);
+        let class = RouteClass::of(&method, path);
+        let decision = match class {
+            Some(class) => Some(self.decide(&visitor, class).await),
+            None => None,
+        };
+        let finish = Finish {
+            request_id: &request_id,
+            instance: &self.instance,
+            limits: class
+                .zip(decision.as_ref())
+                .map(|(class, d)| state_headers(self.edge.rate_limiter(), class, d)),
+            set_cookie,
+            hsts: self.hsts,
+        };
+        let refused = class.zip(decision.as_ref()).filter(|(_, d)| !d.allowed);
+        let (status, keep) = match refused {
+            Some((class, decision)) => {
+                let answer = too_many(class, decision);
+                problem(tcp, write, answer, &finish, plan.head).await
+            }
+            None => {
+                let outgoing = Outgoing {
+                    method: &method,
+                    route: plan.served.route,
+                    target,
+                    headers: request.headers,
+                    request_id: &request_id,
+                    visitor: &visitor,
+                };
+                match self.forward(&outgoing).await {
+                    Ok(answer) => relay(tcp, write, answer, &finish, plan.head).await,
+                    Err(answer) => problem(tcp, write, answer, &finish, plan.head).await,
+                }
+            }
+        };
+        self.traffic.record(started, status);
+        plan.served.recorder.finish(
+            &method,
+            status.as_u16(),
+            started,
+            request_id.to_str().unwrap_or_default(),
+        );
+        keep
+    }
+
+    fn sessions(&self) -> &SessionState {
+        self.edge.sessions()
+    }
+
+    /// A token from the visitor's bucket: from this replica's lease at once, else from Redis.
+    async fn decide(&self, visitor: &Visitor, class: RouteClass) -> Decision {
+        let limiter = self.edge.rate_limiter();
+        let scope = visitor.scope();
+        match limiter.check_now(&class.key(&scope), class) {
+            Some(decision) => decision,
+            None => limiter.check(&scope, class).await,
+        }
+    }
+
+    /// The call through the route's upstream resilience stack; the upstream's answer with its
+    /// body still to read, or the gateway's problem.
+    async fn forward(&self, outgoing: &Outgoing<'_>) -> Result<RawAnswer, Response> {
+        let service = outgoing.route.service;
+        let Some(upstream) = self.proxy.upstreams.get(service) else {
+            return Err(Failure::NoEndpoint.problem(service).into_response());
+        };
+        let policy = policy_for(outgoing.route, &self.proxy.policy);
+        // A GET or HEAD: safe to send again, on another replica if need be.
+        let result = call(upstream, &policy, Replay::Safe, |endpoint| {
+            let pool = self.proxy.pools.get(endpoint).cloned();
+            async move {
+                let pool = pool.ok_or(Failure::NoEndpoint)?;
+                exchange(pool, outgoing).await
+            }
+        })
+        .await;
+        match result {
+            Ok(answer) if answer.status.is_server_error() && !answer.problem => {
+                let failure = Failure::UpstreamStatus(answer.status);
+                tracing::warn!(service, %failure, "upstream failed");
+                Err(failure.problem(service).into_response())
+            }
+            Ok(answer) => Ok(answer),
+            Err(failure) => {
+                tracing::warn!(service, %failure, "upstream failed");
+                Err(failure.problem(service).into_response())
+            }
+        }
+    }
+}
+
+/// Waits for more of a request head; false when the connection is done: closed, broken,
+/// stalled mid-head, or idle when the service shuts down.
+async fn more(tcp: &mut TcpStream, read: &mut Vec<u8>, shutdown: &CancellationToken) -> bool {
+    let got = if read.is_empty() {
+        tokio::select! {
+            () = shutdown.cancelled() => return false,
+            got = tcp.read_buf(read) => got,
+        }
+    } else {
+        match tokio::time::timeout(HEAD_TIMEOUT, tcp.read_buf(read)).await {
+            Ok(got) => got,
+            Err(_) => return false,
+        }
+    };
+    matches!(got, Ok(n) if n > 0)
+}
+
+/// The caller's `X-Request-Id` when it is acceptable, else a new one (the platform middleware's
+/// rule, `lab_http`).
+fn request_id(headers: &Parsed<'_, '_>) -> HeaderValue {
+    headers
+        .values("x-request-id")
+        .next()
+        .filter(|v| lab_http::acceptable_request_id_bytes(v))
+        .and_then(|v| HeaderValue::from_bytes(v).ok())
+        .unwrap_or_else(lab_http::new_request_id)
+}
+
+/// The request as the upstream gets it.
+struct Outgoing<'a> {
+    method: &'a Method,
+    route: &'static Route,
+    /// The public target, path and query.
+    target: &'a str,
+    headers: &'a [httparse::Header<'a>],
+    request_id: &'a HeaderValue,
+    visitor: &'a Visitor,
+}
+
+impl Outgoing<'_> {
+    /// The request head for an endpoint whose `Host` is `host`: the route's path, the caller's
+    /// headers less the hop's own and those the BFF sets (`Host`, `X-Request-Id`,
+    /// `X-Lab-Customer`), then the BFF's.
+    fn write(&self, out: &mut Vec<u8>, host: &[u8]) {
+        let (path, query) = match self.target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (self.target, None),
+        };
+        let (prefix, rest) = self.route.upstream_path(path);
+        out.extend_from_slice(self.method.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(prefix.as_bytes());
+        out.extend_from_slice(rest.as_bytes());
+        if let Some(query) = query {
+            out.push(b'?');
+            out.extend_from_slice(query.as_bytes());
+        }
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        wire::put_header(out, b"host", host);
+        for h in self.headers {
+            let name = h.name.as_bytes();
+            if wire::is_hop_by_hop(name)
+                || name.eq_ignore_ascii_case(b"host")
+                || name.eq_ignore_ascii_case(b"x-request-id")
+                || name.eq_ignore_ascii_case(b"x-lab-customer")
+            {
+                continue;
+            }
+            wire::put_header_lower(out, name, h.value);
+        }
+        wire::put_header(out, b"x-request-id", self.request_id.as_bytes());
+        // The anonymous visitor's identity, as the router's proxy sets it
+        // (`super::headers::set_customer`); a bearer's is the token's subject.
+        if !self.visitor.bearer {
+            out.extend_from_slice(b"x-lab-customer: session:");
+            out.extend_from_slice(self.visitor.session.as_str().as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+
+    fn head(&self) -> bool {
+        *self.method == Method::HEAD
+    }
+}
+
+/// An upstream's answer, its head read and described, its body (if any) still on the socket
+/// after the head.
+struct RawAnswer {
+    endpoint: Arc<Endpoint>,
+    conn: RawConn,
+    /// Where the head ends in `conn.read`.
+    head_length: usize,
+    status: StatusCode,
+    framing: Framing,
+    /// Whether the connection can carry another request once the body is read.
+    reusable: bool,
+    /// Whether the answer is the service's own problem document.
+    problem: bool,
+}
+
+impl Outcome for RawAnswer {
+    fn failure(&self) -> Option<Failure> {
+        self.status
+            .is_server_error()
+            .then_some(Failure::UpstreamStatus(self.status))
+    }
+}
+
+/// Sends `outgoing` on one of `endpoint`'s idle connections or a new one and reads the answer's
+/// head. A pooled connection the upstream had closed meanwhile (nothing comes back on it) is
+/// dropped and the next one tried: not a failure of the upstream.
+async fn exchange(endpoint: Arc<Endpoint>, outgoing: &Outgoing<'_>) -> Result<RawAnswer, Failure> {
+    loop {
+        let (mut conn, pooled) = match endpoint.take_raw() {
+            Some(conn) => (conn, true),
+            None => (endpoint.connect_raw().await?, false),
+        };
+        conn.write.clear();
+        outgoing.write(&mut conn.write, endpoint.host().as_bytes());
+        if let Err(e) = conn.tcp.write_all(&conn.write).await {
+            if pooled {
+                continue;
+            }
+            return Err(Failure::Reset(format!("sending the request: {e}")));
+        }
+        match read_head(&mut conn, outgoing.head()).await {
+            Ok(head) => {
+                return Ok(RawAnswer {
+                    endpoint,
+                    conn,
+                    head_length: head.length,
+                    status: head.status,
+                    framing: head.framing,
+                    reusable: head.reusable,
+                    problem: head.problem,
+                });
+            }
+            Err(HeadError::Silent(_)) if pooled => {}
+            Err(HeadError::Silent(detail) | HeadError::Broken(detail)) => {
+                return Err(Failure::Reset(detail));
+            }
+        }
+    }
+}
+
+/// An upstream answer's head, described.
+struct Head {
+    length: usize,
+    status: StatusCode,
+    framing: Framing,
+    reusable: bool,
+    problem: bool,
+}
+
+enum HeadError {
+    /// The connection ended before a byte of an answer.
+    Silent(String),
+    /// A broken or malformed answer.
+    Broken(String),
+}
+
+async fn read_head(conn: &mut RawConn, head_request: bool) -> Result<Head, HeadError> {
+    loop {
+        if !conn.read.is_empty() {
+            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            let mut response = httparse::Response::new(&mut slots);
+            match response.parse(&conn.read) {
+                Ok(httparse::Status::Complete(length)) => {
+                    return describe(&response, length, head_request).map_err(HeadError::Broken);
+                }
+                Ok(httparse::Status::Partial) if conn.read.len() < MAX_UPSTREAM_HEAD => {}
+                Ok(httparse::Status::Partial) => {
+                    return Err(HeadError::Broken("an answer head over 64 KiB".into()));
+                }
+                Err(e) => return Err(HeadError::Broken(format!("a malformed answer: {e}"))),
+            }
+        }
+        if conn.read.capacity() - conn.read.len() < 1024 {
+            conn.read.reserve(8 * 1024);
+        }
+        match conn.tcp.read_buf(&mut conn.read).await {
+            Ok(0) if conn.read.is_empty() => {
+                return Err(HeadError::Silent(
+                    "the upstream closed the connection".into(),
+                ));
+            }
+            Ok(0) => return Err(HeadError::Broken("the answer's head broke off".into())),
+            Ok(_) => {}
+            Err(e) if conn.read.is_empty() => return Err(HeadError::Silent(e.to_string())),
+            Err(e) => return Err(HeadError::Broken(e.to_string())),
+        }
+    }
+}
+
+fn describe(
+    response: &httparse::Response<'_, '_>,
+    length: usize,
+    head_request: bool,
+) -> Result<Head, String> {
+    let code = response.code.unwrap_or(0);
+    let status = StatusCode::from_u16(code).map_err(|_| format!("status {code}"))?;
+    if status.is_informational() {
+        return Err(format!("an interim answer ({code}) to a read"));
+    }
+    let mut reusable = response.version == Some(1);
+    let mut chunked = None;
+    let mut content_length: Option<u64> = None;
+    let mut problem = false;
+    for h in response.headers.iter() {
+        let name = h.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            // The last coding decides whether the body is chunked (RFC 9112 §6.3).
+            chunked = Some(
+                wire::tokens(h.value)
+                    .last()
+                    .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")),
+            );
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let n = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or("a malformed Content-Length")?;
+            if content_length.is_some_and(|m| m != n) {
+                return Err("conflicting Content-Lengths".into());
+            }
+            content_length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            if wire::tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close")) {
+                reusable = false;
+            }
+        } else if name.eq_ignore_ascii_case(b"content-type") {
+            problem = is_problem_type(h.value);
+        }
+    }
+    let framing =
+        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            Framing::Empty
+        } else {
+            match (chunked, content_length) {
+                (Some(true), _) => Framing::Chunked,
+                (Some(false), _) | (None, None) => Framing::UntilClose,
+                (None, Some(n)) => Framing::Length(n),
+            }
+        };
+    if framing == Framing::UntilClose {
+        reusable = false;
+    }
+    Ok(Head {
+        length,
+        status,
+        framing,
+        reusable,
+        problem,
+    })
+}
+
+/// The headers the BFF puts on every answer the front writes, as the router's layers would:
+/// the request id, this instance, the rate limit's state, a new session's cookie and the
+/// security headers.
+struct Finish<'a> {
+    request_id: &'a HeaderValue,
+    instance: &'a HeaderValue,
+    limits: Option<[(&'static HeaderName, HeaderValue); 3]>,
+    set_cookie: Option<HeaderValue>,
+    hsts: bool,
+}
+
+/// What an answer's own headers were, for the headers the BFF adds only where they are missing.
+#[derive(Default)]
+struct Seen {
+    date: bool,
+    html: bool,
+    csp: bool,
+    hsts: bool,
+    referrer: bool,
+}
+
+impl Finish<'_> {
+    /// Copies one of the answer's headers unless the BFF sets it itself; the upstream's
+    /// `X-Instance-Id` comes back as `X-Upstream-Instance-Id`.
+    fn copy(&self, out: &mut Vec<u8>, seen: &mut Seen, name: &[u8], value: &[u8]) {
+        let is = |other: &str| name.eq_ignore_ascii_case(other.as_bytes());
+        if is("x-request-id") || is("x-content-type-options") {
+            return;
+        }
+        if self.limits.is_some()
+            && (is("ratelimit-limit") || is("ratelimit-remaining") || is("ratelimit-reset"))
+        {
+            return;
+        }
+        if is("x-instance-id") {
+            wire::put_header(
+                out,
+                super::X_UPSTREAM_INSTANCE_ID.as_str().as_bytes(),
+                value,
+            );
+            return;
+        }
+        if is("date") {
+            seen.date = true;
+        } else if is("content-type") {
+            seen.html = crate::security::is_html(HeaderValue::from_bytes(value).ok().as_ref());
+        } else if is("content-security-policy") {
+            seen.csp = true;
+        } else if is("strict-transport-security") {
+            seen.hsts = true;
+        } else if is("referrer-policy") {
+            seen.referrer = true;
+        }
+        wire::put_header_lower(out, name, value);
+    }
+
+    /// The BFF's own headers, after the answer's.
+    fn put(&self, out: &mut Vec<u8>, seen: &Seen) {
+        if !seen.date {
+            out.extend_from_slice(b"date: ");
+            wire::put_date(out);
+            out.extend_from_slice(b"\r\n");
+        }
+        wire::put_header(out, b"x-request-id", self.request_id.as_bytes());
+        wire::put_header(out, b"x-instance-id", self.instance.as_bytes());
+        if let Some(limits) = &self.limits {
+            for (name, value) in limits {
+                wire::put_header(out, name.as_str().as_bytes(), value.as_bytes());
+            }
+        }
+        if let Some(cookie) = &self.set_cookie {
+            wire::put_header(out, b"set-cookie", cookie.as_bytes());
+        }
+        let has = |name: &HeaderName| {
+            (*name == header::CONTENT_SECURITY_POLICY && seen.csp)
+                || (*name == header::STRICT_TRANSPORT_SECURITY && seen.hsts)
+                || (*name == header::REFERRER_POLICY && seen.referrer)
+        };
+        for (name, value) in security_headers(seen.html, has, self.hsts)
+            .into_iter()
+            .flatten()
+        {
+            wire::put_header(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Writes one of the BFF's own answers (a problem); its status, and whether the connection can
+/// go on.
+async fn problem(
+    tcp: &mut TcpStream,
+    out: &mut Vec<u8>,
+    answer: Response,
+    finish: &Finish<'_>,
+    head: bool,
+) -> (StatusCode, bool) {
+    let (parts, body) = answer.into_parts();
+    // A problem document is a few hundred bytes, already in memory.
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    out.clear();
+    wire::put_status_line(out, parts.status);
+    let mut seen = Seen::default();
+    for (name, value) in &parts.headers {
+        if *name != header::CONTENT_LENGTH {
+            finish.copy(out, &mut seen, name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    let mut length = itoa::Buffer::new();
+    wire::put_header(out, b"content-length", length.format(body.len()).as_bytes());
+    finish.put(out, &seen);
+    if !head {
+        out.extend_from_slice(&body);
+    }
+    (parts.status, tcp.write_all(out).await.is_ok())
+}
+
+/// Relays an upstream answer: its head rewritten, its body copied as it comes. Its status, and
+/// whether the caller's connection can go on; the upstream's goes back to its pool when its
+/// answer was read to the end and nothing followed.
+async fn relay(
+    tcp: &mut TcpStream,
+    out: &mut Vec<u8>,
+    answer: RawAnswer,
+    finish: &Finish<'_>,
+    head: bool,
+) -> (StatusCode, bool) {
+    let RawAnswer {
+        endpoint,
+        mut conn,
+        head_length,
+        status,
+        framing,
+        mut reusable,
+        ..
+    } = answer;
+    out.clear();
+    wire::put_status_line(out, status);
+    {
+        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut slots);
+        // Parsed once already, the same bytes: it cannot fail now.
+        if response.parse(&conn.read[..head_length]).is_err() {
+            return (StatusCode::BAD_GATEWAY, false);
+        }
+        let listed = |name: &[u8]| {
+            response
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+                .flat_map(|h| wire::tokens(h.value))
+                .any(|t| t.eq_ignore_ascii_case(name))
+        };
+        let mut seen = Seen::default();
+        for h in response.headers.iter() {
+            let name = h.name.as_bytes();
+            let framing_header = name.eq_ignore_ascii_case(b"transfer-encoding")
+                || name.eq_ignore_ascii_case(b"content-length");
+            let relayed = match framing {
+                // The body is relayed as it is framed.
+                Framing::Chunked => !name.eq_ignore_ascii_case(b"content-length"),
+                Framing::Length(_) | Framing::Empty => {
+                    !name.eq_ignore_ascii_case(b"transfer-encoding")
+                }
+                Framing::UntilClose => !framing_header,
+            };
+            if relayed && !wire::is_hop_by_hop(name) && !listed(name) {
+                finish.copy(out, &mut seen, name, h.value);
+            }
+        }
+        if framing == Framing::UntilClose {
+            // Its end is the connection's end, on this side too.
+            wire::put_header(out, b"connection", b"close");
+        }
+        finish.put(out, &seen);
+    }
+    // The first bytes of the body came with the head.
+    let first = &conn.read[head_length..];
+    let mut keep = framing != Framing::UntilClose;
+    match framing {
+        Framing::Empty => {
+            reusable &= first.is_empty();
+            if tcp.write_all(out).await.is_err() {
+                return (status, false);
+            }
+        }
+        Framing::Length(length) => {
+            let now = usize::try_from(length)
+                .unwrap_or(usize::MAX)
+                .min(first.len());
+            reusable &= now == first.len();
+            if !head {
+                out.extend_from_slice(&first[..now]);
+            }
+            if tcp.write_all(out).await.is_err() {
+                return (status, false);
+            }
+            let mut left = length - now as u64;
+            while left > 0 {
+                let Some(got) = next(&mut conn).await else {
+                    return (status, false);
+                };
+                let part = usize::try_from(left).unwrap_or(usize::MAX).min(got);
+                reusable &= part == got;
+                if tcp.write_all(&conn.read[..part]).await.is_err() {
+                    return (status, false);
+                }
+                left -= part as u64;
+            }
+        }
+        Framing::Chunked => {
+            let mut chunks = Chunks::default();
+            let mut end = match chunks.scan(first) {
+                Ok(end) => end,
+                Err(_) => return (status, false),
+            };
+            let now = end.unwrap_or(first.len());
+            reusable &= now == first.len();
+            out.extend_from_slice(&first[..now]);
+            if tcp.write_all(out).await.is_err() {
+                return (status, false);
+            }
+            while end.is_none() {
+                let Some(got) = next(&mut conn).await else {
+                    return (status, false);
+                };
+                end = match chunks.scan(&conn.read[..got]) {
+                    Ok(end) => end,
+                    Err(_) => return (status, false),
+                };
+                let part = end.unwrap_or(got);
+                reusable &= part == got;
+                if tcp.write_all(&conn.read[..part]).await.is_err() {
+                    return (status, false);
+                }
+            }
+        }
+        Framing::UntilClose => {
+            out.extend_from_slice(first);
+            if tcp.write_all(out).await.is_err() {
+                return (status, false);
+            }
+            loop {
+                conn.read.clear();
+                conn.read.reserve(COPY_CHUNK);
+                match conn.tcp.read_buf(&mut conn.read).await {
+                    Ok(0) => break,
+                    Ok(_) => {
+                        if tcp.write_all(&conn.read).await.is_err() {
+                            return (status, false);
+                        }
+                    }
+                    Err(_) => return (status, false),
+                }
+            }
+            keep = false;
+        }
+    }
+    if reusable {
+        endpoint.give_back_raw(conn);
+    }
+    (status, keep)
+}
+
+/// The body's next bytes from the upstream, in `conn.read` from its start; `None` when the
+/// connection ended or broke first.
+async fn next(conn: &mut RawConn) -> Option<usize> {
+    conn.read.clear();
+    conn.read.reserve(COPY_CHUNK);
+    match conn.tcp.read_buf(&mut conn.read).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => Some(n),
+    }
+}

@@ -1,0 +1,288 @@
+//! HTTP/1 details the front needs beyond `httparse`: how an answer's body is framed, where a
+//! chunked body ends, which headers are a hop's own, and the `Date` header.
+
+use std::cell::RefCell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// How an upstream answer's body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// No body: a `HEAD` request's answer, or a 204 or 304.
+    Empty,
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`, relayed as it is.
+    Chunked,
+    /// Neither: the body ends when the upstream closes the connection.
+    UntilClose,
+}
+
+/// Headers that describe one connection and stop at each hop (RFC 9110 §7.6.1), with the
+/// `Keep-Alive` and `Proxy-Connection` that old clients still send; the router's proxy drops the
+/// same ones (`super::super::headers`). `Transfer-Encoding` is framing, handled apart.
+pub(super) const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+pub(super) fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
+/// The comma-separated tokens of a header value, trimmed: `Connection`'s options.
+pub(super) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|b| *b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether every byte of a request target is one a well-formed origin-form target (RFC 3986
+/// path and query characters, percent escapes) may hold; anything else is left to the router,
+/// which decides what to make of it.
+pub(super) fn plain_target(target: &str) -> bool {
+    target.starts_with('/')
+        && target.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'/' | b'?'
+                        | b'-'
+                        | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'%'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b':'
+                        | b'@'
+                )
+        })
+}
+
+/// Finds where a chunked body ends, fed the body's bytes as they arrive.
+#[derive(Debug, Default)]
+pub(super) struct Chunks {
+    state: State,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+enum State {
+    /// Reading a chunk's size (hex digits so far).
+    #[default]
+    Size,
+    SizeValue(u64),
+    /// Past the size: extensions or whitespace up to the CR.
+    Extension(u64),
+    SizeLf(u64),
+    Data(u64),
+    DataCr,
+    DataLf,
+    /// After the last chunk: at the start of a trailer line (or the final CRLF).
+    TrailerStart,
+    /// Inside a trailer line.
+    TrailerLine,
+    EndLf,
+    Done,
+}
+
+/// A chunk size past this is not a body the BFF relays: 2^60 bytes.
+const MAX_CHUNK: u64 = 1 << 60;
+
+impl Chunks {
+    /// Scans `bytes`, the body's next bytes; `Ok(Some(n))` when the body ends after the first
+    /// `n` of them, `Ok(None)` when it goes on, `Err` when they are not a chunked body.
+    pub(super) fn scan(&mut self, bytes: &[u8]) -> Result<Option<usize>, &'static str> {
+        let mut at = 0;
+        while at < bytes.len() {
+            let b = bytes[at];
+            self.state = match self.state {
+                State::Size => match hex(b) {
+                    Some(d) => State::SizeValue(u64::from(d)),
+                    None => return Err("a chunk size must start with a hex digit"),
+                },
+                State::SizeValue(n) => match hex(b) {
+                    Some(d) if n < MAX_CHUNK => State::SizeValue(n * 16 + u64::from(d)),
+                    Some(_) => return Err("a chunk larger than the BFF relays"),
+                    None if b == b'\r' => State::SizeLf(n),
+                    None if matches!(b, b';' | b' ' | b'\t') => State::Extension(n),
+                    None => return Err("a chunk size must be hex digits"),
+                },
+                State::Extension(n) => match b {
+                    b'\r' => State::SizeLf(n),
+                    b'\n' => return Err("a bare LF in a chunk's size line"),
+                    _ => State::Extension(n),
+                },
+                State::SizeLf(n) => match (b, n) {
+                    (b'\n', 0) => State::TrailerStart,
+                    (b'\n', n) => State::Data(n),
+                    _ => return Err("a chunk's size line must end with CRLF"),
+                },
+                State::Data(left) => {
+                    let take = usize::try_from(left)
+                        .unwrap_or(usize::MAX)
+                        .min(bytes.len() - at);
+                    at += take;
+                    let left = left - take as u64;
+                    self.state = if left == 0 {
+                        State::DataCr
+                    } else {
+                        State::Data(left)
+                    };
+                    continue;
+                }
+                State::DataCr if b == b'\r' => State::DataLf,
+                State::DataLf if b == b'\n' => State::Size,
+                State::DataCr | State::DataLf => return Err("a chunk's data must end with CRLF"),
+                State::TrailerStart => match b {
+                    b'\r' => State::EndLf,
+                    _ => State::TrailerLine,
+                },
+                State::TrailerLine => match b {
+                    b'\n' => State::TrailerStart,
+                    _ => State::TrailerLine,
+                },
+                State::EndLf if b == b'\n' => State::Done,
+                State::EndLf => return Err("a chunked body must end with CRLF"),
+                State::Done => return Ok(Some(at)),
+            };
+            at += 1;
+            if let State::Done = self.state {
+                return Ok(Some(at));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+thread_local! {
+    /// This second's `Date` value, made once a second per thread (hyper keeps one the same way).
+    static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+}
+
+/// Appends the current `Date` value (RFC 9110 §5.6.7) to `out`.
+pub(super) fn put_date(out: &mut Vec<u8>) {
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != second || text.is_empty() {
+            *at = second;
+            *text = httpdate::fmt_http_date(now);
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
+}
+
+/// Appends `name: value\r\n`.
+pub(super) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends `name: value\r\n` with the name in lower case, as hyper writes every name.
+pub(super) fn put_header_lower(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend(name.iter().map(u8::to_ascii_lowercase));
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the status line of `status`, with its canonical reason as hyper writes it.
+pub(super) fn put_status_line(out: &mut Vec<u8>, status: http::StatusCode) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        status
+            .canonical_reason()
+            .unwrap_or("<unknown status code>")
+            .as_bytes(),
+    );
+    out.extend_from_slice(b"\r\n");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn end_of(parts: &[&[u8]]) -> Result<Option<usize>, &'static str> {
+        let mut chunks = Chunks::default();
+        let mut seen = 0;
+        for part in parts {
+            if let Some(n) = chunks.scan(part)? {
+                return Ok(Some(seen + n));
+            }
+            seen += part.len();
+        }
+        Ok(None)
+    }
+
+    #[test]
+    fn a_chunked_body_ends_after_its_last_chunk_and_trailers_however_it_is_split() {
+        let body: &[u8] = b"5\r\nhello\r\n1a;name=value\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
+        let end = body.len() - 4;
+        assert_eq!(end_of(&[body]), Ok(Some(end)));
+        for split in 1..body.len() {
+            let (a, b) = body.split_at(split);
+            assert_eq!(end_of(&[a, b]), Ok(Some(end)), "split at {split}");
+        }
+        let bytes: Vec<&[u8]> = body.chunks(1).collect();
+        assert_eq!(end_of(&bytes), Ok(Some(end)));
+    }
+
+    #[test]
+    fn an_unfinished_chunked_body_goes_on_and_a_malformed_one_is_refused() {
+        assert_eq!(end_of(&[b"5\r\nhel"]), Ok(None));
+        assert_eq!(end_of(&[b"0\r\n\r"]), Ok(None));
+        assert!(end_of(&[b"zz\r\n"]).is_err());
+        assert!(end_of(&[b"3\r\nabcX"]).is_err());
+        assert!(end_of(&[b"3\nabc"]).is_err());
+        assert!(end_of(&[b"fffffffffffffffffff\r\n"]).is_err());
+    }
+
+    #[test]
+    fn only_plain_origin_form_targets_are_the_fronts() {
+        assert!(plain_target("/api/products/0191e0a4-6c61?limit=5&q=a%20b"));
+        assert!(!plain_target("*"));
+        assert!(!plain_target("http://example.com/api"));
+        assert!(!plain_target("/api/products#x"));
+        assert!(!plain_target("/api/pro ducts"));
+        assert!(!plain_target("/api/\"x\""));
+    }
+
+    #[test]
+    fn hop_by_hop_names_match_in_any_case_and_connection_lists_split() {
+        assert!(is_hop_by_hop(b"Keep-Alive"));
+        assert!(!is_hop_by_hop(b"x-request-id"));
+        let listed: Vec<&[u8]> = tokens(b" close , x-secret,,").collect();
+        assert_eq!(listed, [&b"close"[..], &b"x-secret"[..]]);
+    }
+}
