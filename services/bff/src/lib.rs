@@ -290,7 +290,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
     let app = ServiceApp {
         name: NAME,
         instance_id: instance_id.clone().into(),
-        metrics,
+        metrics: metrics.clone(),
         readiness,
         openapi: ApiDoc::openapi(),
     };
@@ -316,6 +316,7 @@ pub async fn build(settings: Settings, shutdown: CancellationToken) -> anyhow::R
             &edge,
             traffic,
             &observer,
+            &metrics,
             settings.security.behind_tls,
         );
         return Ok(application.with_front(Arc::new(front)));

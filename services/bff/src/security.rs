@@ -119,7 +119,12 @@ pub fn layer(router: Router, settings: &SecuritySettings) -> Router {
 /// The security headers on one answer: a CSP on a page and HSTS behind TLS when the handler set
 /// none, `X-Content-Type-Options` always ours, `Referrer-Policy` unless the handler chose one.
 fn secure(response: &mut Response, hsts: bool) {
-    let html = is_html(response.headers().get(header::CONTENT_TYPE));
+    let html = is_html(
+        response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(HeaderValue::as_bytes),
+    );
     let headers = response.headers_mut();
     let wanted = security_headers(html, |name| headers.contains_key(name), hsts);
     for (name, value) in wanted.into_iter().flatten() {
@@ -153,8 +158,8 @@ pub(crate) fn security_headers(
 }
 
 /// Whether a `Content-Type` is a page's (which gets the CSP); JSON and other data need none.
-pub(crate) fn is_html(content_type: Option<&HeaderValue>) -> bool {
-    content_type.is_some_and(|v| v.as_bytes().starts_with(b"text/html"))
+pub(crate) fn is_html(content_type: Option<&[u8]>) -> bool {
+    content_type.is_some_and(|v| v.starts_with(b"text/html"))
 }
 
 #[cfg(test)]

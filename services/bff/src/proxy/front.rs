@@ -29,6 +29,7 @@ use futures::future::BoxFuture;
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use lab_http::{Connection, ConnectionFront, Handoff, Observer, RouteRecorder};
 use lab_resilience::{Failure, Outcome, Replay, call};
+use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -69,6 +70,10 @@ pub struct Front {
     routes: Vec<Served>,
     instance: HeaderValue,
     hsts: bool,
+    /// Requests the front answered.
+    answered: Counter,
+    /// Connections it handed over to the router.
+    handed_over: Counter,
 }
 
 /// A proxied route the front serves, its template split into segments.
@@ -102,8 +107,21 @@ impl Front {
         edge: &Edge,
         traffic: Arc<Traffic>,
         observer: &Observer,
+        metrics: &lab_telemetry::Metrics,
         hsts: bool,
     ) -> Self {
+        let answered = Counter::default();
+        let handed_over = Counter::default();
+        metrics.register(
+            "bff_front_requests",
+            "Proxied reads answered by the BFF's own HTTP/1 front",
+            answered.clone(),
+        );
+        metrics.register(
+            "bff_front_handoffs",
+            "Connections the BFF's own HTTP/1 front handed over to the router",
+            handed_over.clone(),
+        );
         let routes = ROUTES
             .iter()
             // Demos run for seconds and are posts: the router's.
@@ -125,13 +143,21 @@ impl Front {
             routes,
             instance: observer.instance_header().clone(),
             hsts,
+            answered,
+            handed_over,
         }
     }
 }
 
 impl ConnectionFront for Front {
     fn serve(self: Arc<Self>, connection: Connection) -> BoxFuture<'static, Option<Handoff>> {
-        Box::pin(async move { self.connection(connection).await })
+        Box::pin(async move {
+            let handoff = self.connection(connection).await;
+            if handoff.is_some() {
+                self.handed_over.inc();
+            }
+            handoff
+        })
     }
 }
 
@@ -270,6 +296,7 @@ impl Front {
                 .map(|(class, d)| state_headers(self.edge.rate_limiter(), class, d)),
             set_cookie,
             hsts: self.hsts,
+            close: plan.close,
         };
         let refused = class.zip(decision.as_ref()).filter(|(_, d)| !d.allowed);
         let (status, keep) = match refused {
@@ -292,6 +319,7 @@ impl Front {
                 }
             }
         };
+        self.answered.inc();
         self.traffic.record(started, status);
         plan.served.recorder.finish(
             &method,
@@ -614,6 +642,8 @@ struct Finish<'a> {
     limits: Option<[(&'static HeaderName, HeaderValue); 3]>,
     set_cookie: Option<HeaderValue>,
     hsts: bool,
+    /// Whether the caller asked to close the connection after this answer.
+    close: bool,
 }
 
 /// What an answer's own headers were, for the headers the BFF adds only where they are missing.
@@ -650,7 +680,7 @@ impl Finish<'_> {
         if is("date") {
             seen.date = true;
         } else if is("content-type") {
-            seen.html = crate::security::is_html(HeaderValue::from_bytes(value).ok().as_ref());
+            seen.html = crate::security::is_html(Some(value));
         } else if is("content-security-policy") {
             seen.csp = true;
         } else if is("strict-transport-security") {
@@ -661,8 +691,12 @@ impl Finish<'_> {
         wire::put_header_lower(out, name, value);
     }
 
-    /// The BFF's own headers, after the answer's.
-    fn put(&self, out: &mut Vec<u8>, seen: &Seen) {
+    /// The BFF's own headers, after the answer's; `closing` when the connection ends after
+    /// this answer for the answer's own sake.
+    fn put(&self, out: &mut Vec<u8>, seen: &Seen, closing: bool) {
+        if closing || self.close {
+            wire::put_header(out, b"connection", b"close");
+        }
         if !seen.date {
             out.extend_from_slice(b"date: ");
             wire::put_date(out);
@@ -717,7 +751,7 @@ async fn problem(
     }
     let mut length = itoa::Buffer::new();
     wire::put_header(out, b"content-length", length.format(body.len()).as_bytes());
-    finish.put(out, &seen);
+    finish.put(out, &seen, false);
     if !head {
         out.extend_from_slice(&body);
     }
@@ -752,14 +786,14 @@ async fn relay(
         if response.parse(&conn.read[..head_length]).is_err() {
             return (StatusCode::BAD_GATEWAY, false);
         }
-        let listed = |name: &[u8]| {
-            response
-                .headers
-                .iter()
-                .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-                .flat_map(|h| wire::tokens(h.value))
-                .any(|t| t.eq_ignore_ascii_case(name))
-        };
+        // Headers the upstream's `Connection` names are its hop's own too.
+        let options: Vec<&[u8]> = response
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| wire::tokens(h.value))
+            .collect();
+        let listed = |name: &[u8]| options.iter().any(|o| o.eq_ignore_ascii_case(name));
         let mut seen = Seen::default();
         for h in response.headers.iter() {
             let name = h.name.as_bytes();
@@ -777,11 +811,8 @@ async fn relay(
                 finish.copy(out, &mut seen, name, h.value);
             }
         }
-        if framing == Framing::UntilClose {
-            // Its end is the connection's end, on this side too.
-            wire::put_header(out, b"connection", b"close");
-        }
-        finish.put(out, &seen);
+        // A body that ends with the connection ends this side's too.
+        finish.put(out, &seen, framing == Framing::UntilClose);
     }
     // The first bytes of the body came with the head.
     let first = &conn.read[head_length..];

@@ -351,3 +351,56 @@ async fn a_callers_own_customer_header_is_replaced_by_its_session_and_a_bearer_c
     );
     assert_eq!(seen_with_token["authorization"], "Bearer a.b.c");
 }
+
+/// One counter's value in a Prometheus text exposition.
+fn counter(metrics: &str, name: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test]
+async fn proxied_reads_are_answered_by_the_front_and_the_first_other_request_hands_its_connection_to_the_router()
+ {
+    let env = TestEnv::builder().start().await;
+    let stub = Stub::start(Mode::Ok).await;
+    let bff = spawn_bff(&env, &[("catalog", stub.url.clone())]).await;
+
+    for _ in 0..3 {
+        let (status, upstream) = served_by(&bff, "/api/products?limit=2").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(upstream, STUB_INSTANCE);
+    }
+    // Same client, same keep-alive connection: `/metrics` is not the front's.
+    let metrics = bff.get("/metrics").await.text().await.expect("metrics");
+
+    assert_eq!(
+        counter(&metrics, "bff_front_requests_total"),
+        Some(3),
+        "{metrics}"
+    );
+    assert_eq!(
+        counter(&metrics, "bff_front_handoffs_total"),
+        Some(1),
+        "{metrics}"
+    );
+    assert_eq!(stub.paths(), ["/products?limit=2"; 3]);
+}
+
+#[tokio::test]
+async fn with_the_front_switched_off_the_router_answers_every_read() {
+    let env = TestEnv::builder().start().await;
+    let stub = Stub::start(Mode::Ok).await;
+    let proxy = lab_bff::ProxySettings {
+        own_front: false,
+        ..lab_bff::ProxySettings::default()
+    };
+    let bff = spawn_bff_with(&env, &[("catalog", stub.url.clone())], proxy).await;
+
+    let (status, upstream) = served_by(&bff, "/api/products").await;
+    let metrics = bff.get("/metrics").await.text().await.expect("metrics");
+
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(upstream, STUB_INSTANCE);
+    assert_eq!(counter(&metrics, "bff_front_requests_total"), None);
+}
