@@ -57,6 +57,28 @@ async fn three_gets_pipelined_in_one_write_are_answered_in_order() {
 }
 
 #[tokio::test]
+async fn a_burst_of_fifty_pipelined_gets_is_answered_in_order() {
+    for_both(|own_front| async move {
+        let (bff, _stub) = spawn(own_front, Mode::Echo).await;
+        let mut conn = Conn::open(bff.addr).await;
+        // ~3 KiB of requests: more than one read's worth for a front that reads in small pieces.
+        let wire: Vec<u8> = (0..50)
+            .flat_map(|n| get(&format!("/api/products/{n}?n={n}"), &[]))
+            .collect();
+
+        conn.send(&wire).await;
+
+        for n in 0..50 {
+            let answer = conn.answer("GET").await;
+            assert_eq!(answer.status, 200, "answer {n}: {answer:?}");
+            assert_eq!(echoed_path(&answer), format!("/products/{n}?n={n}"));
+        }
+        conn.silent_for(Duration::from_millis(100)).await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_get_a_post_with_a_json_body_and_a_get_share_one_connection_in_order() {
     for_both(|own_front| async move {
         let (bff, _stub) = spawn(own_front, Mode::Echo).await;

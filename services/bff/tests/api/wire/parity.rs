@@ -47,7 +47,13 @@ fn comparable(answer: &Answer) -> Comparable {
     Comparable {
         version: answer.version.clone(),
         status: answer.status,
-        names: answer.headers.iter().map(|(n, _)| n.clone()).collect(),
+        // Only `Date` may be missing from one: a proxy may pass the upstream's or set its own.
+        names: answer
+            .headers
+            .iter()
+            .map(|(n, _)| n.clone())
+            .filter(|n| n != "date")
+            .collect(),
         values,
         body: answer.text(),
         close_delimited: answer.close_delimited,
