@@ -1,8 +1,8 @@
 //! A tiny upstream whose behaviour a test switches: answers (echoing the request, with a large,
 //! streamed or empty body, or closing its connection after each answer), fails plainly, fails
 //! with its own problem, or hangs; it counts the requests it gets and keeps the last one's headers
-//! and body. [`Dropper`] is the rude upstream hyper cannot be made into: it closes each
-//! connection after one answer without saying so.
+//! and body. [`Dropper`] is the rude upstream an axum server cannot be made into: it closes each
+//! connection after one answer without saying so, at once or when the next request comes.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -45,13 +45,13 @@ pub enum Mode {
 /// The `X-Stub-Hop` header named by the stub's `Connection`, which must stop at the BFF.
 pub const STUB_HOP: &str = "x-stub-hop";
 
-/// The body of [`Mode::Large`]: 300 KiB, above any socket buffer, in a pattern that shows a
-/// dropped or repeated byte.
+/// The body of [`Mode::Large`]: 300 KiB, more than a loopback socket's default buffers, so it
+/// crosses in many reads and writes; a pattern that shows a dropped or repeated byte.
 pub fn large_body() -> Vec<u8> {
     (0..300 * 1024u32).map(|i| (i % 251) as u8).collect()
 }
 
-/// The chunks [`Mode::Streamed`] sends: 40 of 4 KiB, each a different byte.
+/// The chunks [`Mode::Streamed`] sends: 40 of 4 KiB, each one letter, the next letter each time.
 pub fn streamed_chunks() -> Vec<Vec<u8>> {
     (0..40u8).map(|i| vec![b'a' + i % 26; 4096]).collect()
 }
@@ -206,7 +206,7 @@ async fn echo(method: &Method, uri: &Uri, headers: &HeaderMap, body: &Bytes) -> 
 
 /// When a [`Dropper`] closes a connection it has answered once, without warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drop {
+pub enum DropWhen {
     /// Right after the answer: the close arrives with it.
     AfterAnswer,
     /// When the next request arrives on it, unanswered: an idle timeout firing just as the
@@ -215,36 +215,28 @@ pub enum Drop {
 }
 
 /// An upstream that answers one request per connection as if the connection would stay open
-/// (HTTP/1.1, a length, no `Connection: close`), then closes it as `Drop` says: what a server's
+/// (HTTP/1.1, a length, no `Connection: close`), then closes it as [`DropWhen`] says: what a server's
 /// idle timeout does to a pooled connection.
 #[derive(Clone, Debug)]
 pub struct Dropper {
     pub url: String,
-    hits: Arc<AtomicUsize>,
 }
 
 /// The body every [`Dropper`] answer carries.
 pub const DROPPER_BODY: &str = "dropped after this";
 
 impl Dropper {
-    pub async fn start(drop: Drop) -> Self {
+    pub async fn start(drop: DropWhen) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binding the dropper");
         let url = format!("http://{}", listener.local_addr().expect("dropper address"));
-        let hits = Arc::new(AtomicUsize::new(0));
-        let counted = hits.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(answer_once(stream, drop, counted.clone()));
+                tokio::spawn(answer_once(stream, drop));
             }
         });
-        Self { url, hits }
-    }
-
-    /// Requests answered so far (one per connection).
-    pub fn hits(&self) -> usize {
-        self.hits.load(Ordering::SeqCst)
+        Self { url }
     }
 }
 
@@ -261,12 +253,11 @@ async fn read_head(stream: &mut tokio::net::TcpStream) -> bool {
     true
 }
 
-async fn answer_once(mut stream: tokio::net::TcpStream, drop: Drop, hits: Arc<AtomicUsize>) {
+async fn answer_once(mut stream: tokio::net::TcpStream, drop: DropWhen) {
     use tokio::io::AsyncWriteExt;
     if !read_head(&mut stream).await {
         return;
     }
-    hits.fetch_add(1, Ordering::SeqCst);
     let answer = format!(
         "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nx-instance-id: {STUB_INSTANCE}\r\n\r\n{DROPPER_BODY}",
         DROPPER_BODY.len()
@@ -274,7 +265,7 @@ async fn answer_once(mut stream: tokio::net::TcpStream, drop: Drop, hits: Arc<At
     if stream.write_all(answer.as_bytes()).await.is_err() {
         return;
     }
-    if drop == Drop::OnNextRequest {
+    if drop == DropWhen::OnNextRequest {
         read_head(&mut stream).await;
     }
     let _ = stream.shutdown().await;

@@ -40,9 +40,11 @@ async fn a_malformed_header_gets_a_400_answer_then_the_connection_closes() {
         "X-Bad : value",
         // §6.3: a request whose last transfer coding is not chunked MUST get a 400.
         "Transfer-Encoding: gzip",
-        // §5.2: obsolete line folding in a request: rejected (or replaced by spaces).
+        // §5.2: obsolete line folding in a request: rejected, as hyper does (the RFC also lets a
+        // server replace it with spaces).
         "X-Folded: one\r\n two",
         "No colon here",
+        // §6.3: an invalid or ambiguous length MUST get a 400.
         "Content-Length: 1x",
         "Content-Length: 3\r\nContent-Length: 4",
     ];

