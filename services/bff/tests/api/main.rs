@@ -29,3 +29,4 @@ mod security;
 mod sessions;
 mod stack;
 mod stub;
+mod wire;
