@@ -41,8 +41,8 @@ pub struct Application {
     router: Router,
     /// Served in front of the router when the service has one.
     fast: Option<crate::FastPath>,
-    /// Takes each connection before the router when the service has one.
-    front: Option<std::sync::Arc<dyn crate::ConnectionFront>>,
+    /// The service's own requests, answered before the router by lab-http's own HTTP/1 server.
+    front: Option<std::sync::Arc<dyn crate::Fast>>,
     shutdown: CancellationToken,
     grace: Duration,
 }
@@ -87,10 +87,10 @@ impl Application {
         self
     }
 
-    /// Gives every accepted connection to `front` first ([`crate::ConnectionFront`]); the
-    /// router serves what it hands over.
-    pub fn with_front(mut self, front: std::sync::Arc<dyn crate::ConnectionFront>) -> Self {
-        self.front = Some(front);
+    /// Serves connections with lab-http's own HTTP/1 server (`front.rs`), `fast` answering its
+    /// own requests before the router.
+    pub fn with_front(mut self, fast: std::sync::Arc<dyn crate::Fast>) -> Self {
+        self.front = Some(fast);
         self
     }
 

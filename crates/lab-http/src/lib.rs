@@ -31,7 +31,7 @@ use utoipa::OpenApi;
 pub use app::{Application, HttpSettings};
 pub use extract::{Json, Path, Query};
 pub use fast::{FastPath, FastRoute};
-pub use front::{Connection, ConnectionFront, Handoff};
+pub use front::{Fast, Head, put_date, put_header, put_status_line, tokens};
 pub use observe::{
     Observer, RouteRecorder, X_INSTANCE_ID, X_REQUEST_ID, acceptable_request_id_bytes,
     new_instance_id, new_request_id,
@@ -69,7 +69,7 @@ impl ServiceApp {
     }
 
     /// Like [`ServiceApp::router`], and the middleware's bookkeeping for a
-    /// [`ConnectionFront`] that answers some requests itself.
+    /// [`Fast`] path that answers some requests itself.
     pub fn router_with_observer(self, routes: Router) -> (Router, Observer) {
         let (router, observe) = self.build(routes);
         (router, observe.into())

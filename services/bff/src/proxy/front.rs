@@ -1,16 +1,14 @@
-//! The BFF's own HTTP/1 front for the proxied reads: a bodiless `GET` or `HEAD` of a proxied
-//! route is parsed here (`httparse`), passed through the same edge as any request (session,
-//! rate limit, request id, security headers, metrics, the live traffic count) and relayed over
-//! a pooled upstream socket this front writes and reads itself; the answer's head is rewritten
-//! on its way back and its body copied through unchanged.
+//! The proxy's fast path: a bodiless `GET` or `HEAD` of a proxied route, read by lab-http's own
+//! HTTP/1 server ([`lab_http::Fast`]), passes through the same edge as any request (session,
+//! rate limit, request id, security headers, metrics, the live traffic count) and is relayed
+//! over a pooled upstream socket this module writes and reads itself; the answer's head is
+//! rewritten on its way back and its body copied through unchanged. Every other request goes
+//! to the router and its proxy (`forward.rs`), on the same connection.
 //!
 //! Why: hyper's server and client around the router cost more than the whole of nginx's proxy
 //! path on this machine — a bare hyper proxy with no BFF logic reached ~0.88 of nginx
 //! (docs/BENCHMARKS.md, `lab bench bff`, session 6) — and the issue asks for ≥ 1.0. Envoy and
-//! Pingora speak HTTP/1 themselves for the same reason. Everything else — bodies, the BFF's own
-//! routes, the pages, anything unusual in a head — goes to the router: the first request the
-//! front does not take hands the connection over, with every byte read and not answered, for
-//! the rest of its life ([`lab_http::ConnectionFront`]).
+//! Pingora speak HTTP/1 themselves for the same reason.
 //!
 //! What is shared, not restated: the route table ([`ROUTES`]), the session and client-address
 //! rules ([`SessionState::resolve_head`]), the rate limiter and its headers, the security
@@ -20,19 +18,17 @@
 
 mod wire;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::response::{IntoResponse, Response};
 use futures::future::BoxFuture;
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
-use lab_http::{Connection, ConnectionFront, Handoff, Observer, RouteRecorder};
+use lab_http::{Fast, Head, Observer, RouteRecorder};
 use lab_resilience::{Failure, Outcome, Replay, call};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::CancellationToken;
 
 use super::forward::{is_problem_type, policy_for};
 use super::pool::{Endpoint, RawConn};
@@ -46,23 +42,16 @@ use crate::security::security_headers;
 use crate::session::{SessionState, Visitor};
 use wire::{Chunks, Framing};
 
-/// Header slots parsed per head; a head with more goes to the router (hyper allows 100).
+/// Header slots parsed per upstream answer head; an answer with more is a broken upstream.
 const MAX_HEADERS: usize = 64;
-
-/// A request head longer than this goes to the router, which has its own limits and answers.
-const MAX_HEAD: usize = 16 * 1024;
 
 /// An upstream answer head longer than this is a broken upstream.
 const MAX_UPSTREAM_HEAD: usize = 64 * 1024;
 
-/// How long a request head may take to arrive once it has begun (a slow or stalled client);
-/// hyper's default header timeout.
-const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Bytes read from an upstream at a time while a body is copied.
 const COPY_CHUNK: usize = 64 * 1024;
 
-/// The front: built once, shared by every connection.
+/// The fast path: built once, shared by every connection.
 pub struct Front {
     proxy: Arc<Inner>,
     edge: Arc<Edge>,
@@ -149,15 +138,21 @@ impl Front {
     }
 }
 
-impl ConnectionFront for Front {
-    fn serve(self: Arc<Self>, connection: Connection) -> BoxFuture<'static, Option<Handoff>> {
-        Box::pin(async move {
-            let handoff = self.connection(connection).await;
-            if handoff.is_some() {
-                self.handed_over.inc();
-            }
-            handoff
-        })
+impl Fast for Front {
+    fn answer<'a>(
+        &'a self,
+        request: &'a Head<'a>,
+        io: &'a mut TcpStream,
+        out: &'a mut Vec<u8>,
+    ) -> Option<BoxFuture<'a, bool>> {
+        let plan = self.plan(request)?;
+        Some(Box::pin(async move {
+            self.answer(io, out, request, &plan).await
+        }))
+    }
+
+    fn handed_over(&self) {
+        self.handed_over.inc();
     }
 }
 
@@ -181,89 +176,36 @@ impl RequestHeaders for Parsed<'_, '_> {
 }
 
 impl Front {
-    async fn connection(&self, connection: Connection) -> Option<Handoff> {
-        let Connection {
-            mut tcp,
-            peer,
-            shutdown,
-        } = connection;
-        let mut read: Vec<u8> = Vec::with_capacity(4 * 1024);
-        let mut write: Vec<u8> = Vec::with_capacity(2 * 1024);
-        loop {
-            let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut request = httparse::Request::new(&mut slots);
-            match request.parse(&read) {
-                Ok(httparse::Status::Complete(length)) => {
-                    let Some(plan) = self.plan(&request) else {
-                        return Some(Handoff { tcp, unread: read });
-                    };
-                    let keep = self
-                        .answer(&mut tcp, &mut write, peer, &request, &plan)
-                        .await;
-                    if !keep || plan.close || shutdown.is_cancelled() {
-                        return None;
-                    }
-                    if length == read.len() {
-                        read.clear();
-                    } else {
-                        read.drain(..length);
-                    }
-                    continue;
-                }
-                Ok(httparse::Status::Partial) if read.len() < MAX_HEAD => {}
-                // Malformed, too many headers or too long: the router answers it.
-                _ => return Some(Handoff { tcp, unread: read }),
-            }
-            if read.capacity() - read.len() < 1024 {
-                read.reserve(4 * 1024);
-            }
-            if !more(&mut tcp, &mut read, &shutdown).await {
-                return None;
-            }
-        }
-    }
-
-    /// The route and what to do, when the request is the front's; `None` hands it over.
-    fn plan<'s>(&'s self, request: &httparse::Request<'_, '_>) -> Option<Plan<'s>> {
-        if request.version != Some(1) {
-            return None;
-        }
-        let head = match request.method? {
+    /// The route and what to do, when the request is the fast path's; `None` leaves it to the
+    /// router. lab-http's server asks only for requests without a body, `Expect` or `Upgrade`.
+    fn plan<'s>(&'s self, request: &Head<'_>) -> Option<Plan<'s>> {
+        let head = match request.method {
             "GET" => false,
             "HEAD" => true,
             _ => return None,
         };
-        let target = request.path?;
-        if !wire::plain_target(target) {
+        if !wire::plain_target(request.target) {
             return None;
         }
-        let path = target.split_once('?').map_or(target, |(path, _)| path);
+        let path = request
+            .target
+            .split_once('?')
+            .map_or(request.target, |(path, _)| path);
         let served = self.routes.iter().find(|s| s.matches(path))?;
-        let mut close = false;
-        for h in request.headers.iter() {
-            let name = h.name.as_bytes();
-            if name.eq_ignore_ascii_case(b"connection") {
-                for token in wire::tokens(h.value) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
-                    } else if !token.eq_ignore_ascii_case(b"keep-alive") {
-                        // It names headers of its own hop: the router's proxy handles those.
-                        return None;
-                    }
-                }
-            } else if name.eq_ignore_ascii_case(b"content-length")
-                || name.eq_ignore_ascii_case(b"transfer-encoding")
-                || name.eq_ignore_ascii_case(b"expect")
-                || name.eq_ignore_ascii_case(b"upgrade")
+        for h in request.headers {
+            // A `Connection` naming headers of its own hop: the router's proxy drops those.
+            if h.name.eq_ignore_ascii_case("connection")
+                && lab_http::tokens(h.value).any(|t| {
+                    !t.eq_ignore_ascii_case(b"close") && !t.eq_ignore_ascii_case(b"keep-alive")
+                })
             {
-                // A body, or a protocol step: the router's.
                 return None;
             }
         }
         Some(Plan {
             served,
             head,
-            close,
+            close: request.close,
         })
     }
 
@@ -272,17 +214,16 @@ impl Front {
         &self,
         tcp: &mut TcpStream,
         write: &mut Vec<u8>,
-        peer: SocketAddr,
-        request: &httparse::Request<'_, '_>,
+        request: &Head<'_>,
         plan: &Plan<'_>,
     ) -> bool {
         let started = Instant::now();
         let method = if plan.head { Method::HEAD } else { Method::GET };
-        let target = request.path.unwrap_or("/");
+        let target = request.target;
         let path = target.split_once('?').map_or(target, |(path, _)| path);
         let headers = Parsed(request.headers);
         let request_id = request_id(&headers);
-        let (visitor, set_cookie) = self.sessions().resolve_head(peer.ip(), &headers);
+        let (visitor, set_cookie) = self.sessions().resolve_head(request.peer.ip(), &headers);
         let class = RouteClass::of(&method, path);
         let decision = match class {
             Some(class) => Some(self.decide(&visitor, class).await),
@@ -376,23 +317,6 @@ impl Front {
     }
 }
 
-/// Waits for more of a request head; false when the connection is done: closed, broken,
-/// stalled mid-head, or idle when the service shuts down.
-async fn more(tcp: &mut TcpStream, read: &mut Vec<u8>, shutdown: &CancellationToken) -> bool {
-    let got = if read.is_empty() {
-        tokio::select! {
-            () = shutdown.cancelled() => return false,
-            got = tcp.read_buf(read) => got,
-        }
-    } else {
-        match tokio::time::timeout(HEAD_TIMEOUT, tcp.read_buf(read)).await {
-            Ok(got) => got,
-            Err(_) => return false,
-        }
-    };
-    matches!(got, Ok(n) if n > 0)
-}
-
 /// The caller's `X-Request-Id` when it is acceptable, else a new one (the platform middleware's
 /// rule, `lab_http`).
 fn request_id(headers: &Parsed<'_, '_>) -> HeaderValue {
@@ -434,7 +358,7 @@ impl Outgoing<'_> {
             out.extend_from_slice(query.as_bytes());
         }
         out.extend_from_slice(b" HTTP/1.1\r\n");
-        wire::put_header(out, b"host", host);
+        lab_http::put_header(out, b"host", host);
         for h in self.headers {
             let name = h.name.as_bytes();
             if wire::is_hop_by_hop(name)
@@ -446,7 +370,7 @@ impl Outgoing<'_> {
             }
             wire::put_header_lower(out, name, h.value);
         }
-        wire::put_header(out, b"x-request-id", self.request_id.as_bytes());
+        lab_http::put_header(out, b"x-request-id", self.request_id.as_bytes());
         // The anonymous visitor's identity, as the router's proxy sets it
         // (`super::headers::set_customer`); a bearer's is the token's subject.
         if !self.visitor.bearer {
@@ -523,7 +447,7 @@ async fn exchange(endpoint: Arc<Endpoint>, outgoing: &Outgoing<'_>) -> Result<Ra
 }
 
 /// An upstream answer's head, described.
-struct Head {
+struct Described {
     length: usize,
     status: StatusCode,
     framing: Framing,
@@ -538,7 +462,7 @@ enum HeadError {
     Broken(String),
 }
 
-async fn read_head(conn: &mut RawConn, head_request: bool) -> Result<Head, HeadError> {
+async fn read_head(conn: &mut RawConn, head_request: bool) -> Result<Described, HeadError> {
     loop {
         if !conn.read.is_empty() {
             let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -575,7 +499,7 @@ fn describe(
     response: &httparse::Response<'_, '_>,
     length: usize,
     head_request: bool,
-) -> Result<Head, String> {
+) -> Result<Described, String> {
     let code = response.code.unwrap_or(0);
     let status = StatusCode::from_u16(code).map_err(|_| format!("status {code}"))?;
     if status.is_informational() {
@@ -590,7 +514,7 @@ fn describe(
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // The last coding decides whether the body is chunked (RFC 9112 §6.3).
             chunked = Some(
-                wire::tokens(h.value)
+                lab_http::tokens(h.value)
                     .last()
                     .is_some_and(|t| t.eq_ignore_ascii_case(b"chunked")),
             );
@@ -604,7 +528,7 @@ fn describe(
             }
             content_length = Some(n);
         } else if name.eq_ignore_ascii_case(b"connection") {
-            if wire::tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close")) {
+            if lab_http::tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close")) {
                 reusable = false;
             }
         } else if name.eq_ignore_ascii_case(b"content-type") {
@@ -624,7 +548,7 @@ fn describe(
     if framing == Framing::UntilClose {
         reusable = false;
     }
-    Ok(Head {
+    Ok(Described {
         length,
         status,
         framing,
@@ -670,7 +594,7 @@ impl Finish<'_> {
             return;
         }
         if is("x-instance-id") {
-            wire::put_header(
+            lab_http::put_header(
                 out,
                 super::X_UPSTREAM_INSTANCE_ID.as_str().as_bytes(),
                 value,
@@ -695,22 +619,22 @@ impl Finish<'_> {
     /// this answer for the answer's own sake.
     fn put(&self, out: &mut Vec<u8>, seen: &Seen, closing: bool) {
         if closing || self.close {
-            wire::put_header(out, b"connection", b"close");
+            lab_http::put_header(out, b"connection", b"close");
         }
         if !seen.date {
             out.extend_from_slice(b"date: ");
-            wire::put_date(out);
+            lab_http::put_date(out);
             out.extend_from_slice(b"\r\n");
         }
-        wire::put_header(out, b"x-request-id", self.request_id.as_bytes());
-        wire::put_header(out, b"x-instance-id", self.instance.as_bytes());
+        lab_http::put_header(out, b"x-request-id", self.request_id.as_bytes());
+        lab_http::put_header(out, b"x-instance-id", self.instance.as_bytes());
         if let Some(limits) = &self.limits {
             for (name, value) in limits {
-                wire::put_header(out, name.as_str().as_bytes(), value.as_bytes());
+                lab_http::put_header(out, name.as_str().as_bytes(), value.as_bytes());
             }
         }
         if let Some(cookie) = &self.set_cookie {
-            wire::put_header(out, b"set-cookie", cookie.as_bytes());
+            lab_http::put_header(out, b"set-cookie", cookie.as_bytes());
         }
         let has = |name: &HeaderName| {
             (*name == header::CONTENT_SECURITY_POLICY && seen.csp)
@@ -721,7 +645,7 @@ impl Finish<'_> {
             .into_iter()
             .flatten()
         {
-            wire::put_header(out, name.as_str().as_bytes(), value.as_bytes());
+            lab_http::put_header(out, name.as_str().as_bytes(), value.as_bytes());
         }
         out.extend_from_slice(b"\r\n");
     }
@@ -742,7 +666,7 @@ async fn problem(
         .await
         .unwrap_or_default();
     out.clear();
-    wire::put_status_line(out, parts.status);
+    lab_http::put_status_line(out, parts.status);
     let mut seen = Seen::default();
     for (name, value) in &parts.headers {
         if *name != header::CONTENT_LENGTH {
@@ -750,7 +674,7 @@ async fn problem(
         }
     }
     let mut length = itoa::Buffer::new();
-    wire::put_header(out, b"content-length", length.format(body.len()).as_bytes());
+    lab_http::put_header(out, b"content-length", length.format(body.len()).as_bytes());
     finish.put(out, &seen, false);
     if !head {
         out.extend_from_slice(&body);
@@ -778,7 +702,7 @@ async fn relay(
         ..
     } = answer;
     out.clear();
-    wire::put_status_line(out, status);
+    lab_http::put_status_line(out, status);
     {
         let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut slots);
@@ -791,7 +715,7 @@ async fn relay(
             .headers
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .flat_map(|h| wire::tokens(h.value))
+            .flat_map(|h| lab_http::tokens(h.value))
             .collect();
         let listed = |name: &[u8]| options.iter().any(|o| o.eq_ignore_ascii_case(name));
         let mut seen = Seen::default();

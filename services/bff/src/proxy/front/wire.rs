@@ -1,8 +1,5 @@
-//! HTTP/1 details the front needs beyond `httparse`: how an answer's body is framed, where a
-//! chunked body ends, which headers are a hop's own, and the `Date` header.
-
-use std::cell::RefCell;
-use std::time::{SystemTime, UNIX_EPOCH};
+//! HTTP/1 details the proxy's fast path needs beyond `httparse` and lab-http's server: how an
+//! answer's body is framed, where a chunked body ends, which headers are a hop's own.
 
 /// How an upstream answer's body is delimited (RFC 9112 §6.3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,14 +32,6 @@ pub(super) fn is_hop_by_hop(name: &[u8]) -> bool {
     HOP_BY_HOP
         .iter()
         .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
-}
-
-/// The comma-separated tokens of a header value, trimmed: `Connection`'s options.
-pub(super) fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
-    value
-        .split(|b| *b == b',')
-        .map(<[u8]>::trim_ascii)
-        .filter(|t| !t.is_empty())
 }
 
 /// Whether every byte of a request target is one a well-formed origin-form target (RFC 3986
@@ -181,51 +170,11 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-thread_local! {
-    /// This second's `Date` value, made once a second per thread (hyper keeps one the same way).
-    static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
-}
-
-/// Appends the current `Date` value (RFC 9110 §5.6.7) to `out`.
-pub(super) fn put_date(out: &mut Vec<u8>) {
-    let now = SystemTime::now();
-    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    DATE.with_borrow_mut(|(at, text)| {
-        if *at != second || text.is_empty() {
-            *at = second;
-            *text = httpdate::fmt_http_date(now);
-        }
-        out.extend_from_slice(text.as_bytes());
-    });
-}
-
-/// Appends `name: value\r\n`.
-pub(super) fn put_header(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
 /// Appends `name: value\r\n` with the name in lower case, as hyper writes every name.
 pub(super) fn put_header_lower(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend(name.iter().map(u8::to_ascii_lowercase));
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
-}
-
-/// Appends the status line of `status`, with its canonical reason as hyper writes it.
-pub(super) fn put_status_line(out: &mut Vec<u8>, status: http::StatusCode) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(
-        status
-            .canonical_reason()
-            .unwrap_or("<unknown status code>")
-            .as_bytes(),
-    );
     out.extend_from_slice(b"\r\n");
 }
 
@@ -282,7 +231,7 @@ mod tests {
     fn hop_by_hop_names_match_in_any_case_and_connection_lists_split() {
         assert!(is_hop_by_hop(b"Keep-Alive"));
         assert!(!is_hop_by_hop(b"x-request-id"));
-        let listed: Vec<&[u8]> = tokens(b" close , x-secret,,").collect();
+        let listed: Vec<&[u8]> = lab_http::tokens(b" close , x-secret,,").collect();
         assert_eq!(listed, [&b"close"[..], &b"x-secret"[..]]);
     }
 }
