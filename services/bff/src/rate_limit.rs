@@ -361,17 +361,32 @@ pub(crate) fn state_headers(
     class: RouteClass,
     decision: &Decision,
 ) -> [(&'static HeaderName, HeaderValue); 3] {
+    let [
+        (limit_name, limit),
+        (remaining_name, remaining),
+        (reset_name, reset),
+    ] = state(decision);
     // The demo's bucket has a shape of each visitor's choosing: only a class's own capacity is
     // the value made once.
     let limit = if decision.limit == limiter.settings.bucket(class).capacity {
         limiter.limits[class.index()].clone()
     } else {
-        HeaderValue::from(decision.limit)
+        HeaderValue::from(limit)
     };
     [
-        (&RATELIMIT_LIMIT, limit),
-        (&RATELIMIT_REMAINING, number(u64::from(decision.remaining))),
-        (&RATELIMIT_RESET, number(decision.reset_s)),
+        (limit_name, limit),
+        (remaining_name, number(remaining)),
+        (reset_name, number(reset)),
+    ]
+}
+
+/// The bucket's state headers of one decision, as numbers: what [`state_headers`] sends, for a
+/// writer that prints numbers itself (the proxy's fast path).
+pub(crate) fn state(decision: &Decision) -> [(&'static HeaderName, u64); 3] {
+    [
+        (&RATELIMIT_LIMIT, u64::from(decision.limit)),
+        (&RATELIMIT_REMAINING, u64::from(decision.remaining)),
+        (&RATELIMIT_RESET, decision.reset_s),
     ]
 }
 

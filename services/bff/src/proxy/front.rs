@@ -37,7 +37,7 @@ use super::{Inner, Proxy};
 use crate::client_ip::RequestHeaders;
 use crate::edge::Edge;
 use crate::live::bridge::Traffic;
-use crate::rate_limit::{Decision, RouteClass, state_headers, too_many};
+use crate::rate_limit::{Decision, RouteClass, state, too_many};
 use crate::security::security_headers;
 use crate::session::{SessionState, Visitor};
 use wire::{Chunks, Framing};
@@ -73,20 +73,23 @@ struct Served {
 }
 
 impl Served {
-    /// Whether `path` matches the template: the same segments, a `{param}` any non-empty one
-    /// (as the router matches them).
-    fn matches(&self, path: &str) -> bool {
-        let mut given = path.split('/');
-        for segment in &self.segments {
-            match (given.next(), segment) {
-                (Some(g), Some(literal)) if g == *literal => {}
-                (Some(g), None) if !g.is_empty() => {}
-                _ => return false,
-            }
-        }
-        given.next().is_none()
+    /// Whether a path split at its slashes matches the template: the same segments, a
+    /// `{param}` any non-empty one (as the router matches them).
+    fn matches(&self, given: &[&str]) -> bool {
+        self.segments.len() == given.len()
+            && self
+                .segments
+                .iter()
+                .zip(given)
+                .all(|(segment, g)| match segment {
+                    Some(literal) => g == literal,
+                    None => !g.is_empty(),
+                })
     }
 }
+
+/// The most segments a proxied route's path has (`/api/products/{id}/inventory`: 5), with room.
+const MAX_SEGMENTS: usize = 8;
 
 impl Front {
     /// The front for `proxy`'s routes, behind `edge`, counted in `traffic` and `observer`;
@@ -161,6 +164,9 @@ struct Plan<'h> {
     served: &'h Served,
     head: bool,
     close: bool,
+    /// The target's path and query.
+    path: &'h str,
+    query: Option<&'h str>,
 }
 
 /// A parsed request head's headers, for the edge's rules.
@@ -178,7 +184,7 @@ impl RequestHeaders for Parsed<'_, '_> {
 impl Front {
     /// The route and what to do, when the request is the fast path's; `None` leaves it to the
     /// router. lab-http's server asks only for requests without a body, `Expect` or `Upgrade`.
-    fn plan<'s>(&'s self, request: &Head<'_>) -> Option<Plan<'s>> {
+    fn plan<'s>(&'s self, request: &'s Head<'s>) -> Option<Plan<'s>> {
         let head = match request.method {
             "GET" => false,
             "HEAD" => true,
@@ -187,11 +193,18 @@ impl Front {
         if !wire::plain_target(request.target) {
             return None;
         }
-        let path = request
-            .target
-            .split_once('?')
-            .map_or(request.target, |(path, _)| path);
-        let served = self.routes.iter().find(|s| s.matches(path))?;
+        let (path, query) = match request.target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (request.target, None),
+        };
+        // Split once, then compared with each template.
+        let mut given = [""; MAX_SEGMENTS];
+        let mut count = 0;
+        for segment in path.split('/') {
+            *given.get_mut(count)? = segment;
+            count += 1;
+        }
+        let served = self.routes.iter().find(|s| s.matches(&given[..count]))?;
         for h in request.headers {
             // A `Connection` naming headers of its own hop: the router's proxy drops those.
             if h.name.eq_ignore_ascii_case("connection")
@@ -206,6 +219,8 @@ impl Front {
             served,
             head,
             close: request.close,
+            path,
+            query,
         })
     }
 
@@ -219,8 +234,7 @@ impl Front {
     ) -> bool {
         let started = Instant::now();
         let method = if plan.head { Method::HEAD } else { Method::GET };
-        let target = request.target;
-        let path = target.split_once('?').map_or(target, |(path, _)| path);
+        let path = plan.path;
         let headers = Parsed(request.headers);
         let request_id = request_id(&headers);
         let (visitor, set_cookie) = self.sessions().resolve_head(request.peer.ip(), &headers);
@@ -232,9 +246,7 @@ impl Front {
         let finish = Finish {
             request_id: &request_id,
             instance: &self.instance,
-            limits: class
-                .zip(decision.as_ref())
-                .map(|(class, d)| state_headers(self.edge.rate_limiter(), class, d)),
+            limits: decision.as_ref().map(state),
             set_cookie,
             hsts: self.hsts,
             close: plan.close,
@@ -249,7 +261,8 @@ impl Front {
                 let outgoing = Outgoing {
                     method: &method,
                     route: plan.served.route,
-                    target,
+                    path,
+                    query: plan.query,
                     headers: request.headers,
                     request_id: &request_id,
                     visitor: &visitor,
@@ -332,8 +345,9 @@ fn request_id(headers: &Parsed<'_, '_>) -> HeaderValue {
 struct Outgoing<'a> {
     method: &'a Method,
     route: &'static Route,
-    /// The public target, path and query.
-    target: &'a str,
+    /// The public path and query.
+    path: &'a str,
+    query: Option<&'a str>,
     headers: &'a [httparse::Header<'a>],
     request_id: &'a HeaderValue,
     visitor: &'a Visitor,
@@ -344,16 +358,12 @@ impl Outgoing<'_> {
     /// headers less the hop's own and those the BFF sets (`Host`, `X-Request-Id`,
     /// `X-Lab-Customer`), then the BFF's.
     fn write(&self, out: &mut Vec<u8>, host: &[u8]) {
-        let (path, query) = match self.target.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (self.target, None),
-        };
-        let (prefix, rest) = self.route.upstream_path(path);
+        let (prefix, rest) = self.route.upstream_path(self.path);
         out.extend_from_slice(self.method.as_str().as_bytes());
         out.push(b' ');
         out.extend_from_slice(prefix.as_bytes());
         out.extend_from_slice(rest.as_bytes());
-        if let Some(query) = query {
+        if let Some(query) = self.query {
             out.push(b'?');
             out.extend_from_slice(query.as_bytes());
         }
@@ -469,6 +479,19 @@ async fn read_head(conn: &mut RawConn, head_request: bool) -> Result<Described, 
             let mut response = httparse::Response::new(&mut slots);
             match response.parse(&conn.read) {
                 Ok(httparse::Status::Complete(length)) => {
+                    // Where each header is, for the relay (the head is at most 64 KiB).
+                    let base = conn.read.as_ptr() as usize;
+                    let at = |bytes: &[u8]| (bytes.as_ptr() as usize - base) as u32;
+                    conn.headers.clear();
+                    conn.headers.extend(response.headers.iter().map(|h| {
+                        let (name, value) = (at(h.name.as_bytes()), at(h.value));
+                        [
+                            name,
+                            name + h.name.len() as u32,
+                            value,
+                            value + h.value.len() as u32,
+                        ]
+                    }));
                     return describe(&response, length, head_request).map_err(HeadError::Broken);
                 }
                 Ok(httparse::Status::Partial) if conn.read.len() < MAX_UPSTREAM_HEAD => {}
@@ -563,7 +586,7 @@ fn describe(
 struct Finish<'a> {
     request_id: &'a HeaderValue,
     instance: &'a HeaderValue,
-    limits: Option<[(&'static HeaderName, HeaderValue); 3]>,
+    limits: Option<[(&'static HeaderName, u64); 3]>,
     set_cookie: Option<HeaderValue>,
     hsts: bool,
     /// Whether the caller asked to close the connection after this answer.
@@ -629,8 +652,13 @@ impl Finish<'_> {
         lab_http::put_header(out, b"x-request-id", self.request_id.as_bytes());
         lab_http::put_header(out, b"x-instance-id", self.instance.as_bytes());
         if let Some(limits) = &self.limits {
+            let mut digits = itoa::Buffer::new();
             for (name, value) in limits {
-                lab_http::put_header(out, name.as_str().as_bytes(), value.as_bytes());
+                lab_http::put_header(
+                    out,
+                    name.as_str().as_bytes(),
+                    digits.format(*value).as_bytes(),
+                );
             }
         }
         if let Some(cookie) = &self.set_cookie {
@@ -704,23 +732,20 @@ async fn relay(
     out.clear();
     lab_http::put_status_line(out, status);
     {
-        let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut response = httparse::Response::new(&mut slots);
-        // Parsed once already, the same bytes: it cannot fail now.
-        if response.parse(&conn.read[..head_length]).is_err() {
-            return (StatusCode::BAD_GATEWAY, false);
-        }
+        let read = &conn.read;
+        let headers = conn.headers.iter().map(|[n0, n1, v0, v1]| {
+            let part = |from: &u32, to: &u32| &read[*from as usize..*to as usize];
+            (part(n0, n1), part(v0, v1))
+        });
         // Headers the upstream's `Connection` names are its hop's own too.
-        let options: Vec<&[u8]> = response
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .flat_map(|h| lab_http::tokens(h.value))
+        let options: Vec<&[u8]> = headers
+            .clone()
+            .filter(|(name, _)| name.eq_ignore_ascii_case(b"connection"))
+            .flat_map(|(_, value)| lab_http::tokens(value))
             .collect();
         let listed = |name: &[u8]| options.iter().any(|o| o.eq_ignore_ascii_case(name));
         let mut seen = Seen::default();
-        for h in response.headers.iter() {
-            let name = h.name.as_bytes();
+        for (name, value) in headers {
             let framing_header = name.eq_ignore_ascii_case(b"transfer-encoding")
                 || name.eq_ignore_ascii_case(b"content-length");
             let relayed = match framing {
@@ -732,7 +757,7 @@ async fn relay(
                 Framing::UntilClose => !framing_header,
             };
             if relayed && !wire::is_hop_by_hop(name) && !listed(name) {
-                finish.copy(out, &mut seen, name, h.value);
+                finish.copy(out, &mut seen, name, value);
             }
         }
         // A body that ends with the connection ends this side's too.

@@ -82,6 +82,9 @@ pub(super) struct RawConn {
     pub(super) read: Vec<u8>,
     /// The request being sent.
     pub(super) write: Vec<u8>,
+    /// The last answer head's header names and values, as offsets into `read` (name start and
+    /// end, value start and end), so the head is parsed once.
+    pub(super) headers: Vec<[u32; 4]>,
 }
 
 impl Endpoint {
@@ -131,6 +134,7 @@ impl Endpoint {
             tcp: self.connect_tcp().await?,
             read: Vec::with_capacity(8 * 1024),
             write: Vec::with_capacity(1024),
+            headers: Vec::with_capacity(16),
         })
     }
 
