@@ -36,10 +36,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // A process confined to one CPU (taskset, a container's CPU limit) gains nothing from
+    // work stealing between threads: it runs on tokio's current-thread scheduler, as nginx runs
+    // one single-threaded worker per core. Blocking work still gets its own threads.
+    let one_cpu = std::thread::available_parallelism().is_ok_and(|n| n.get() == 1);
+    let mut builder = if one_cpu {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("lab: cannot start the async runtime: {e}");

@@ -40,7 +40,7 @@ impl Verified {
         slot.lock()
             .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
-            .is_some_and(|kept| bool::from(kept.ct_eq(cookie.as_bytes())))
+            .is_some_and(|kept| same(kept, cookie.as_bytes()))
     }
 
     /// Keeps `cookie`, whose signature has just been verified.
@@ -60,5 +60,38 @@ impl Verified {
             index << 4 | char::from(b).to_digit(16).map_or(0, |d| d as usize)
         });
         self.0.get(index % SLOTS)
+    }
+}
+
+/// Whether a kept cookie and a presented one of the same length are equal, in time that does not
+/// depend on where they differ: every byte's difference is OR-ed into one, with no branch until
+/// the end. One pass the compiler can vectorise, where `subtle`'s byte slices compare each byte
+/// behind an optimisation barrier (~10 instructions a byte, 4 % of a proxied read, callgrind).
+fn same(kept: &[u8; SIGNED_LEN], presented: &[u8]) -> bool {
+    if presented.len() != SIGNED_LEN {
+        return false;
+    }
+    let mut difference = 0u8;
+    for (a, b) in kept.iter().zip(presented) {
+        difference |= a ^ b;
+    }
+    bool::from(difference.ct_eq(&0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_is_equality_of_the_whole_value_wherever_a_byte_differs() {
+        let kept = [b'a'; SIGNED_LEN];
+        assert!(same(&kept, &kept));
+        for at in [0, SIGNED_LEN / 2, SIGNED_LEN - 1] {
+            let mut other = kept;
+            other[at] = b'b';
+            assert!(!same(&kept, &other), "byte {at}");
+        }
+        assert!(!same(&kept, &kept[1..]));
+        assert!(!same(&kept, b""));
     }
 }
