@@ -200,6 +200,36 @@ pub async fn wrk_median_with_headers(
     Ok(runs[1])
 }
 
+/// One wrk target of [`wrk_medians_interleaved`]: URL, connections, extra headers.
+pub type WrkTarget<'a> = (&'a str, u32, &'a [String]);
+
+/// The median of 3 runs of each target, the runs taken in turn (A, B, C, A, B, C, …) after a
+/// 2 s warm-up of each, with every run kept. On a machine whose speed drifts during the minute
+/// measured (this one's moves by a fifth in a day), back-to-back triplets put the drift between
+/// targets; taken in turn, it weighs on each alike, and the runs side by side show the spread.
+pub async fn wrk_medians_interleaved(
+    targets: &[WrkTarget<'_>],
+    seconds: u32,
+) -> anyhow::Result<Vec<(WrkResult, Vec<WrkResult>)>> {
+    for (url, connections, headers) in targets {
+        wrk_with_headers(url, *connections, 2, headers).await?;
+    }
+    let mut runs: Vec<Vec<WrkResult>> = vec![Vec::new(); targets.len()];
+    for _ in 0..3 {
+        for ((url, connections, headers), runs) in targets.iter().zip(&mut runs) {
+            runs.push(wrk_with_headers(url, *connections, seconds, headers).await?);
+        }
+    }
+    Ok(runs
+        .into_iter()
+        .map(|runs| {
+            let mut sorted = runs.clone();
+            sorted.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+            (sorted[1], runs)
+        })
+        .collect())
+}
+
 /// The `q`-quantile (0–1) of `samples`, sorted in place.
 pub fn quantile(samples: &mut [f64], q: f64) -> f64 {
     if samples.is_empty() {
