@@ -88,9 +88,6 @@ impl Served {
     }
 }
 
-/// The most segments a proxied route's path has (`/api/products/{id}/inventory`: 5), with room.
-const MAX_SEGMENTS: usize = 8;
-
 impl Front {
     /// The front for `proxy`'s routes, behind `edge`, counted in `traffic` and `observer`;
     /// `hsts` as the browser edge's setting.
@@ -190,21 +187,8 @@ impl Front {
             "HEAD" => true,
             _ => return None,
         };
-        if !wire::plain_target(request.target) {
-            return None;
-        }
-        let (path, query) = match request.target.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (request.target, None),
-        };
-        // Split once, then compared with each template.
-        let mut given = [""; MAX_SEGMENTS];
-        let mut count = 0;
-        for segment in path.split('/') {
-            *given.get_mut(count)? = segment;
-            count += 1;
-        }
-        let served = self.routes.iter().find(|s| s.matches(&given[..count]))?;
+        let target = wire::Target::parse(request.target)?;
+        let served = self.routes.iter().find(|s| s.matches(target.segments()))?;
         for h in request.headers {
             // A `Connection` naming headers of its own hop: the router's proxy drops those.
             if h.name.eq_ignore_ascii_case("connection")
@@ -219,8 +203,8 @@ impl Front {
             served,
             head,
             close: request.close,
-            path,
-            query,
+            path: target.path,
+            query: target.query,
         })
     }
 
