@@ -263,7 +263,13 @@ impl Breaker {
                 }
                 BreakerState::Closed => {
                     inner.window.add(now, 1, u64::from(!success));
-                    let (calls, failures) = inner.window.totals(now);
+                    // Only a failure can trip it: a success needs no totals (summed on every
+                    // proxied read, they were ~2 % of its instructions, callgrind).
+                    let (calls, failures) = if success {
+                        (0, 0)
+                    } else {
+                        inner.window.totals(now)
+                    };
                     let tripped = !success
                         && calls >= u64::from(policy.minimum_throughput)
                         && failures * 100 >= calls * u64::from(policy.failure_ratio_percent);
