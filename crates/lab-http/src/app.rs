@@ -41,8 +41,8 @@ pub struct Application {
     router: Router,
     /// Served in front of the router when the service has one.
     fast: Option<crate::FastPath>,
-    /// The service's own requests, answered before the router by lab-http's own HTTP/1 server.
-    front: Option<std::sync::Arc<dyn crate::Fast>>,
+    /// lab-http's own HTTP/1 server with the service's fast path, when it has one.
+    front: Option<crate::front::Server>,
     shutdown: CancellationToken,
     grace: Duration,
 }
@@ -89,8 +89,8 @@ impl Application {
 
     /// Serves connections with lab-http's own HTTP/1 server (`front.rs`), `fast` answering its
     /// own requests before the router.
-    pub fn with_front(mut self, fast: std::sync::Arc<dyn crate::Fast>) -> Self {
-        self.front = Some(fast);
+    pub fn with_front<F: crate::Fast>(mut self, fast: std::sync::Arc<F>) -> Self {
+        self.front = Some(crate::front::server(fast));
         self
     }
 
@@ -108,9 +108,8 @@ impl Application {
         // instructions in the BFF (callgrind, docs/BENCHMARKS.md, `lab bench bff`, session 6).
         // `axum::serve(listener, router)` does the same per connection.
         let router = self.router.with_state(());
-        if let Some(front) = self.front {
-            return crate::front::serve(self.listener, router, front, self.shutdown, self.grace)
-                .await;
+        if let Some(serve) = self.front {
+            return serve(self.listener, router, self.shutdown, self.grace).await;
         }
         match self.fast {
             Some(fast) => {

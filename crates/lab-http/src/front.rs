@@ -24,7 +24,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use futures::FutureExt;
-use futures::future::BoxFuture;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use http_body_util::BodyExt;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -55,16 +54,35 @@ const READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub trait Fast: Send + Sync + 'static {
     /// Answers `request` (which has no body) when it is the fast path's, on `io`, with `out` as
     /// a scratch buffer; resolves to whether the connection can carry another request. `None`
-    /// leaves the request to the router.
+    /// leaves the request to the router. A future of the implementation's own type, not boxed:
+    /// the server is generic over its fast path, so a read costs no allocation for it.
     fn answer<'a>(
         &'a self,
         request: &'a Head<'a>,
         io: &'a mut TcpStream,
         out: &'a mut Vec<u8>,
-    ) -> Option<BoxFuture<'a, bool>>;
+    ) -> Option<impl Future<Output = bool> + Send + 'a>;
 
     /// Called when a connection is handed over to hyper (for the service's metrics).
     fn handed_over(&self) {}
+}
+
+/// [`serve`] for one fast path, ready to run: what [`crate::Application`] keeps.
+pub(crate) type Server = Box<
+    dyn FnOnce(
+            TcpListener,
+            Router,
+            CancellationToken,
+            Duration,
+        ) -> futures::future::BoxFuture<'static, io::Result<()>>
+        + Send,
+>;
+
+/// The server for `fast`.
+pub(crate) fn server<F: Fast>(fast: Arc<F>) -> Server {
+    Box::new(move |listener, router, shutdown, grace| {
+        Box::pin(serve(listener, router, fast, shutdown, grace))
+    })
 }
 
 /// A request head the server read.
@@ -82,10 +100,10 @@ pub struct Head<'a> {
 /// Serves `listener` with this server and `fast`, the router answering the rest, until
 /// `shutdown`; then stops accepting and lets in-flight requests finish for at most `grace`. The
 /// same contract as [`crate::serve`], which serves with hyper alone.
-pub(crate) async fn serve(
+pub(crate) async fn serve<F: Fast>(
     listener: TcpListener,
     router: Router,
-    fast: Arc<dyn Fast>,
+    fast: Arc<F>,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> io::Result<()> {
@@ -125,8 +143,8 @@ pub(crate) async fn serve(
 }
 
 /// One accepted connection and what serves it.
-struct Connection {
-    fast: Arc<dyn Fast>,
+struct Connection<F> {
+    fast: Arc<F>,
     router: Router,
     peer: SocketAddr,
     shutdown: CancellationToken,
@@ -142,7 +160,7 @@ enum Next {
     HandOver,
 }
 
-impl Connection {
+impl<F: Fast> Connection<F> {
     async fn run(self, mut tcp: TcpStream) {
         let mut read: Vec<u8> = Vec::with_capacity(4 * 1024);
         let mut out: Vec<u8> = Vec::with_capacity(2 * 1024);

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::response::{IntoResponse, Response};
-use futures::future::BoxFuture;
 use http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use lab_http::{Fast, Head, Observer, RouteRecorder};
 use lab_resilience::{Failure, Outcome, Replay, call};
@@ -144,11 +143,9 @@ impl Fast for Front {
         request: &'a Head<'a>,
         io: &'a mut TcpStream,
         out: &'a mut Vec<u8>,
-    ) -> Option<BoxFuture<'a, bool>> {
+    ) -> Option<impl Future<Output = bool> + Send + 'a> {
         let plan = self.plan(request)?;
-        Some(Box::pin(async move {
-            self.answer(io, out, request, &plan).await
-        }))
+        Some(async move { self.answer(io, out, request, &plan).await })
     }
 
     fn handed_over(&self) {
