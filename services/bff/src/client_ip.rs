@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use http::HeaderMap;
 
 /// The request headers the edge reads, wherever the request's head was parsed: hyper's
-/// `HeaderMap`, or the BFF's own front's parsed head ([`crate::front`]).
+/// `HeaderMap`, or a head the proxy's fast path parsed (`proxy/front.rs`).
 pub trait RequestHeaders {
     /// Every value of header `name` (given in lower case), in the order they came.
     fn values<'a>(&'a self, name: &'static str) -> impl Iterator<Item = &'a [u8]>;

@@ -135,7 +135,7 @@ fn secure(response: &mut Response, hsts: bool) {
 /// The headers [`secure`] sets on an answer whose `Content-Type` is HTML or not and which has
 /// the headers `has` says it has; each replaces any of the same name (only
 /// `X-Content-Type-Options` ever does: the others are given only where the answer has none).
-/// One rule for the router's answers and for the BFF's own front (`crate::front`).
+/// One rule for the router's answers and for the proxy's fast path (`proxy/front.rs`).
 pub(crate) fn security_headers(
     html: bool,
     has: impl Fn(&HeaderName) -> bool,

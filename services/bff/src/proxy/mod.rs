@@ -51,9 +51,9 @@ pub struct ProxySettings {
     pub breaker_break_ms: u64,
     /// The largest request body forwarded; a larger one is a 413.
     pub body_limit_bytes: u64,
-    /// Whether bodiless proxied reads (`GET`/`HEAD`) are served by the BFF's own HTTP/1 front
-    /// (`crate::front`) instead of hyper and the router; every other request, and every
-    /// connection the front hands over, is served by the router either way.
+    /// Whether connections are served by lab-http's own HTTP/1 server, bodiless proxied reads
+    /// (`GET`/`HEAD`) taking the proxy's fast path (`proxy/front.rs`, ADR 0007), or by hyper
+    /// alone; every other request is answered by the router either way.
     pub own_front: bool,
 }
 
