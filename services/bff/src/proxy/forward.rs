@@ -25,11 +25,22 @@ struct Answer(http::Response<Returning>);
 
 impl Outcome for Answer {
     fn failure(&self) -> Option<Failure> {
-        let status = self.0.status();
-        status
-            .is_server_error()
-            .then_some(Failure::UpstreamStatus(status))
+        judged(self.0.status())
     }
+}
+
+/// How `lab-resilience` judges an upstream's answer with `status`: a 5xx counts against the
+/// replica (the router's proxy and the fast path alike).
+pub(super) fn judged(status: StatusCode) -> Option<Failure> {
+    status
+        .is_server_error()
+        .then_some(Failure::UpstreamStatus(status))
+}
+
+/// The gateway's answer for a failed hop to `service`, logged once.
+pub(super) fn failed(service: &str, failure: &Failure) -> Response {
+    tracing::warn!(service, %failure, "upstream failed");
+    failure.problem(service).into_response()
 }
 
 pub(super) async fn forward(proxy: &Inner, route: &'static Route, request: Request) -> Response {
@@ -120,23 +131,20 @@ pub(super) async fn forward(proxy: &Inner, route: &'static Route, request: Reque
         Ok(Answer(response)) => {
             let (mut parts, body) = response.into_parts();
             if parts.status.is_server_error() && !is_problem(&parts.headers) {
-                let failure = Failure::UpstreamStatus(parts.status);
-                tracing::warn!(service = route.service, %failure, "upstream failed");
-                return failure.problem(route.service).into_response();
+                return failed(route.service, &Failure::UpstreamStatus(parts.status));
             }
             headers::to_caller(&mut parts.headers);
             Response::from_parts(parts, Body::new(body))
         }
-        Err(failure) => {
-            tracing::warn!(service = route.service, %failure, "upstream failed");
-            if let Failure::RequestBody {
+        Err(
+            failure @ Failure::RequestBody {
                 too_large: true, ..
-            } = failure
-            {
-                return too_large(proxy.body_limit);
-            }
-            failure.problem(route.service).into_response()
+            },
+        ) => {
+            tracing::warn!(service = route.service, %failure, "upstream failed");
+            too_large(proxy.body_limit)
         }
+        Err(failure) => failed(route.service, &failure),
     }
 }
 

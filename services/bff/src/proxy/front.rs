@@ -29,7 +29,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::forward::{is_problem_type, policy_for};
+use super::forward::{failed, is_problem_type, judged, policy_for};
 use super::pool::{Endpoint, RawConn};
 use super::routes::{ROUTES, Route, Timeouts};
 use super::{Inner, Proxy};
@@ -269,14 +269,13 @@ impl Front {
         self.edge.sessions()
     }
 
-    /// A token from the visitor's bucket: from this replica's lease at once, else from Redis.
+    /// A token from the visitor's bucket: `RateLimiter::check` spends one of this replica's
+    /// lease first and asks Redis only when there is none.
     async fn decide(&self, visitor: &Visitor, class: RouteClass) -> Decision {
-        let limiter = self.edge.rate_limiter();
-        let scope = visitor.scope();
-        match limiter.check_now(&class.key(&scope), class) {
-            Some(decision) => decision,
-            None => limiter.check(&scope, class).await,
-        }
+        self.edge
+            .rate_limiter()
+            .check(&visitor.scope(), class)
+            .await
     }
 
     /// The call through the route's upstream resilience stack; the upstream's answer with its
@@ -298,15 +297,10 @@ impl Front {
         .await;
         match result {
             Ok(answer) if answer.status.is_server_error() && !answer.problem => {
-                let failure = Failure::UpstreamStatus(answer.status);
-                tracing::warn!(service, %failure, "upstream failed");
-                Err(failure.problem(service).into_response())
+                Err(failed(service, &Failure::UpstreamStatus(answer.status)))
             }
             Ok(answer) => Ok(answer),
-            Err(failure) => {
-                tracing::warn!(service, %failure, "upstream failed");
-                Err(failure.problem(service).into_response())
-            }
+            Err(failure) => Err(failed(service, &failure)),
         }
     }
 }
@@ -394,9 +388,7 @@ struct RawAnswer {
 
 impl Outcome for RawAnswer {
     fn failure(&self) -> Option<Failure> {
-        self.status
-            .is_server_error()
-            .then_some(Failure::UpstreamStatus(self.status))
+        judged(self.status)
     }
 }
 

@@ -10,7 +10,7 @@ pub static X_UPSTREAM_INSTANCE_ID: HeaderName = HeaderName::from_static("x-upstr
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus the
 /// `Keep-Alive` and `Proxy-Connection` that old clients still send).
-static HOP_BY_HOP: [HeaderName; 8] = [
+pub(super) static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

@@ -14,24 +14,13 @@ pub(super) enum Framing {
     UntilClose,
 }
 
-/// Headers that describe one connection and stop at each hop (RFC 9110 §7.6.1), with the
-/// `Keep-Alive` and `Proxy-Connection` that old clients still send; the router's proxy drops the
-/// same ones (`super::super::headers`). `Transfer-Encoding` is framing, handled apart.
-pub(super) const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-];
-
+/// Whether a header of a parsed head is one of the router's proxy's hop-by-hop headers
+/// (`super::super::headers::HOP_BY_HOP`, the one list), in any case. `Transfer-Encoding` is
+/// framing, handled apart.
 pub(super) fn is_hop_by_hop(name: &[u8]) -> bool {
-    HOP_BY_HOP
+    super::super::headers::HOP_BY_HOP
         .iter()
-        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+        .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
 }
 
 /// The most segments a proxied route's path has (`/api/products/{id}/inventory`: 5), with room.
