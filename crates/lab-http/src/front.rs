@@ -135,9 +135,7 @@ pub(crate) async fn serve<F: Fast>(
     connections.close();
     tokio::select! {
         () = connections.wait() => {}
-        () = tokio::time::sleep(grace) => {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests outlived the grace period; closing them");
-        }
+        () = crate::grace_over(grace) => {}
     }
     Ok(())
 }

@@ -265,11 +265,18 @@ where
         .into_future();
     tokio::select! {
         result = server => result,
-        () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(grace_ms = grace.as_millis() as u64, "in-flight requests outlived the grace period; closing them");
-            Ok(())
-        }
+        () = async { shutdown.cancelled().await; grace_over(grace).await } => Ok(()),
     }
+}
+
+/// Resolves when `grace` has passed, saying that in-flight requests outlived it (both servers'
+/// bounded drain after shutdown).
+pub(crate) async fn grace_over(grace: Duration) {
+    tokio::time::sleep(grace).await;
+    tracing::warn!(
+        grace_ms = grace.as_millis() as u64,
+        "in-flight requests outlived the grace period; closing them"
+    );
 }
 
 /// Resolves on SIGTERM or Ctrl-C, whichever comes first.

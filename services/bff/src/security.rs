@@ -27,7 +27,15 @@ impl SecuritySettings {
     /// Whether any origin besides the BFF's own is allowed: then every answer goes through the
     /// CORS layer, and the BFF's own front (`crate::proxy::Front`) stands aside.
     pub fn cross_origin(&self) -> bool {
-        self.cors_origins.split(',').any(|o| !o.trim().is_empty())
+        self.origins().next().is_some()
+    }
+
+    /// The configured origins, trimmed, empty entries skipped.
+    fn origins(&self) -> impl Iterator<Item = &str> {
+        self.cors_origins
+            .split(',')
+            .map(str::trim)
+            .filter(|o| !o.is_empty())
     }
 }
 
@@ -72,10 +80,7 @@ static EXPOSED_HEADERS: [HeaderName; 10] = [
 /// Wraps `router` (platform middleware included) with CORS and the security headers.
 pub fn layer(router: Router, settings: &SecuritySettings) -> Router {
     let origins: Vec<HeaderValue> = settings
-        .cors_origins
-        .split(',')
-        .map(str::trim)
-        .filter(|o| !o.is_empty())
+        .origins()
         .filter_map(|o| match HeaderValue::from_str(o.trim_end_matches('/')) {
             Ok(v) => Some(v),
             Err(_) => {
