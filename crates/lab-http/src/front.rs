@@ -31,7 +31,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
@@ -162,6 +162,9 @@ impl<F: Fast> Connection<F> {
     async fn run(self, mut tcp: TcpStream) {
         let mut read: Vec<u8> = Vec::with_capacity(4 * 1024);
         let mut out: Vec<u8> = Vec::with_capacity(2 * 1024);
+        // Made once: a wait made afresh for every idle read registers and unregisters itself
+        // with the token each time.
+        let mut shutdown = std::pin::pin!(self.shutdown.clone().cancelled_owned());
         loop {
             // Left uninitialised: the parser writes the slots it fills, and a head of a few
             // headers need not pay for clearing 64 (2 KiB) on every request.
@@ -208,7 +211,7 @@ impl<F: Fast> Connection<F> {
             if read.capacity() - read.len() < 1024 {
                 read.reserve(4 * 1024);
             }
-            if !more(&mut tcp, &mut read, &self.shutdown).await {
+            if !more(&mut tcp, &mut read, shutdown.as_mut()).await {
                 return;
             }
         }
@@ -463,10 +466,14 @@ async fn write_response(
 
 /// Waits for more of a request; false when the connection is done: closed, broken, stalled
 /// mid-request, or idle when the service shuts down.
-async fn more(tcp: &mut TcpStream, read: &mut Vec<u8>, shutdown: &CancellationToken) -> bool {
+async fn more(
+    tcp: &mut TcpStream,
+    read: &mut Vec<u8>,
+    shutdown: Pin<&mut WaitForCancellationFutureOwned>,
+) -> bool {
     let got = if read.is_empty() {
         tokio::select! {
-            () = shutdown.cancelled() => return false,
+            () = shutdown => return false,
             got = tcp.read_buf(read) => got,
         }
     } else {
