@@ -18,6 +18,7 @@ mod lease;
 
 use std::sync::Arc;
 
+use arrayvec::ArrayString;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use lab_cache::Redis;
@@ -29,6 +30,7 @@ use tokio::sync::broadcast;
 pub use bucket::{Bucket, Decision, Mode, RateLimitHealth};
 
 use crate::edge::{DecisionLabels, EdgeMetrics};
+use crate::session::Scope;
 
 pub static RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 pub static RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
@@ -171,11 +173,11 @@ impl RouteClass {
         }
     }
 
-    /// The class's bucket key for a visitor `scope`.
-    pub fn key(self, scope: &str) -> String {
-        let class = self.as_str();
-        let mut key = String::with_capacity(class.len() + 1 + scope.len());
-        key.push_str(class);
+    /// The class's bucket key for a visitor `scope`, held inline (it is made on every limited
+    /// request): a class name and a [`Scope`] fit.
+    pub fn key(self, scope: &Scope) -> ArrayString<64> {
+        let mut key = ArrayString::new();
+        key.push_str(self.as_str());
         key.push(':');
         key.push_str(scope);
         key
@@ -279,7 +281,7 @@ impl RateLimiter {
     }
 
     /// Spends one token of `scope`'s `class` bucket.
-    pub async fn check(&self, scope: &str, class: RouteClass) -> Decision {
+    pub async fn check(&self, scope: &Scope, class: RouteClass) -> Decision {
         let decision = self
             .buckets
             .take_leased(&class.key(scope), self.settings.bucket(class))

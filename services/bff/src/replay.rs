@@ -210,7 +210,7 @@ async fn prepare(store: &ReplayStore, key: IdempotencyKey, req: Request) -> Prep
     let scope = req
         .extensions()
         .get::<Visitor>()
-        .map_or_else(|| "unknown".to_owned(), Visitor::scope);
+        .map_or_else(crate::session::unknown_scope, Visitor::scope);
     let (parts, body) = req.into_parts();
     let Ok(body) = axum::body::to_bytes(body, MAX_REQUEST_BODY).await else {
         return Prepared::Answer(ReplayError::BodyTooLarge.into_response());

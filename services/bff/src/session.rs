@@ -8,9 +8,11 @@
 //! token (`Authorization: Bearer …`) is not read here: the proxy relays it untouched and the
 //! services verify it.
 
+use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use arrayvec::ArrayString;
 use axum::extract::{ConnectInfo, Request};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -49,25 +51,33 @@ pub enum SessionError {
     ShortKey,
 }
 
-/// A session id: 128 random bits, as 32 lowercase hex digits.
+/// A session id: 128 random bits, as 32 lowercase hex digits, held inline (a returning visitor's
+/// request reads one without allocating).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SessionId(String);
+pub struct SessionId(ArrayString<32>);
 
 impl SessionId {
     /// A new session id (also the idempotency demo's one-run buyer).
     pub(crate) fn random() -> Self {
         let bytes: [u8; 16] = rand::rng().random();
-        Self(hex::encode(bytes))
+        let mut digits = [0u8; 32];
+        hex::encode_to_slice(bytes, &mut digits)
+            .unwrap_or_else(|_| unreachable!("16 bytes are 32 hex digits"));
+        Self::parse(std::str::from_utf8(&digits).unwrap_or_default())
+            .unwrap_or_else(|| unreachable!("hex digits make a session id"))
     }
 
     /// Accepts exactly what [`SessionId::random`] makes, so nothing else reaches a Redis key.
     fn parse(text: &str) -> Option<Self> {
-        (text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-            .then(|| Self(text.to_owned()))
+        if text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            ArrayString::from(text).ok().map(Self)
+        } else {
+            None
+        }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 }
 
@@ -128,7 +138,8 @@ impl SessionKey {
 
     /// The session a cookie value names, when its signature is ours (compared in constant time).
     pub fn verify(&self, value: &str) -> Option<SessionId> {
-        let (id, tag) = value.split_once('.')?;
+        // The id is 32 bytes before the dot: split there rather than search for it.
+        let (id, tag) = (value.get(..32)?, value.get(32..)?.strip_prefix('.')?);
         let id = SessionId::parse(id)?;
         if self.verified.holds(value) {
             return Some(id);
@@ -144,6 +155,17 @@ impl SessionKey {
         self.verified.keep(value);
         Some(id)
     }
+}
+
+/// A [`Visitor::scope`]: `s:` and a session id, or `ip:` and an address.
+pub type Scope = ArrayString<48>;
+
+/// The scope of a request that reached a handler without a [`Visitor`] (the edge puts one on
+/// every request below `/api`, so only a handler mounted elsewhere sees this).
+pub fn unknown_scope() -> Scope {
+    let mut scope = Scope::new();
+    scope.push_str("unknown");
+    scope
 }
 
 /// Who made a request, as the edge sees it; an extension on every request below `/api`.
@@ -162,16 +184,17 @@ pub struct Visitor {
 impl Visitor {
     /// Whose bucket and replay space this request uses: its session, or its client IP when it
     /// came without one — a client that drops cookies would otherwise get a new bucket each time.
-    pub fn scope(&self) -> String {
+    /// Held inline: this runs on every limited request.
+    pub fn scope(&self) -> Scope {
+        let mut scope = Scope::new();
         if self.fresh {
-            format!("ip:{}", self.client_ip)
+            // An address is at most 45 characters (an IPv4-mapped IPv6 one): it fits.
+            let _ = write!(scope, "ip:{}", self.client_ip);
         } else {
-            // Without `format!`: this runs on every request of a returning visitor.
-            let mut scope = String::with_capacity(2 + self.session.0.len());
             scope.push_str("s:");
-            scope.push_str(&self.session.0);
-            scope
+            scope.push_str(self.session.as_str());
         }
+        scope
     }
 }
 
@@ -246,15 +269,21 @@ impl SessionState {
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
+/// The value of cookie `name` in the request's `Cookie` headers (the first, when it is sent
+/// twice), without the quotes a value may have (RFC 6265 §4.2.1). Bytes, not `str` methods: a
+/// `Cookie` header is split on every request, and only the value found need be text.
 fn cookie<'a>(headers: &'a (impl RequestHeaders + ?Sized), name: &str) -> Option<&'a str> {
-    headers
+    let value = headers
         .values("cookie")
-        .filter_map(|v| std::str::from_utf8(v).ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
+        .flat_map(|v| v.split(|&b| b == b';'))
+        .find_map(|pair| {
+            pair.trim_ascii()
+                .strip_prefix(name.as_bytes())?
+                .strip_prefix(b"=")
+        })?;
+    let value = value.strip_prefix(b"\"").unwrap_or(value);
+    let value = value.strip_suffix(b"\"").unwrap_or(value);
+    std::str::from_utf8(value).ok()
 }
 
 #[cfg(test)]

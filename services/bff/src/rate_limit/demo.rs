@@ -249,7 +249,7 @@ pub(crate) async fn post_rate_limit_demo(
     Json(ask): Json<RateLimitDemo>,
 ) -> Result<Json<RateLimitDemoReport>, Problem> {
     let bucket = DemoBucket::parse(ask.capacity, ask.refill_per_s)?;
-    let scope = visitor.map_or_else(|| "unknown".to_owned(), |Extension(v)| v.scope());
+    let scope = visitor.map_or_else(crate::session::unknown_scope, |Extension(v)| v.scope());
     if !(1..=MAX_BURST).contains(&ask.burst) {
         return Err(Problem::invalid_field(
             "burst",
