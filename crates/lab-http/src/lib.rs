@@ -34,7 +34,7 @@ pub use fast::{FastPath, FastRoute};
 pub use front::{Fast, Head, put_date, put_header, put_status_line, tokens};
 pub use observe::{
     Observer, RouteRecorder, X_INSTANCE_ID, X_REQUEST_ID, acceptable_request_id_bytes,
-    new_instance_id, new_request_id,
+    new_instance_id, new_request_id, new_request_id_digits,
 };
 pub use probe::{CheckReport, PROBE_TIMEOUT, Probe, Readiness, ReadinessReport};
 pub use problem::{PROBLEM_JSON, Problem};

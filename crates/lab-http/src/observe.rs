@@ -329,6 +329,13 @@ where
 /// A request id unique across processes and restarts: a random per-process prefix and a counter.
 /// (A UUIDv7 per request asked the kernel for randomness each time: visible in profiles.)
 pub fn new_request_id() -> HeaderValue {
+    HeaderValue::from_bytes(&new_request_id_digits())
+        .unwrap_or_else(|_| unreachable!("hex digits are a header value"))
+}
+
+/// [`new_request_id`]'s 32 lowercase hex digits, on the stack (a front that writes heads itself
+/// need not allocate a header value for them).
+pub fn new_request_id_digits() -> [u8; 32] {
     use std::sync::OnceLock;
     use std::sync::atomic::{AtomicU64, Ordering};
     static PREFIX: OnceLock<u64> = OnceLock::new();
@@ -343,7 +350,7 @@ pub fn new_request_id() -> HeaderValue {
             id[i * 16 + 15 - shift] = HEX[((word >> (shift * 4)) & 0xf) as usize];
         }
     }
-    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    id
 }
 
 /// `<service>-<replica>-<4 random hex>`: tells replicas apart, and a restarted process from its

@@ -57,7 +57,9 @@ pub struct Front {
     traffic: Arc<Traffic>,
     routes: Vec<Served>,
     instance: HeaderValue,
-    hsts: bool,
+    /// The security headers' lines for each [`Seen::index`], written once here rather than
+    /// named and copied on every answer.
+    security: SecurityLines,
     /// Requests the front answered.
     answered: Counter,
     /// Connections it handed over to the router.
@@ -130,7 +132,7 @@ impl Front {
             traffic,
             routes,
             instance: observer.instance_header().clone(),
-            hsts,
+            security: SecurityLines::new(hsts),
             answered,
             handed_over,
         }
@@ -217,7 +219,7 @@ impl Front {
         let method = if plan.head { Method::HEAD } else { Method::GET };
         let path = plan.path;
         let headers = Parsed(request.headers);
-        let request_id = request_id(&headers);
+        let request_id = RequestId::of(&headers);
         let (visitor, set_cookie) = self.sessions().resolve_head(request.peer.ip(), &headers);
         let class = RouteClass::of(&method, path);
         let decision = match class {
@@ -225,11 +227,11 @@ impl Front {
             None => None,
         };
         let finish = Finish {
-            request_id: &request_id,
+            request_id: request_id.as_bytes(),
             instance: &self.instance,
             limits: decision.as_ref().map(state),
             set_cookie,
-            hsts: self.hsts,
+            security: &self.security,
             close: plan.close,
         };
         let refused = class.zip(decision.as_ref()).filter(|(_, d)| !d.allowed);
@@ -245,7 +247,7 @@ impl Front {
                     path,
                     query: plan.query,
                     headers: request.headers,
-                    request_id: &request_id,
+                    request_id: request_id.as_bytes(),
                     visitor: &visitor,
                 };
                 match self.forward(&outgoing).await {
@@ -256,12 +258,9 @@ impl Front {
         };
         self.answered.inc();
         self.traffic.record(started, status);
-        plan.served.recorder.finish(
-            &method,
-            status.as_u16(),
-            started,
-            request_id.to_str().unwrap_or_default(),
-        );
+        plan.served
+            .recorder
+            .finish(&method, status.as_u16(), started, request_id.as_str());
         keep
     }
 
@@ -305,15 +304,33 @@ impl Front {
     }
 }
 
-/// The caller's `X-Request-Id` when it is acceptable, else a new one (the platform middleware's
-/// rule, `lab_http`).
-fn request_id(headers: &Parsed<'_, '_>) -> HeaderValue {
-    headers
-        .values("x-request-id")
-        .next()
-        .filter(|v| lab_http::acceptable_request_id_bytes(v))
-        .and_then(|v| HeaderValue::from_bytes(v).ok())
-        .unwrap_or_else(lab_http::new_request_id)
+/// A request's id: the caller's `X-Request-Id` when it is acceptable, else a new one (the
+/// platform middleware's rule, `lab_http`), either way without allocating.
+enum RequestId<'a> {
+    Given(&'a [u8]),
+    New([u8; 32]),
+}
+
+impl<'a> RequestId<'a> {
+    fn of(headers: &'a Parsed<'_, '_>) -> Self {
+        headers
+            .values("x-request-id")
+            .next()
+            .filter(|v| lab_http::acceptable_request_id_bytes(v))
+            .map_or_else(|| Self::New(lab_http::new_request_id_digits()), Self::Given)
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Self::Given(bytes) => bytes,
+            Self::New(digits) => digits,
+        }
+    }
+
+    /// Either kind is visible ASCII.
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
 }
 
 /// The request as the upstream gets it.
@@ -324,7 +341,7 @@ struct Outgoing<'a> {
     path: &'a str,
     query: Option<&'a str>,
     headers: &'a [httparse::Header<'a>],
-    request_id: &'a HeaderValue,
+    request_id: &'a [u8],
     visitor: &'a Visitor,
 }
 
@@ -355,7 +372,7 @@ impl Outgoing<'_> {
             }
             wire::put_header_lower(out, name, h.value);
         }
-        lab_http::put_header(out, b"x-request-id", self.request_id.as_bytes());
+        lab_http::put_header(out, b"x-request-id", self.request_id);
         // The anonymous visitor's identity, as the router's proxy sets it
         // (`super::headers::set_customer`); a bearer's is the token's subject.
         if !self.visitor.bearer {
@@ -557,11 +574,11 @@ fn describe(
 /// the request id, this instance, the rate limit's state, a new session's cookie and the
 /// security headers.
 struct Finish<'a> {
-    request_id: &'a HeaderValue,
+    request_id: &'a [u8],
     instance: &'a HeaderValue,
     limits: Option<[(&'static HeaderName, u64); 3]>,
     set_cookie: Option<HeaderValue>,
-    hsts: bool,
+    security: &'a SecurityLines,
     /// Whether the caller asked to close the connection after this answer.
     close: bool,
 }
@@ -574,6 +591,41 @@ struct Seen {
     csp: bool,
     hsts: bool,
     referrer: bool,
+}
+
+impl Seen {
+    /// What decides the security headers, as four bits.
+    fn index(&self) -> usize {
+        usize::from(self.html)
+            | usize::from(self.csp) << 1
+            | usize::from(self.hsts) << 2
+            | usize::from(self.referrer) << 3
+    }
+}
+
+/// [`security_headers`]' lines for every [`Seen::index`], with the edge's `hsts` setting.
+struct SecurityLines([Vec<u8>; 16]);
+
+impl SecurityLines {
+    fn new(hsts: bool) -> Self {
+        Self(std::array::from_fn(|index| {
+            let seen = |bit: usize| index & 1 << bit != 0;
+            let has = |name: &HeaderName| {
+                (*name == header::CONTENT_SECURITY_POLICY && seen(1))
+                    || (*name == header::STRICT_TRANSPORT_SECURITY && seen(2))
+                    || (*name == header::REFERRER_POLICY && seen(3))
+            };
+            let mut lines = Vec::new();
+            for (name, value) in security_headers(seen(0), has, hsts).into_iter().flatten() {
+                lab_http::put_header(&mut lines, name.as_str().as_bytes(), value.as_bytes());
+            }
+            lines
+        }))
+    }
+
+    fn for_answer(&self, seen: &Seen) -> &[u8] {
+        &self.0[seen.index()]
+    }
 }
 
 impl Finish<'_> {
@@ -622,7 +674,7 @@ impl Finish<'_> {
             lab_http::put_date(out);
             out.extend_from_slice(b"\r\n");
         }
-        lab_http::put_header(out, b"x-request-id", self.request_id.as_bytes());
+        lab_http::put_header(out, b"x-request-id", self.request_id);
         lab_http::put_header(out, b"x-instance-id", self.instance.as_bytes());
         if let Some(limits) = &self.limits {
             let mut digits = itoa::Buffer::new();
@@ -637,17 +689,7 @@ impl Finish<'_> {
         if let Some(cookie) = &self.set_cookie {
             lab_http::put_header(out, b"set-cookie", cookie.as_bytes());
         }
-        let has = |name: &HeaderName| {
-            (*name == header::CONTENT_SECURITY_POLICY && seen.csp)
-                || (*name == header::STRICT_TRANSPORT_SECURITY && seen.hsts)
-                || (*name == header::REFERRER_POLICY && seen.referrer)
-        };
-        for (name, value) in security_headers(seen.html, has, self.hsts)
-            .into_iter()
-            .flatten()
-        {
-            lab_http::put_header(out, name.as_str().as_bytes(), value.as_bytes());
-        }
+        out.extend_from_slice(self.security.for_answer(seen));
         out.extend_from_slice(b"\r\n");
     }
 }

@@ -9,17 +9,33 @@ use http::header::{self, HeaderMap, HeaderName};
 pub static X_UPSTREAM_INSTANCE_ID: HeaderName = HeaderName::from_static("x-upstream-instance-id");
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1, plus the
-/// `Keep-Alive` and `Proxy-Connection` that old clients still send).
-pub(super) static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::UPGRADE,
+/// `Keep-Alive` and `Proxy-Connection` that old clients still send), as text for the proxy's
+/// fast path, which compares raw names…
+pub(super) const HOP_BY_HOP_NAMES: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
 ];
+
+/// …and as header names for the router's proxy.
+pub(super) static HOP_BY_HOP: [HeaderName; 8] = {
+    let n = HOP_BY_HOP_NAMES;
+    [
+        HeaderName::from_static(n[0]),
+        HeaderName::from_static(n[1]),
+        HeaderName::from_static(n[2]),
+        HeaderName::from_static(n[3]),
+        HeaderName::from_static(n[4]),
+        HeaderName::from_static(n[5]),
+        HeaderName::from_static(n[6]),
+        HeaderName::from_static(n[7]),
+    ]
+};
 
 /// Removes the hop-by-hop headers, those `Connection` names included. `Transfer-Encoding` is
 /// left to hyper, which frames the body itself on each connection and drops the header.

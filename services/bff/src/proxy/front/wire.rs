@@ -15,12 +15,12 @@ pub(super) enum Framing {
 }
 
 /// Whether a header of a parsed head is one of the router's proxy's hop-by-hop headers
-/// (`super::super::headers::HOP_BY_HOP`, the one list), in any case. `Transfer-Encoding` is
-/// framing, handled apart.
+/// (`super::super::headers::HOP_BY_HOP_NAMES`, the one list), in any case. `Transfer-Encoding`
+/// is framing, handled apart.
 pub(super) fn is_hop_by_hop(name: &[u8]) -> bool {
-    super::super::headers::HOP_BY_HOP
+    super::super::headers::HOP_BY_HOP_NAMES
         .iter()
-        .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
 }
 
 /// The most segments a proxied route's path has (`/api/products/{id}/inventory`: 5), with room.
