@@ -63,13 +63,13 @@ impl SessionId {
         let mut digits = [0u8; 32];
         hex::encode_to_slice(bytes, &mut digits)
             .unwrap_or_else(|_| unreachable!("16 bytes are 32 hex digits"));
-        Self::parse(std::str::from_utf8(&digits).unwrap_or_default())
-            .unwrap_or_else(|| unreachable!("hex digits make a session id"))
+        Self::parse(&digits).unwrap_or_else(|| unreachable!("hex digits make a session id"))
     }
 
     /// Accepts exactly what [`SessionId::random`] makes, so nothing else reaches a Redis key.
-    fn parse(text: &str) -> Option<Self> {
-        if text.len() == 32 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    fn parse(text: &[u8]) -> Option<Self> {
+        if text.len() == 32 && text.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            let text = std::str::from_utf8(text).ok()?;
             ArrayString::from(text).ok().map(Self)
         } else {
             None
@@ -137,13 +137,14 @@ impl SessionKey {
     }
 
     /// The session a cookie value names, when its signature is ours (compared in constant time).
-    pub fn verify(&self, value: &str) -> Option<SessionId> {
-        // The id is 32 bytes before the dot: split there rather than search for it.
-        let (id, tag) = (value.get(..32)?, value.get(32..)?.strip_prefix('.')?);
-        let id = SessionId::parse(id)?;
-        if self.verified.holds(value) {
+    pub fn verify(&self, value: &(impl AsRef<[u8]> + ?Sized)) -> Option<SessionId> {
+        let value = value.as_ref();
+        if let Some(id) = self.verified.holds(value) {
             return Some(id);
         }
+        // The id is 32 bytes before the dot: split there rather than search for it.
+        let (id, tag) = (value.get(..32)?, value.get(32..)?.strip_prefix(b".")?);
+        let id = SessionId::parse(id)?;
         // A SHA-256 tag is 32 bytes, 43 characters of unpadded base64: decoded on the stack,
         // anything longer refused before decoding (33 bytes: base64's estimate for 43 chars).
         let mut bytes = [0u8; 33];
@@ -152,7 +153,7 @@ impl SessionKey {
         }
         let length = URL_SAFE_NO_PAD.decode_slice(tag, &mut bytes).ok()?;
         self.mac(&id).verify_slice(&bytes[..length]).ok()?;
-        self.verified.keep(value);
+        self.verified.keep(value, &id);
         Some(id)
     }
 }
@@ -272,7 +273,7 @@ impl SessionState {
 /// The value of cookie `name` in the request's `Cookie` headers (the first, when it is sent
 /// twice), without the quotes a value may have (RFC 6265 §4.2.1). Bytes, not `str` methods: a
 /// `Cookie` header is split on every request, and only the value found need be text.
-fn cookie<'a>(headers: &'a (impl RequestHeaders + ?Sized), name: &str) -> Option<&'a str> {
+fn cookie<'a>(headers: &'a (impl RequestHeaders + ?Sized), name: &str) -> Option<&'a [u8]> {
     let value = headers
         .values("cookie")
         .flat_map(|v| v.split(|&b| b == b';'))
@@ -282,8 +283,7 @@ fn cookie<'a>(headers: &'a (impl RequestHeaders + ?Sized), name: &str) -> Option
                 .strip_prefix(b"=")
         })?;
     let value = value.strip_prefix(b"\"").unwrap_or(value);
-    let value = value.strip_suffix(b"\"").unwrap_or(value);
-    std::str::from_utf8(value).ok()
+    Some(value.strip_suffix(b"\"").unwrap_or(value))
 }
 
 #[cfg(test)]
@@ -377,7 +377,7 @@ mod tests {
             HeaderValue::from_static("lab_session=xyz; c=3"),
         );
 
-        assert_eq!(cookie(&headers, COOKIE), Some("xyz"));
+        assert_eq!(cookie(&headers, COOKIE), Some(&b"xyz"[..]));
         assert_eq!(cookie(&headers, "d"), None);
     }
 }

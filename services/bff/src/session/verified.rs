@@ -7,9 +7,12 @@
 //! is accepted from here, so what is accepted is exactly what the HMAC would accept with the key
 //! this process holds for its whole life. The comparison is constant-time over the whole value
 //! (a forged tag for a kept session id learns nothing from how long it took to be refused), and
-//! a refused comparison goes on to the HMAC as before.
+//! a refused comparison goes on to the HMAC as before. The session id is kept beside its
+//! cookie, so an accepted one is not parsed again.
 
 use std::sync::{Mutex, PoisonError};
+
+use super::SessionId;
 
 use subtle::ConstantTimeEq;
 
@@ -23,7 +26,13 @@ const SIGNED_LEN: usize = 32 + 1 + 43;
 
 /// The verified cookies, a lock per slot (held for a copy or a comparison, never across an
 /// await), so visitors on different slots never wait for each other.
-pub(super) struct Verified(Box<[Mutex<Option<[u8; SIGNED_LEN]>>]>);
+pub(super) struct Verified(Box<[Mutex<Option<Kept>>]>);
+
+/// A verified cookie, byte for byte, and the session it names.
+struct Kept {
+    cookie: [u8; SIGNED_LEN],
+    id: SessionId,
+}
 
 impl Default for Verified {
     fn default() -> Self {
@@ -32,26 +41,25 @@ impl Default for Verified {
 }
 
 impl Verified {
-    /// Whether exactly `cookie` was verified before (and is still kept).
-    pub(super) fn holds(&self, cookie: &str) -> bool {
-        let Some(slot) = self.slot(cookie) else {
-            return false;
-        };
-        slot.lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .is_some_and(|kept| same(kept, cookie.as_bytes()))
+    /// The session of exactly `cookie`, when it was verified before (and is still kept).
+    pub(super) fn holds(&self, cookie: &[u8]) -> Option<SessionId> {
+        let slot = self.slot(cookie)?;
+        let kept = slot.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept = kept.as_ref()?;
+        same(&kept.cookie, cookie).then(|| kept.id.clone())
     }
 
-    /// Keeps `cookie`, whose signature has just been verified.
-    pub(super) fn keep(&self, cookie: &str) {
-        if let (Some(slot), Ok(bytes)) = (self.slot(cookie), cookie.as_bytes().try_into()) {
-            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(bytes);
+    /// Keeps `cookie`, whose signature has just been verified, and the session it names.
+    pub(super) fn keep(&self, cookie: &[u8], id: &SessionId) {
+        if let (Some(slot), Ok(bytes)) = (self.slot(cookie), cookie.try_into()) {
+            *slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(Kept {
+                cookie: bytes,
+                id: id.clone(),
+            });
         }
     }
 
-    fn slot(&self, cookie: &str) -> Option<&Mutex<Option<[u8; SIGNED_LEN]>>> {
-        let bytes = cookie.as_bytes();
+    fn slot(&self, bytes: &[u8]) -> Option<&Mutex<Option<Kept>>> {
         if bytes.len() != SIGNED_LEN {
             return None;
         }
