@@ -395,12 +395,13 @@ impl From<ObserveState> for Observer {
 pub struct RouteRecorder(Arc<RouteObserver>);
 
 impl RouteRecorder {
-    /// `method` answered with `status`, `started` when its head was read, under `request_id`.
-    pub fn finish(&self, method: &Method, status: u16, started: Instant, request_id: &str) {
+    /// `method` answered with `status`, `started` when its head was read, under `request_id`
+    /// (visible ASCII; read as text only when the span is logged).
+    pub fn finish(&self, method: &Method, status: u16, started: Instant, request_id: &[u8]) {
         let observer = &self.0;
         let span = tracing::info_span!(
             "req",
-            request_id,
+            request_id = std::str::from_utf8(request_id).unwrap_or_default(),
             instance = %observer.state.instance_id
         );
         let route = observer.route("");

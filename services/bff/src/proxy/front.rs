@@ -260,7 +260,7 @@ impl Front {
         self.traffic.record(started, status);
         plan.served
             .recorder
-            .finish(&method, status.as_u16(), started, request_id.as_str());
+            .finish(&method, status.as_u16(), started, request_id.as_bytes());
         keep
     }
 
@@ -325,11 +325,6 @@ impl<'a> RequestId<'a> {
             Self::Given(bytes) => bytes,
             Self::New(digits) => digits,
         }
-    }
-
-    /// Either kind is visible ASCII.
-    fn as_str(&self) -> &str {
-        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
 }
 
