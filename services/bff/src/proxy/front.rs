@@ -628,32 +628,33 @@ impl Finish<'_> {
     /// `X-Instance-Id` comes back as `X-Upstream-Instance-Id`.
     fn copy(&self, out: &mut Vec<u8>, seen: &mut Seen, name: &[u8], value: &[u8]) {
         let is = |other: &str| name.eq_ignore_ascii_case(other.as_bytes());
-        if is("x-request-id") || is("x-content-type-options") {
-            return;
-        }
-        if self.limits.is_some()
-            && (is("ratelimit-limit") || is("ratelimit-remaining") || is("ratelimit-reset"))
-        {
-            return;
-        }
-        if is("x-instance-id") {
-            lab_http::put_header(
-                out,
-                super::X_UPSTREAM_INSTANCE_ID.as_str().as_bytes(),
-                value,
-            );
-            return;
-        }
-        if is("date") {
-            seen.date = true;
-        } else if is("content-type") {
-            seen.html = crate::security::is_html(Some(value));
-        } else if is("content-security-policy") {
-            seen.csp = true;
-        } else if is("strict-transport-security") {
-            seen.hsts = true;
-        } else if is("referrer-policy") {
-            seen.referrer = true;
+        // By length first: most of an answer's headers are none of these, and a length rules
+        // out all but one or two names.
+        match name.len() {
+            4 if is("date") => seen.date = true,
+            12 if is("x-request-id") => return,
+            12 if is("content-type") => seen.html = crate::security::is_html(Some(value)),
+            13 if is("x-instance-id") => {
+                lab_http::put_header(
+                    out,
+                    super::X_UPSTREAM_INSTANCE_ID.as_str().as_bytes(),
+                    value,
+                );
+                return;
+            }
+            15 if is("referrer-policy") => seen.referrer = true,
+            15 | 19
+                if self.limits.is_some()
+                    && (is("ratelimit-limit")
+                        || is("ratelimit-remaining")
+                        || is("ratelimit-reset")) =>
+            {
+                return;
+            }
+            22 if is("x-content-type-options") => return,
+            23 if is("content-security-policy") => seen.csp = true,
+            25 if is("strict-transport-security") => seen.hsts = true,
+            _ => {}
         }
         wire::put_header_lower(out, name, value);
     }
