@@ -45,13 +45,18 @@ where
     F: FnMut(&str) -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
 {
-    let deadline = Instant::now() + policy.total_timeout;
+    let started = Instant::now();
+    let deadline = started + policy.total_timeout;
     upstream.budget.deposit();
     let mut tries: u32 = 0;
     loop {
         tries += 1;
         let (breaker, permit) = upstream.pick()?;
-        let left = deadline.saturating_duration_since(Instant::now());
+        // The first attempt has all of the total; a clock read less on every call.
+        let left = match tries {
+            1 => policy.total_timeout,
+            _ => deadline.saturating_duration_since(Instant::now()),
+        };
         let limit = policy.attempt_timeout.min(left);
         let injected = upstream.fault.roll();
         let attempt_once = async {
