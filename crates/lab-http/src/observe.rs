@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
@@ -395,9 +395,9 @@ impl From<ObserveState> for Observer {
 pub struct RouteRecorder(Arc<RouteObserver>);
 
 impl RouteRecorder {
-    /// `method` answered with `status`, `started` when its head was read, under `request_id`
+    /// `method` answered with `status`, `took` since its head was read, under `request_id`
     /// (visible ASCII; read as text only when the span is logged).
-    pub fn finish(&self, method: &Method, status: u16, started: Instant, request_id: &[u8]) {
+    pub fn finish(&self, method: &Method, status: u16, took: Duration, request_id: &[u8]) {
         let observer = &self.0;
         let span = tracing::info_span!(
             "req",
@@ -405,12 +405,6 @@ impl RouteRecorder {
             instance = %observer.state.instance_id
         );
         let route = observer.route("");
-        observer.finish(
-            &span,
-            method_label(method),
-            route,
-            status,
-            started.elapsed(),
-        );
+        observer.finish(&span, method_label(method), route, status, took);
     }
 }

@@ -46,9 +46,9 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    /// Counts one answered request that took `since` until now.
-    pub(crate) fn record(&self, since: Instant, status: axum::http::StatusCode) {
-        let ms = since.elapsed().as_secs_f32() * 1_000.0;
+    /// Counts one answered request that took `took`.
+    pub(crate) fn record(&self, took: Duration, status: axum::http::StatusCode) {
+        let ms = took.as_secs_f32() * 1_000.0;
         self.requests.fetch_add(1, Ordering::Relaxed);
         if status.is_server_error() {
             self.server_errors.fetch_add(1, Ordering::Relaxed);
@@ -110,7 +110,7 @@ where
         let answer = self.inner.call(request);
         Box::pin(async move {
             let Ok(response) = answer.await;
-            traffic.record(started, response.status());
+            traffic.record(started.elapsed(), response.status());
             Ok(response)
         })
     }

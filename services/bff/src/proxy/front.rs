@@ -257,10 +257,11 @@ impl Front {
             }
         };
         self.answered.inc();
-        self.traffic.record(started, status);
+        let took = started.elapsed();
+        self.traffic.record(took, status);
         plan.served
             .recorder
-            .finish(&method, status.as_u16(), started, request_id.as_bytes());
+            .finish(&method, status.as_u16(), took, request_id.as_bytes());
         keep
     }
 
