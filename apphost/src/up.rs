@@ -66,16 +66,17 @@ pub async fn up(args: UpArgs) -> anyhow::Result<()> {
 
     let names = plan::process_names();
     let mut addrs: BTreeMap<String, SocketAddr> = BTreeMap::new();
-    for (service, _, name) in &names {
-        let addr = if *service == "bff" {
-            let mut a = args.listen;
-            if a.port() == 0 {
-                a.set_port(ports::free_port()?);
-            }
-            a
-        } else {
-            ports::loopback(ports::assign(&mut state, name, false)?)
-        };
+    // The BFF's port is not remembered; chosen last, it cannot be one a service picks after it.
+    let (bff, services): (Vec<_>, Vec<_>) = names.iter().partition(|(s, _, _)| *s == "bff");
+    for (_, _, name) in services {
+        let addr = ports::loopback(ports::assign(&mut state, name, false)?);
+        addrs.insert(name.clone(), addr);
+    }
+    for (_, _, name) in bff {
+        let mut addr = args.listen;
+        if addr.port() == 0 {
+            addr.set_port(ports::unremembered(&state, name)?);
+        }
         addrs.insert(name.clone(), addr);
     }
     state.save(&dir)?;

@@ -81,9 +81,8 @@ pub async fn run(args: BffArgs) -> anyhow::Result<()> {
         require_quiet().await?;
     }
     let exe = own_exe()?;
-    let port = || crate::ports::free_port().context("choosing a port");
-    let (peer_port, nginx_port, bff_port, a_port, b_port) =
-        (port()?, port()?, port()?, port()?, port()?);
+    let [peer_port, nginx_port, bff_port, a_port, b_port] =
+        crate::ports::free_ports().context("choosing ports")?;
     let client = reqwest::Client::builder().no_proxy().build()?;
     let peer = format!("http://127.0.0.1:{peer_port}");
 

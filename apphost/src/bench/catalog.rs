@@ -82,8 +82,7 @@ pub async fn run(args: CatalogArgs) -> anyhow::Result<()> {
         lab_db::bootstrap::STATIC_PASSWORD,
     )?;
     let exe = own_exe()?;
-    let port = |_| crate::ports::free_port().context("choosing a port");
-    let (pa, pb, pp) = (port(())?, port(())?, port(())?);
+    let [pa, pb, pp] = crate::ports::free_ports().context("choosing ports")?;
     let peers = format!("http://127.0.0.1:{pa},http://127.0.0.1:{pb}");
     let client = reqwest::Client::builder().no_proxy().build()?;
 

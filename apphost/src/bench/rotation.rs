@@ -74,8 +74,7 @@ pub async fn run(args: RotationArgs) -> anyhow::Result<()> {
         Some(&vault_password),
     )
     .await?;
-    let port = || crate::ports::free_port().context("choosing a port");
-    let (vault_port, catalog_port) = (port()?, port()?);
+    let [vault_port, catalog_port] = crate::ports::free_ports().context("choosing ports")?;
     let root = format!("bench-root-{:016x}", rand::random::<u64>());
     let vault_child = spawn_pinned(
         SERVER_CORE,

@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use lab_test_support::{ServiceMigrator, TestApp, TestEnv, eventually, free_port};
+use lab_test_support::{ServiceMigrator, TestApp, TestEnv, eventually, free_ports};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -135,8 +135,8 @@ impl Cluster {
             .await
             .unwrap()
             .unwrap();
-        let [catalog_port, payments_port, psp_port, checkout_port] =
-            [free_port(), free_port(), free_port(), free_port()];
+        let [catalog_port, payments_port, psp_port, checkout_port]: [u16; 4] =
+            free_ports(4).try_into().unwrap();
         let psp_url = format!("http://127.0.0.1:{psp_port}");
         let payments_url = format!("http://127.0.0.1:{payments_port}");
 

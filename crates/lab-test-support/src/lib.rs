@@ -50,7 +50,7 @@ pub use app::{TestApp, test_client};
 pub use bus::{BUS_DEADLINE, Bus};
 pub use db::{ServiceMigrator, TestDb};
 pub use poll::eventually;
-pub use process::{DevVault, PrivateRedis, closed_port_url, free_port};
+pub use process::{DevVault, PrivateRedis, closed_port_url, free_port, free_ports};
 pub use sse::{SseEvent, SseStream};
 
 /// Leases in tests last as long as in `lab up`: no test waits for a natural rotation.

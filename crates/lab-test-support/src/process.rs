@@ -18,10 +18,22 @@ const START_DEADLINE: Duration = Duration::from_secs(10);
 /// A free loopback port, found by binding port 0 and letting go. Another process could take it
 /// before the caller binds it; servers started on it retry with a new one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
+    free_ports(1)[0]
+}
+
+/// `n` distinct free loopback ports. Every listener is held until all are chosen: a port let go
+/// can be handed out again at once, so ports picked one [`free_port`] at a time may repeat.
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let held: Vec<Option<std::net::TcpListener>> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").ok())
+        .collect();
+    held.iter()
+        .map(|l| {
+            l.as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map_or(0, |a| a.port())
+        })
+        .collect()
 }
 
 /// A loopback URL on which nothing listens (for "dependency unreachable" tests).

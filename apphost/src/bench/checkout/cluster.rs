@@ -51,9 +51,9 @@ struct Proc {
 impl Cluster {
     pub async fn start(args: &CheckoutArgs, client: &reqwest::Client) -> anyhow::Result<Self> {
         let exe = own_exe()?;
-        let port = || crate::ports::free_port().context("choosing a port");
-        let urls =
-            [port()?, port()?, port()?, port()?, port()?].map(|p| format!("http://127.0.0.1:{p}"));
+        let urls = crate::ports::free_ports::<5>()
+            .context("choosing ports")?
+            .map(|p| format!("http://127.0.0.1:{p}"));
         let procs = wiring(args, &urls)?;
         let mut children = Vec::new();
         for p in &procs {

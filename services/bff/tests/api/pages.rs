@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 
 use lab_test_cluster::{Cluster, Options};
-use lab_test_support::{TestApp, TestEnv, free_port};
+use lab_test_support::{TestApp, TestEnv, free_ports};
 
 use crate::helpers::{settings, spawn_app, spawn_bff};
 
@@ -226,7 +226,7 @@ async fn an_asset_that_does_not_exist_is_a_problem_404() {
 /// Two catalog replicas on the cluster's database, Redis and bus, each knowing the other (the
 /// cache demo writes on one and reads on the other), checking `identity`'s tokens when it runs.
 async fn catalog_pair(env: &TestEnv, identity: Option<&TestApp>) -> Vec<TestApp> {
-    let ports = [free_port(), free_port()];
+    let ports = free_ports(2);
     let peers = ports
         .iter()
         .map(|p| format!("http://127.0.0.1:{p}"))

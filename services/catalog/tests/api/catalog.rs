@@ -3,7 +3,7 @@
 
 use lab_catalog::seed::seed_id;
 use lab_config::SecretString;
-use lab_test_support::{TestApp, TestEnv, free_port};
+use lab_test_support::{TestApp, TestEnv, free_ports};
 use serde_json::Value;
 
 use crate::helpers::{env, settings};
@@ -13,7 +13,7 @@ pub const ADMIN: &str = "test-admin-token";
 /// `replicas` catalog instances sharing `env`'s database and Redis, each listing all of them as
 /// peers (ports are chosen first, so every replica knows the others before it starts).
 pub async fn replicas(env: &TestEnv, replicas: u16) -> Vec<TestApp> {
-    let ports: Vec<u16> = (0..replicas).map(|_| free_port()).collect();
+    let ports = free_ports(usize::from(replicas));
     let peers = ports
         .iter()
         .map(|p| format!("http://127.0.0.1:{p}"))
