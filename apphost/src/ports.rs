@@ -7,8 +7,7 @@ use crate::datadir::State;
 
 /// A port the OS considers free right now (bind to port 0, read it back, release it).
 pub fn free_port() -> std::io::Result<u16> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
-    Ok(listener.local_addr()?.port())
+    free_ports::<1>().map(|[port]| port)
 }
 
 /// `N` distinct free ports. Every listener is held until all are chosen: a port let go can be
