@@ -45,8 +45,7 @@ where
     F: FnMut(&str) -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
 {
-    let started = Instant::now();
-    let deadline = started + policy.total_timeout;
+    let deadline = Instant::now() + policy.total_timeout;
     upstream.budget.deposit();
     let mut tries: u32 = 0;
     loop {
